@@ -1,0 +1,162 @@
+"""CustomResourceDefinitions generated from the pydantic models, so schema and validation never drift."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import yaml
+
+from . import GROUP, VERSION
+from .models import FirmwareRelease, SensorFleet, WeatherSensor
+from .models.common import Model
+
+CATEGORY = "weatherfleet"
+
+_NAMES = {
+    "WeatherSensor": ("weathersensors", "weathersensor", ["ws"]),
+    "SensorFleet": ("sensorfleets", "sensorfleet", ["fleet"]),
+    "FirmwareRelease": ("firmwarereleases", "firmwarerelease", ["fwrel"]),
+}
+
+_AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+_PRINTER_COLUMNS: dict[str, list[dict[str, Any]]] = {
+    "WeatherSensor": [
+        {"name": "Location", "type": "string", "jsonPath": ".spec.location"},
+        {"name": "Sensors", "type": "string", "jsonPath": ".spec.sensors[*].type"},
+        {"name": "Firmware", "type": "string", "jsonPath": ".status.firmware.reported"},
+        {"name": "Desired", "type": "string", "jsonPath": ".status.firmware.desired"},
+        {"name": "Online", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Online")].status'},
+        {"name": "Last Seen", "type": "date", "jsonPath": ".status.lastSeen"},
+        _AGE,
+    ],
+    "SensorFleet": [
+        {"name": "Broker", "type": "string", "jsonPath": ".spec.broker.kind"},
+        {"name": "Sensors", "type": "integer", "jsonPath": ".status.sensors.total"},
+        {"name": "Online", "type": "integer", "jsonPath": ".status.sensors.online"},
+        {"name": "Release", "type": "string", "jsonPath": ".status.rollout.version"},
+        {"name": "Rollout", "type": "string", "jsonPath": ".status.rollout.phase"},
+        {"name": "Percent", "type": "number", "jsonPath": ".status.rollout.percent"},
+        {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+        _AGE,
+    ],
+    "FirmwareRelease": [
+        {"name": "Version", "type": "string", "jsonPath": ".spec.version"},
+        {"name": "Channel", "type": "string", "jsonPath": ".spec.channel"},
+        {"name": "Kind", "type": "string", "jsonPath": ".spec.artifact.kind"},
+        {"name": "Verified", "type": "boolean", "jsonPath": ".status.signatureVerified"},
+        {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+        {"name": "Digest", "type": "string", "jsonPath": ".status.digest", "priority": 1},
+        _AGE,
+    ],
+}
+
+# Fields that may never change once set: enforced by the API server through CEL.
+_IMMUTABLE = {"WeatherSensor": ["deviceId"]}
+
+
+def _structural(node: Any, defs: dict[str, Any]) -> Any:
+    """Pydantic's JSON Schema made structural: refs inlined, nullables folded, no JSON-Schema-only keys."""
+    if isinstance(node, list):
+        return [_structural(n, defs) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = copy.deepcopy(defs[node["$ref"].rsplit("/", 1)[-1]])
+        extra = {k: v for k, v in node.items() if k != "$ref"}
+        return _structural({**target, **extra}, defs)
+    node = dict(node)
+    options = node.get("anyOf")
+    if options is not None:
+        real = [o for o in options if o.get("type") != "null"]
+        if len(real) == 1 and len(real) < len(options):
+            merged = {**{k: v for k, v in node.items() if k != "anyOf"}, **real[0]}
+            merged["nullable"] = True
+            if merged.get("default", 0) is None:
+                del merged["default"]
+            return _structural(merged, defs)
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(node.get(bound), int | float) and not isinstance(node.get(bound), bool):
+            node[plain] = node[bound]
+            node[bound] = True
+    if node.get("format") == "date-time":
+        node["type"] = "string"
+    for key in ("title", "$defs", "additionalProperties" if "properties" in node else "", "discriminator"):
+        node.pop(key, None)
+    if node.get("additionalProperties") is False:
+        node.pop("additionalProperties")
+    return {k: _structural(v, defs) for k, v in node.items()}
+
+
+def _schema_for(model: type[Model], kind: str) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    schema = _structural(raw, raw.get("$defs", {}))
+    props = schema["properties"]
+    props["metadata"] = {"type": "object"}
+    props["apiVersion"] = {"type": "string"}
+    props["kind"] = {"type": "string"}
+    for field in _IMMUTABLE.get(kind, []):
+        props["spec"]["properties"][field]["x-kubernetes-validations"] = [
+            {"rule": "self == oldSelf", "message": f"{field} is immutable"}
+        ]
+    if kind == "WeatherSensor":
+        # The API server then rejects two sensors of the same type, as the model does.
+        sensors = props["spec"]["properties"]["sensors"]
+        sensors["x-kubernetes-list-type"] = "map"
+        sensors["x-kubernetes-list-map-keys"] = ["type"]
+    conditions = props["status"]["properties"]["conditions"]
+    conditions["x-kubernetes-list-type"] = "map"
+    conditions["x-kubernetes-list-map-keys"] = ["type"]
+    props["status"].pop("default", None)
+    schema.pop("description", None)
+    schema["required"] = ["spec"]
+    return {"type": "object", **{k: v for k, v in schema.items() if k != "type"}}
+
+
+def crd(kind: str) -> dict[str, Any]:
+    model = {"WeatherSensor": WeatherSensor, "SensorFleet": SensorFleet, "FirmwareRelease": FirmwareRelease}[kind]
+    plural, singular, short = _NAMES[kind]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{plural}.{GROUP}",
+            "labels": {"app.kubernetes.io/name": "weatherfleet", "app.kubernetes.io/part-of": "weatherfleet"},
+        },
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": singular,
+                "shortNames": short,
+                "categories": [CATEGORY],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": _PRINTER_COLUMNS[kind],
+                    "schema": {"openAPIV3Schema": _schema_for(model, kind)},
+                }
+            ],
+        },
+    }
+
+
+def all_crds() -> list[dict[str, Any]]:
+    return [crd(kind) for kind in ("WeatherSensor", "SensorFleet", "FirmwareRelease")]
+
+
+def file_name(doc: dict[str, Any]) -> str:
+    return f"{doc['spec']['group']}_{doc['spec']['names']['plural']}.yaml"
+
+
+def to_yaml(doc: dict[str, Any]) -> str:
+    return yaml.safe_dump(doc, sort_keys=True, default_flow_style=False, width=100)

@@ -1,0 +1,195 @@
+"""SensorFleet: a set of WeatherSensors with one broker, one CA, one dashboard and one rollout."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints, model_validator
+
+from ..durations import parse_duration
+from .common import DNS1123_LABEL, Condition, Duration, Model, ObjectMeta, SecretKeyRef
+
+Name = Annotated[str, StringConstraints(pattern=DNS1123_LABEL, max_length=63)]
+
+
+class LabelSelectorRequirement(Model):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = Field(default_factory=list)
+
+
+class LabelSelector(Model):
+    match_labels: dict[str, str] = Field(default_factory=dict, alias="matchLabels")
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list, alias="matchExpressions")
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        if any(labels.get(k) != v for k, v in self.match_labels.items()):
+            return False
+        for req in self.match_expressions:
+            present = req.key in labels
+            if req.operator == "In" and (not present or labels[req.key] not in req.values):
+                return False
+            if req.operator == "NotIn" and present and labels[req.key] in req.values:
+                return False
+            if req.operator == "Exists" and not present:
+                return False
+            if req.operator == "DoesNotExist" and present:
+                return False
+        return True
+
+
+class BrokerSpec(Model):
+    kind: Literal["nanomq", "mosquitto"] = "nanomq"
+    topic_prefix: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,30}$")] = Field(
+        default="sensors", alias="topicPrefix"
+    )
+    host: str = "nanomq"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8883
+    acl_config_map: Name = Field(default="nanomq-acl", alias="aclConfigMap")
+    credentials_secret: Name = Field(default="nanomq-passwords", alias="credentialsSecret")
+    deployment: Name | None = Field(default="nanomq", description="Broker Deployment to restart when the ACL changes")
+
+
+class IssuerRef(Model):
+    name: Name
+    kind: Literal["ClusterIssuer", "Issuer"] = "ClusterIssuer"
+    group: Literal["cert-manager.io"] = "cert-manager.io"
+
+
+class PrivateKeyPolicy(Model):
+    algorithm: Literal["ECDSA", "RSA", "Ed25519"] = "ECDSA"
+    size: int = 256
+
+    @model_validator(mode="after")
+    def _size_fits_algorithm(self) -> PrivateKeyPolicy:
+        allowed = {"ECDSA": {256, 384, 521}, "RSA": {2048, 3072, 4096}, "Ed25519": {256}}[self.algorithm]
+        if self.size not in allowed:
+            raise ValueError(f"size {self.size} is not valid for {self.algorithm}: use one of {sorted(allowed)}")
+        return self
+
+
+class CertificatePolicy(Model):
+    issuer_ref: IssuerRef = Field(default_factory=lambda: IssuerRef(name="weatherfleet-ca"), alias="issuerRef")
+    duration: Duration = "2160h"
+    renew_before: Duration = Field(default="360h", alias="renewBefore")
+    private_key: PrivateKeyPolicy = Field(default_factory=PrivateKeyPolicy, alias="privateKey")
+
+    @model_validator(mode="after")
+    def _renew_before_duration(self) -> CertificatePolicy:
+        if parse_duration(self.renew_before) >= parse_duration(self.duration):
+            raise ValueError(f"renewBefore ({self.renew_before}) must be shorter than duration ({self.duration})")
+        return self
+
+
+class GrafanaSpec(Model):
+    folder: str = "Weather"
+    dashboard_title: str = Field(default="Weather fleet", alias="dashboardTitle")
+    datasource_uid: Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9_-]{1,40}$")] = Field(
+        default="influxdb3", alias="datasourceUid"
+    )
+
+
+class TelegramSpec(Model):
+    bot_token_secret_ref: SecretKeyRef = Field(alias="botTokenSecretRef")
+    chat_id: Annotated[str, StringConstraints(pattern=r"^-?[0-9]{1,20}$|^@[A-Za-z][A-Za-z0-9_]{4,31}$")] = Field(
+        alias="chatId"
+    )
+
+
+class FleetAlerting(Model):
+    no_data_after: Duration = Field(default="10m", alias="noDataAfter")
+    telegram: TelegramSpec | None = None
+
+
+class Wave(Model):
+    percent: Annotated[float, Field(gt=0, le=100)]
+    bake_time: Duration = Field(default="10m", alias="bakeTime")
+
+
+class FailureThreshold(Model):
+    """Halt when this many devices of the opened share fail: an absolute count or a percentage."""
+
+    count: Annotated[int, Field(ge=1)] | None = None
+    percent: Annotated[float, Field(gt=0, le=100)] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> FailureThreshold:
+        if (self.count is None) == (self.percent is None):
+            raise ValueError("set exactly one of count or percent")
+        return self
+
+    def breached(self, failed: int, opened: int) -> bool:
+        if self.count is not None:
+            return failed >= self.count
+        return opened > 0 and failed * 100.0 / opened >= self.percent
+
+
+class RolloutSpec(Model):
+    release: Name | None = Field(default=None, description="FirmwareRelease to roll out to the fleet")
+    waves: Annotated[list[Wave], Field(min_length=1, max_length=10)] = Field(
+        default_factory=lambda: [Wave(percent=10), Wave(percent=50), Wave(percent=100)]
+    )
+    failure_threshold: FailureThreshold = Field(
+        default_factory=lambda: FailureThreshold(count=1), alias="failureThreshold"
+    )
+    paused: bool = False
+
+    @model_validator(mode="after")
+    def _waves_increase_to_100(self) -> RolloutSpec:
+        percents = [w.percent for w in self.waves]
+        if any(b <= a for a, b in zip(percents, percents[1:], strict=False)):
+            raise ValueError(f"wave percentages must be strictly increasing, got {percents}")
+        if percents[-1] != 100:
+            raise ValueError(f"the last wave must open the rollout to 100 percent, got {percents[-1]}")
+        return self
+
+
+class SensorFleetSpec(Model):
+    selector: LabelSelector
+    broker: BrokerSpec = Field(default_factory=BrokerSpec)
+    certificates: CertificatePolicy = Field(default_factory=CertificatePolicy)
+    grafana: GrafanaSpec = Field(default_factory=GrafanaSpec)
+    alerting: FleetAlerting = Field(default_factory=FleetAlerting)
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+
+
+class SensorCounts(Model):
+    total: int = 0
+    online: int = 0
+    stale: int = 0
+
+
+class FailedDevice(Model):
+    device_id: str = Field(alias="deviceId")
+    reason: str
+
+
+class RolloutStatus(Model):
+    release: str | None = None
+    version: str | None = None
+    stable_version: str | None = Field(default=None, alias="stableVersion")
+    phase: Literal["Idle", "Progressing", "Paused", "Halted", "Complete"] = "Idle"
+    wave: int = 0
+    percent: float = 0
+    wave_started_at: datetime | None = Field(default=None, alias="waveStartedAt")
+    updated: int = 0
+    failed: int = 0
+    pending: int = 0
+    reason: str = ""
+    failed_devices: list[FailedDevice] = Field(default_factory=list, alias="failedDevices")
+
+
+class SensorFleetStatus(Model):
+    observed_generation: int | None = Field(default=None, alias="observedGeneration")
+    conditions: list[Condition] = Field(default_factory=list)
+    sensors: SensorCounts = Field(default_factory=SensorCounts)
+    rollout: RolloutStatus = Field(default_factory=RolloutStatus)
+
+
+class SensorFleet(Model):
+    api_version: Literal["weatherfleet.io/v1alpha1"] = Field(default="weatherfleet.io/v1alpha1", alias="apiVersion")
+    kind: Literal["SensorFleet"] = "SensorFleet"
+    metadata: ObjectMeta
+    spec: SensorFleetSpec
+    status: SensorFleetStatus = Field(default_factory=SensorFleetStatus)
