@@ -116,7 +116,9 @@ def _schema_for(model: type[Model], kind: str) -> dict[str, Any]:
 
 
 def crd(kind: str) -> dict[str, Any]:
-    model = {"WeatherSensor": WeatherSensor, "SensorFleet": SensorFleet, "FirmwareRelease": FirmwareRelease}[kind]
+    model = {"WeatherSensor": WeatherSensor, "SensorFleet": SensorFleet, "FirmwareRelease": FirmwareRelease}[
+        kind
+    ]
     plural, singular, short = _NAMES[kind]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

@@ -20,7 +20,15 @@ from .models.fleet import FailedDevice, RolloutSpec, RolloutStatus
 
 BUCKETS = 10_000
 OtaState = Literal[
-    "idle", "checking", "downloading", "verifying", "installed", "booted", "confirmed", "rolled_back", "failed"
+    "idle",
+    "checking",
+    "downloading",
+    "verifying",
+    "installed",
+    "booted",
+    "confirmed",
+    "rolled_back",
+    "failed",
 ]
 FAILED_STATES = ("failed", "rolled_back")
 
@@ -69,7 +77,9 @@ class FleetPlan(PlanModel):
 
 
 class RolloutPlan(PlanModel):
-    api_version: Literal["weatherfleet.io/v1alpha1"] = Field(default="weatherfleet.io/v1alpha1", alias="apiVersion")
+    api_version: Literal["weatherfleet.io/v1alpha1"] = Field(
+        default="weatherfleet.io/v1alpha1", alias="apiVersion"
+    )
     kind: Literal["RolloutPlan"] = "RolloutPlan"
     fleets: dict[str, FleetPlan] = Field(default_factory=dict, description="keyed by namespace/name")
 
@@ -116,7 +126,9 @@ def _tally(
         if device.pinned_version or not in_share(rid, device.device_id, percent):
             continue
         if device.ota_version == version and device.ota_state in FAILED_STATES:
-            failures.append(FailedDevice(deviceId=device.device_id, reason=device.ota_reason or device.ota_state))
+            failures.append(
+                FailedDevice(deviceId=device.device_id, reason=device.ota_reason or device.ota_state)
+            )
         elif device.reported_version == version and not device.online:
             failures.append(FailedDevice(deviceId=device.device_id, reason="offline after updating"))
         elif device.reported_version == version:
@@ -167,10 +179,17 @@ def next_status(
     if spec.failure_threshold.breached(failed, opened):
         names = ", ".join(f"{f.device_id} ({f.reason})" for f in failures)
         return current.model_copy(
-            update={**counts, "phase": "Halted", "percent": percent, "reason": f"failure threshold reached: {names}"}
+            update={
+                **counts,
+                "phase": "Halted",
+                "percent": percent,
+                "reason": f"failure threshold reached: {names}",
+            }
         )
     if spec.paused:
-        return current.model_copy(update={**counts, "phase": "Paused", "percent": percent, "reason": "paused"})
+        return current.model_copy(
+            update={**counts, "phase": "Paused", "percent": percent, "reason": "paused"}
+        )
 
     baked = current.wave_started_at is not None and (now - current.wave_started_at).total_seconds() >= (
         parse_duration(spec.waves[wave].bake_time)
@@ -209,7 +228,9 @@ def fleet_plan(
     candidate at once; a complete one makes it the stable release."""
     complete = status.phase == "Complete"
     return FleetPlan(
-        rolloutId=rollout_id(fleet_key, status.release, status.version) if status.release and status.version else "",
+        rolloutId=rollout_id(fleet_key, status.release, status.version)
+        if status.release and status.version
+        else "",
         stable=status.version if complete else status.stable_version,
         candidate=None if complete or status.phase == "Idle" else status.version,
         percent=0.0 if status.phase in ("Halted", "Idle") else status.percent,

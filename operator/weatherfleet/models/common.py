@@ -49,7 +49,9 @@ class Condition(Model):
 class SecretKeyRef(Model):
     """A key in a Secret of the resource's namespace: how anything secret enters a spec."""
 
-    name: Annotated[str, StringConstraints(pattern=DNS1123_LABEL.replace("^[a-z0-9]", "^[a-z0-9.]"), max_length=253)]
+    name: Annotated[
+        str, StringConstraints(pattern=DNS1123_LABEL.replace("^[a-z0-9]", "^[a-z0-9.]"), max_length=253)
+    ]
     key: Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)]
 
 

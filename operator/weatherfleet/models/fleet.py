@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -48,7 +49,9 @@ class BrokerSpec(Model):
     port: Annotated[int, Field(ge=1, le=65535)] = 8883
     acl_config_map: Name = Field(default="nanomq-acl", alias="aclConfigMap")
     credentials_secret: Name = Field(default="nanomq-passwords", alias="credentialsSecret")
-    deployment: Name | None = Field(default="nanomq", description="Broker Deployment to restart when the ACL changes")
+    deployment: Name | None = Field(
+        default="nanomq", description="Broker Deployment to restart when the ACL changes"
+    )
 
 
 class IssuerRef(Model):
@@ -65,12 +68,16 @@ class PrivateKeyPolicy(Model):
     def _size_fits_algorithm(self) -> PrivateKeyPolicy:
         allowed = {"ECDSA": {256, 384, 521}, "RSA": {2048, 3072, 4096}, "Ed25519": {256}}[self.algorithm]
         if self.size not in allowed:
-            raise ValueError(f"size {self.size} is not valid for {self.algorithm}: use one of {sorted(allowed)}")
+            raise ValueError(
+                f"size {self.size} is not valid for {self.algorithm}: use one of {sorted(allowed)}"
+            )
         return self
 
 
 class CertificatePolicy(Model):
-    issuer_ref: IssuerRef = Field(default_factory=lambda: IssuerRef(name="weatherfleet-ca"), alias="issuerRef")
+    issuer_ref: IssuerRef = Field(
+        default_factory=lambda: IssuerRef(name="weatherfleet-ca"), alias="issuerRef"
+    )
     duration: Duration = "2160h"
     renew_before: Duration = Field(default="360h", alias="renewBefore")
     private_key: PrivateKeyPolicy = Field(default_factory=PrivateKeyPolicy, alias="privateKey")
@@ -78,7 +85,9 @@ class CertificatePolicy(Model):
     @model_validator(mode="after")
     def _renew_before_duration(self) -> CertificatePolicy:
         if parse_duration(self.renew_before) >= parse_duration(self.duration):
-            raise ValueError(f"renewBefore ({self.renew_before}) must be shorter than duration ({self.duration})")
+            raise ValueError(
+                f"renewBefore ({self.renew_before}) must be shorter than duration ({self.duration})"
+            )
         return self
 
 
@@ -92,8 +101,8 @@ class GrafanaSpec(Model):
 
 class TelegramSpec(Model):
     bot_token_secret_ref: SecretKeyRef = Field(alias="botTokenSecretRef")
-    chat_id: Annotated[str, StringConstraints(pattern=r"^-?[0-9]{1,20}$|^@[A-Za-z][A-Za-z0-9_]{4,31}$")] = Field(
-        alias="chatId"
+    chat_id: Annotated[str, StringConstraints(pattern=r"^-?[0-9]{1,20}$|^@[A-Za-z][A-Za-z0-9_]{4,31}$")] = (
+        Field(alias="chatId")
     )
 
 
@@ -138,7 +147,7 @@ class RolloutSpec(Model):
     @model_validator(mode="after")
     def _waves_increase_to_100(self) -> RolloutSpec:
         percents = [w.percent for w in self.waves]
-        if any(b <= a for a, b in zip(percents, percents[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(percents)):
             raise ValueError(f"wave percentages must be strictly increasing, got {percents}")
         if percents[-1] != 100:
             raise ValueError(f"the last wave must open the rollout to 100 percent, got {percents[-1]}")
@@ -188,7 +197,9 @@ class SensorFleetStatus(Model):
 
 
 class SensorFleet(Model):
-    api_version: Literal["weatherfleet.io/v1alpha1"] = Field(default="weatherfleet.io/v1alpha1", alias="apiVersion")
+    api_version: Literal["weatherfleet.io/v1alpha1"] = Field(
+        default="weatherfleet.io/v1alpha1", alias="apiVersion"
+    )
     kind: Literal["SensorFleet"] = "SensorFleet"
     metadata: ObjectMeta
     spec: SensorFleetSpec

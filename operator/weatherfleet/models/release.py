@@ -36,7 +36,9 @@ class SignaturePolicy(Model):
     @model_validator(mode="after")
     def _key_when_required(self) -> SignaturePolicy:
         if self.required and self.public_key_ref is None:
-            raise ValueError("a required signature needs publicKeyRef (a ConfigMap key holding the PEM public key)")
+            raise ValueError(
+                "a required signature needs publicKeyRef (a ConfigMap key holding the PEM public key)"
+            )
         return self
 
 
@@ -75,7 +77,9 @@ class FirmwareReleaseStatus(Model):
 
 
 class FirmwareRelease(Model):
-    api_version: Literal["weatherfleet.io/v1alpha1"] = Field(default="weatherfleet.io/v1alpha1", alias="apiVersion")
+    api_version: Literal["weatherfleet.io/v1alpha1"] = Field(
+        default="weatherfleet.io/v1alpha1", alias="apiVersion"
+    )
     kind: Literal["FirmwareRelease"] = "FirmwareRelease"
     metadata: ObjectMeta
     spec: FirmwareReleaseSpec

@@ -141,7 +141,9 @@ class WeatherSensorStatus(Model):
 
 
 class WeatherSensor(Model):
-    api_version: Literal["weatherfleet.io/v1alpha1"] = Field(default="weatherfleet.io/v1alpha1", alias="apiVersion")
+    api_version: Literal["weatherfleet.io/v1alpha1"] = Field(
+        default="weatherfleet.io/v1alpha1", alias="apiVersion"
+    )
     kind: Literal["WeatherSensor"] = "WeatherSensor"
     metadata: ObjectMeta
     spec: WeatherSensorSpec

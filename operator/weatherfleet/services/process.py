@@ -1,0 +1,93 @@
+"""Start a server process, wait until it answers, stop it without leaving orphans."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+class MissingDependency(RuntimeError):
+    """A program the local system needs is not installed; the message says how to install it."""
+
+
+def require_program(name: str, debian_package: str) -> str:
+    path = shutil.which(name) or next(
+        (str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if p.exists()), None
+    )
+    if path is None:
+        raise MissingDependency(f"{name} is not installed: run `sudo apt-get install -y {debian_package}`")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll `condition` until it holds; raise TimeoutError naming `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class ManagedProcess:
+    """One child process with its log in a file; `stop()` is safe to call twice."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, ready: Callable[[], bool]) -> None:
+        self.name, self.argv, self.log_path, self._ready = name, argv, Path(log_path), ready
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 15.0) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        try:
+            wait_until(lambda: self._exited() or self._ready(), timeout, f"{self.name} to start")
+        except TimeoutError:
+            self.stop()
+            raise
+        if self._exited():
+            tail = self.log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{self.name} exited at start (code {self.process.returncode}):\n{tail}")
+
+    def _exited(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.running:
+            self.process.send_signal(sig)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout)
