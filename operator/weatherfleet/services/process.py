@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 
@@ -51,15 +53,28 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 class ManagedProcess:
     """One child process with its log in a file; `stop()` is safe to call twice."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path, ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log_path: Path,
+        ready: Callable[[], bool],
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.name, self.argv, self.log_path, self._ready = name, argv, Path(log_path), ready
+        # extra environment variables on top of ours (e.g. OtaFlux's REGISTRY_URL)
+        self.env = dict(env or {})
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 15.0) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **self.env} if self.env else None,
         )
         log.close()
         try:
@@ -82,12 +97,26 @@ class ManagedProcess:
         if self.running:
             self.process.send_signal(sig)
 
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def _signal_group(self, sig: int) -> None:
+        # start_new_session made the child a process-group leader: signalling the group also reaches
+        # anything it started, so nothing is left behind as an orphan
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
+
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
-        self.process.send_signal(signal.SIGTERM)
+        if self.process.poll() is not None:
+            self._signal_group(signal.SIGKILL)  # the leader is gone; its children may not be
+            return
+        self._signal_group(signal.SIGTERM)
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            self._signal_group(signal.SIGKILL)
             self.process.wait(timeout)
+        self._signal_group(signal.SIGKILL)
