@@ -1,0 +1,134 @@
+"""The local mode's working directory: where every service keeps its state, so `up` again resumes.
+
+<workdir>/
+  state.json            ports, rollout status per fleet (written atomically)
+  pids.json             processes of the running `up` (to clean up after a crash)
+  pki/                  local CA and every certificate (LocalCA)
+  signing/              the firmware signing key pair (Ed25519), made on first start
+  mosquitto/            broker config, ACL, persistence, log
+  registry/             docker-registry storage, or oci-layout/ for the embedded registry
+  otaflux/              OtaFlux cache and log
+  plan/rollout-plan.json  the single-file RolloutPlan OtaFlux reads
+  store/weather.sqlite  ingest's embedded store
+  devices/<id>/         each emulated device's flash and filesystem
+  firmware/             built bundles
+  timeline.jsonl        rollout and OTA events, for the report
+  logs/                 one log per process
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from ..models.fleet import RolloutStatus
+
+
+class LocalState(BaseModel):
+    """What survives a restart besides the services' own data."""
+
+    ports: dict[str, int] = Field(default_factory=dict)
+    rollouts: dict[str, RolloutStatus] = Field(default_factory=dict, description="fleet key -> status")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Readers (OtaFlux polling the plan, a second `up`) never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Workdir:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _dir(self, name: str) -> Path:
+        path = self.root / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def pki(self) -> Path:
+        return self._dir("pki")
+
+    @property
+    def signing(self) -> Path:
+        return self._dir("signing")
+
+    @property
+    def mosquitto(self) -> Path:
+        return self._dir("mosquitto")
+
+    @property
+    def registry(self) -> Path:
+        return self._dir("registry")
+
+    @property
+    def otaflux(self) -> Path:
+        return self._dir("otaflux")
+
+    @property
+    def plan_path(self) -> Path:
+        return self._dir("plan") / "rollout-plan.json"
+
+    @property
+    def store_path(self) -> Path:
+        return self._dir("store") / "weather.sqlite"
+
+    @property
+    def firmware(self) -> Path:
+        return self._dir("firmware")
+
+    @property
+    def logs(self) -> Path:
+        return self._dir("logs")
+
+    @property
+    def timeline_path(self) -> Path:
+        return self.root / "timeline.jsonl"
+
+    @property
+    def pids_path(self) -> Path:
+        return self.root / "pids.json"
+
+    @property
+    def state_path(self) -> Path:
+        return self.root / "state.json"
+
+    def device_dir(self, device_id: str) -> Path:
+        return self._dir("devices") / device_id
+
+    def load_state(self) -> LocalState:
+        if not self.state_path.exists():
+            return LocalState()
+        try:
+            return LocalState.model_validate_json(self.state_path.read_text())
+        except ValueError as error:
+            # a damaged state file must not lose the services' data: keep it aside and start afresh
+            aside = self.state_path.with_suffix(".json.damaged")
+            self.state_path.replace(aside)
+            print(f"warning: {self.state_path} was unreadable ({error.__class__.__name__}); kept as {aside}")
+            return LocalState()
+
+    def save_state(self, state: LocalState) -> None:
+        write_atomically(self.state_path, state.model_dump_json(by_alias=True, indent=2))
+
+    def read_pids(self) -> dict[str, int]:
+        try:
+            return {k: int(v) for k, v in json.loads(self.pids_path.read_text()).items()}
+        except (OSError, ValueError):
+            return {}
+
+    def write_pids(self, pids: dict[str, int]) -> None:
+        write_atomically(self.pids_path, json.dumps(pids, indent=2, sort_keys=True))
