@@ -1,0 +1,116 @@
+"""The MQTT side: a persistent MQTT v5 session as weatherfleet-ingest, QoS 1, acknowledged by hand.
+
+paho sends PUBACK only when the pipeline says the message's batch is durable (`manual_ack`). Acks carry
+the connection generation: after a reconnect, message ids of the old connection are not acknowledged on
+the new one (the broker redelivers those messages; the idempotent store keeps one row)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from .. import identities
+from ..mqtt import MqttSettings, make_client
+from .pipeline import Delivery, Ingestor
+
+log = logging.getLogger(__name__)
+
+
+class MqttConsumer:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        ingestor: Ingestor,
+        *,
+        topic: str = "sensors/#",
+        client_id: str = identities.INGEST,
+        session_expiry_s: int = 7 * 24 * 3600,
+        receive_maximum: int | None = None,
+    ) -> None:
+        self.settings, self.ingestor, self.topic = settings, ingestor, topic
+        self.session_expiry_s = session_expiry_s
+        # the broker holds back further messages while this many are unacknowledged: a full batch fits
+        self.receive_maximum = min(65535, receive_maximum or 2 * ingestor.policy.max_rows)
+        self.client = make_client(settings, client_id, clean_start=False, protocol=mqtt.MQTTv5)
+        self.client.manual_ack_set(True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self._generation = 0
+        self._ack_lock = threading.Lock()
+        self.connected = threading.Event()
+        self.subscribed = threading.Event()
+        ingestor.ack = self._ack
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def start(self) -> MqttConsumer:
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = self.session_expiry_s
+        properties.ReceiveMaximum = self.receive_maximum
+        self.ingestor.start()
+        self.client.connect_async(
+            self.settings.host,
+            self.settings.port,
+            keepalive=self.settings.keepalive,
+            clean_start=False,
+            properties=properties,
+        )
+        self.client.loop_start()
+        return self
+
+    def stop(self) -> None:
+        """Commit and acknowledge what arrived, then leave (the session stays for the next start)."""
+        self.ingestor.stop()
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.ingestor.metrics.connected.set(0)
+
+    # -- paho callbacks (network thread) ------------------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, _userdata, flags, reason_code, _properties) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused the connection: %s", reason_code)
+            return
+        with self._ack_lock:
+            self._generation += 1
+        log.info("connected (session present: %s)", flags.session_present)
+        self.ingestor.metrics.connected.set(1)
+        self.connected.set()
+        # retain handling 1: retained status is sent only for a new subscription, so re-subscribing on
+        # every reconnect does not store the same retained status again
+        options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+        client.subscribe(self.topic, options=options)
+
+    def _on_subscribe(self, _client, _userdata, _mid, reason_codes, _properties) -> None:
+        if any(code.is_failure for code in reason_codes):
+            log.error("subscription to %s refused: %s (check the broker ACL)", self.topic, reason_codes)
+            return
+        self.subscribed.set()
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
+        self.connected.clear()
+        self.ingestor.metrics.connected.set(0)
+        log.warning("disconnected from the broker: %s", reason_code)
+
+    def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:
+        self.ingestor.submit(
+            Delivery(message.topic, message.payload, time.time_ns(), (self._generation, message.mid, message.qos))
+        )
+
+    # -- acknowledgements (writer thread) -----------------------------------------------------------
+
+    def _ack(self, deliveries: list[Delivery]) -> None:
+        with self._ack_lock:
+            generation = self._generation
+            for delivery in deliveries:
+                token_generation, mid, qos = delivery.token
+                if qos and token_generation == generation:
+                    self.client.ack(mid, qos)

@@ -1,0 +1,331 @@
+"""Turn one MQTT message into points, or reject it with a reason a person can act on.
+
+Pure: no I/O, no clock of its own (the caller passes the receive time), so every rule is unit-tested.
+
+Rules (issue 6): measurement and field names are known, values are finite numbers, the timestamp is
+present, not in the future beyond the allowed clock skew and not from before the device clock was set,
+the payload's device id equals the topic's. Values outside the physical range of the sensors
+(`weatherfleet.messages.FIELDS`) are *flagged*, not dropped: they leave the value column (so graphs and
+alerts are not skewed by a broken sensor) and are kept in the `flagged` field as `name=value` pairs."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from .. import messages
+from .records import DEVICE_STATUS, OTA_EVENTS, WEATHER, Point
+
+NS = 1_000_000_000
+WEATHER_TAGS = ("device", "location", "firmware")
+JSON_META = ("device", "location", "firmware", "time")
+
+
+class Rejected(ValueError):
+    """The message cannot be stored; `reason` says why (kept with the message as a dead letter)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ValidationPolicy:
+    max_payload_bytes: int = 64 * 1024
+    max_clock_skew_s: float = 300.0
+    # 2020-01-01: anything older is a device whose clock was never set (it counts from 1970 or 2000)
+    min_time_ns: int = 1_577_836_800 * NS
+
+
+class MessageParser:
+    def __init__(self, policy: ValidationPolicy | None = None, prefix: str = "sensors") -> None:
+        self.policy = policy or ValidationPolicy()
+        self.prefix = prefix
+
+    def parse(self, topic: str, payload: bytes, received_ns: int) -> list[Point]:
+        """Points of one message; raises Rejected."""
+        parts = topic.split("/")
+        if len(parts) != 3 or parts[0] != self.prefix or not parts[1]:
+            raise Rejected(f"unexpected topic {topic!r}: expected {self.prefix}/<device>/<kind>")
+        device, kind = parts[1], parts[2]
+        if len(payload) > self.policy.max_payload_bytes:
+            raise Rejected(f"payload of {len(payload)} bytes exceeds {self.policy.max_payload_bytes}")
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise Rejected(f"payload is not UTF-8 ({error.reason} at byte {error.start})") from None
+        if kind == "measurements":
+            stripped = text.lstrip()
+            if stripped.startswith("{"):
+                return [self._json_measurement(device, stripped, received_ns)]
+            return self._line_protocol(device, text, received_ns)
+        if kind == "status":
+            return [self._status(device, text, received_ns)]
+        if kind == "ota":
+            return [self._ota_event(device, text, received_ns)]
+        raise Rejected(f"unknown message kind {kind!r} on {topic!r} (measurements, status or ota)")
+
+    # -- measurements -------------------------------------------------------------------------------
+
+    def _line_protocol(self, device: str, text: str, received_ns: int) -> list[Point]:
+        lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        if not lines:
+            raise Rejected("empty line protocol payload")
+        points = []
+        for number, line in enumerate(lines, 1):
+            try:
+                points.append(self._lp_line(device, line, received_ns))
+            except Rejected as error:
+                prefix = f"line {number}: " if len(lines) > 1 else ""
+                raise Rejected(prefix + error.reason) from None
+        return points
+
+    def _lp_line(self, device: str, line: str, received_ns: int) -> Point:
+        if "\\" in line or '"' in line:
+            head, field_text, stamp = _split_lp_slow(line)
+            parts = _split_unescaped(head, ",")
+            measurement, tag_parts = _unescape(parts[0]), parts[1:]
+            field_parts = _split_unescaped(field_text, ",", quotes=True)
+        else:
+            pieces = line.strip().split(" ")
+            if len(pieces) != 3:
+                raise Rejected(_lp_shape_error(pieces))
+            head, field_text, stamp = pieces
+            measurement, *tag_parts = head.split(",")
+            field_parts = field_text.split(",")
+        if measurement != WEATHER:
+            raise Rejected(f"unknown measurement {measurement!r}: expected {WEATHER!r}")
+        tags: dict[str, str] = {}
+        for part in tag_parts:
+            key, sep, value = part.partition("=") if "\\" not in part else _split_pair(part)
+            if not sep or not key or not value:
+                raise Rejected(f"malformed tag {part!r}")
+            if key not in WEATHER_TAGS:
+                raise Rejected(f"unknown tag {key!r}: expected {', '.join(WEATHER_TAGS)}")
+            tags[key] = value
+        self._check_device(device, tags.get("device"))
+        tags["device"] = device
+        fields: dict[str, float] = {}
+        for part in field_parts:
+            key, sep, raw = part.partition("=") if "\\" not in part else _split_pair(part)
+            if not sep or not key or not raw:
+                raise Rejected(f"malformed field {part!r}")
+            fields[key] = _lp_number(key, raw)
+        try:
+            time_ns = int(stamp)
+        except ValueError:
+            raise Rejected(f"timestamp {stamp!r} is not an integer (nanoseconds)") from None
+        return self._weather_point(tags, fields, time_ns, received_ns)
+
+    def _json_measurement(self, device: str, text: str, received_ns: int) -> Point:
+        data = _json_object(text)
+        self._check_device(device, data.get("device"))
+        if "time" not in data:
+            raise Rejected("missing 'time' (epoch seconds): a timestamp makes redelivery idempotent")
+        stamp = data["time"]
+        if isinstance(stamp, bool) or not isinstance(stamp, int | float) or not math.isfinite(stamp):
+            raise Rejected(f"'time' must be a number of epoch seconds, got {stamp!r}")
+        tags = {"device": device}
+        for key in ("location", "firmware"):
+            if key in data:
+                if not isinstance(data[key], str):
+                    raise Rejected(f"{key!r} must be a string, got {data[key]!r}")
+                if data[key]:
+                    tags[key] = data[key]
+        fields: dict[str, float] = {}
+        for key, value in data.items():
+            if key in JSON_META:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                if key not in messages.FIELDS:
+                    raise Rejected(_unknown_field(key))
+                raise Rejected(f"field {key!r} must be a number, got {value!r}")
+            fields[key] = float(value)
+        return self._weather_point(tags, fields, round(stamp * NS), received_ns)
+
+    def _weather_point(
+        self, tags: dict[str, str], values: dict[str, float], time_ns: int, received_ns: int
+    ) -> Point:
+        if not values:
+            raise Rejected("no fields: a measurement needs at least one value")
+        self._check_time(time_ns, received_ns)
+        fields: dict[str, float | str] = {}
+        flagged = []
+        for key, value in values.items():
+            spec = messages.FIELDS.get(key)
+            if spec is None:
+                raise Rejected(_unknown_field(key))
+            if not math.isfinite(value):
+                raise Rejected(f"field {key!r} is {value} (not a finite number)")
+            if spec[1] <= value <= spec[2]:
+                fields[key] = value
+            else:
+                flagged.append(f"{key}={value!r}")
+        if flagged:
+            fields["flagged"] = ",".join(flagged)
+        return Point(WEATHER, tags, fields, time_ns)
+
+    # -- status and OTA events ----------------------------------------------------------------------
+
+    def _status(self, device: str, text: str, received_ns: int) -> Point:
+        data = _json_object(text)
+        try:
+            status = messages.DeviceStatus.model_validate(data)
+        except ValidationError as error:
+            raise Rejected(f"invalid status: {_pydantic_reason(error)}") from None
+        fields: dict[str, float | int | bool | str] = {"online": status.online}
+        for key in ("firmware", "uptime", "heap", "rssi", "boot", "slot"):
+            value = getattr(status, key)
+            if value is not None:
+                fields[key] = value
+        if status.sensors:
+            fields["sensors"] = json.dumps(status.sensors, sort_keys=True, separators=(",", ":"))
+        return Point(DEVICE_STATUS, {"device": device}, fields, self._event_time(data, received_ns))
+
+    def _ota_event(self, device: str, text: str, received_ns: int) -> Point:
+        data = _json_object(text)
+        try:
+            event = messages.OtaEvent.model_validate(data)
+        except ValidationError as error:
+            raise Rejected(f"invalid OTA event: {_pydantic_reason(error)}") from None
+        if event.percent is not None and not 0 <= event.percent <= 100:
+            raise Rejected(f"OTA percent {event.percent} outside 0..100")
+        fields: dict[str, float | int | bool | str] = {}
+        for key in ("version", "percent", "reason"):
+            value = getattr(event, key)
+            if value is not None:
+                fields[key] = value
+        if not fields:
+            fields["version"] = ""  # a row needs one field; the event name is the tag
+        tags = {"device": device, "event": event.event}
+        return Point(OTA_EVENTS, tags, fields, self._event_time(data, received_ns))
+
+    def _event_time(self, data: dict, received_ns: int) -> int:
+        """The device's own clock when it sent one (idempotent on redelivery), else the receive time."""
+        stamp = data.get("time")
+        if stamp is None:
+            return received_ns
+        if isinstance(stamp, bool) or not isinstance(stamp, int | float) or not math.isfinite(stamp):
+            raise Rejected(f"'time' must be a number of epoch seconds, got {stamp!r}")
+        time_ns = round(stamp * NS)
+        self._check_time(time_ns, received_ns)
+        return time_ns
+
+    # -- shared checks ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_device(topic_device: str, payload_device: object) -> None:
+        if payload_device is None:
+            return
+        if payload_device != topic_device:
+            raise Rejected(
+                f"device {payload_device!r} in the payload does not match {topic_device!r} in the topic"
+            )
+
+    def _check_time(self, time_ns: int, received_ns: int) -> None:
+        if time_ns > received_ns + self.policy.max_clock_skew_s * NS:
+            ahead = (time_ns - received_ns) / NS
+            raise Rejected(
+                f"timestamp {time_ns} is {ahead:.0f}s in the future (allowed skew {self.policy.max_clock_skew_s:g}s)"
+            )
+        if time_ns < self.policy.min_time_ns:
+            hint = (
+                " (it looks like seconds; line protocol timestamps are nanoseconds)"
+                if 1e9 < time_ns < 1e10
+                else ""
+            )
+            raise Rejected(f"timestamp {time_ns} is before 2020: the device clock is not set{hint}")
+
+
+# -- line protocol helpers (device payloads only: one measurement, float fields) ---------------------
+
+
+def _lp_number(key: str, raw: str) -> float:
+    if raw[-1] in "iu" and raw[:-1].lstrip("-").isdigit():
+        return float(int(raw[:-1]))
+    try:
+        value = float(raw)
+    except ValueError:
+        if key not in messages.FIELDS:
+            raise Rejected(_unknown_field(key)) from None
+        raise Rejected(f"field {key!r} must be a number, got {raw!r}") from None
+    if raw.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+        raise Rejected(f"field {key!r} is {raw} (not a finite number)")
+    return value
+
+
+def _unknown_field(key: str) -> str:
+    return f"unknown field {key!r}: expected one of {', '.join(messages.FIELDS)}"
+
+
+def _lp_shape_error(pieces: list[str]) -> str:
+    if len(pieces) == 2:
+        return "missing timestamp: devices must send one (nanoseconds) so that redelivery is idempotent"
+    return f"malformed line protocol: expected '<measurement>,<tags> <fields> <timestamp>', got {len(pieces)} parts"
+
+
+def _split_unescaped(text: str, sep: str, quotes: bool = False) -> list[str]:
+    parts, current, escaped, quoted = [], [], False, False
+    for char in text:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            current.append(char)
+            escaped = True
+        elif quotes and char == '"':
+            current.append(char)
+            quoted = not quoted
+        elif char == sep and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def _split_lp_slow(line: str) -> tuple[str, str, str]:
+    pieces = [p for p in _split_unescaped(line.strip(), " ", quotes=True) if p]
+    if len(pieces) != 3:
+        raise Rejected(_lp_shape_error(pieces))
+    return pieces[0], pieces[1], pieces[2]
+
+
+def _split_pair(part: str) -> tuple[str, str, str]:
+    pieces = _split_unescaped(part, "=")
+    if len(pieces) < 2:
+        return _unescape(part), "", ""
+    return _unescape(pieces[0]), "=", _unescape("=".join(pieces[1:]))
+
+
+def _unescape(text: str) -> str:
+    out, escaped = [], False
+    for char in text:
+        if escaped or char != "\\":
+            out.append(char)
+            escaped = False
+        else:
+            escaped = True
+    return "".join(out)
+
+
+def _json_object(text: str) -> dict:
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as error:
+        raise Rejected(f"invalid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    if not isinstance(data, dict):
+        raise Rejected(f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _reject_constant(name: str) -> float:
+    raise Rejected(f"JSON contains {name} (not a finite number)")
+
+
+def _pydantic_reason(error: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in error.errors()[:3])

@@ -1,0 +1,219 @@
+"""The ingest pipeline, independent of MQTT: messages in, batches made durable, then acknowledged.
+
+A message is acknowledged (through the `ack` callback) only after its batch is committed to the store,
+or to the spool when the store fails; rejected messages are committed as dead letters first. While the
+spool holds batches, new batches are appended behind them so the store sees them in arrival order."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .batching import BatchPolicy
+from .deadletters import DeadLetterStore
+from .metrics import IngestMetrics
+from .parsing import MessageParser, Rejected
+from .records import TABLES, DeadLetter, Point, to_line_protocol
+from .spool import Spool
+from .store import Store, StoreUnavailable, WriteResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One received message; `token` is whatever the acknowledger needs (paho: generation, mid, qos)."""
+
+    topic: str
+    payload: bytes
+    received_ns: int
+    token: object = None
+
+
+Acknowledger = Callable[[list[Delivery]], None]
+
+
+class Ingestor:
+    def __init__(
+        self,
+        store: Store,
+        spool: Spool,
+        dead_letters: DeadLetterStore,
+        *,
+        parser: MessageParser | None = None,
+        policy: BatchPolicy | None = None,
+        metrics: IngestMetrics | None = None,
+        ack: Acknowledger | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store, self.spool, self.dead_letters = store, spool, dead_letters
+        self.parser = parser or MessageParser()
+        self.policy = policy or BatchPolicy()
+        self.metrics = metrics or IngestMetrics()
+        self.ack: Acknowledger = ack or (lambda deliveries: None)
+        self.clock = clock
+        self._inbox: deque[Delivery] = deque()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_replay = 0.0
+        self._kinds = {
+            k: self.metrics.messages_in.labels(k) for k in ("measurements", "status", "ota", "other")
+        }
+        self._rows = {t: self.metrics.rows_written.labels(t) for t in TABLES}
+        self.committed = 0  # messages made durable and handed to `ack` (for tests and benchmarks)
+        self._update_spool_gauges()
+
+    # -- input (any thread) -------------------------------------------------------------------------
+
+    def submit(self, delivery: Delivery) -> None:
+        self._inbox.append(delivery)
+        if not self._wake.is_set():
+            self._wake.set()
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def start(self) -> Ingestor:
+        self._thread = threading.Thread(target=self.run, name="ingest-writer", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Commit and acknowledge what was received, then end the writer thread."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout)
+
+    # -- the writer loop ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        deliveries: list[Delivery] = []
+        points: list[Point] = []
+        dead: list[DeadLetter] = []
+        first_at = last_at = None
+        policy, inbox = self.policy, self._inbox
+        while True:
+            while inbox and len(deliveries) < policy.max_rows:
+                delivery = inbox.popleft()
+                deliveries.append(delivery)
+                self._parse(delivery, points, dead)
+                last_at = self.clock()
+                if first_at is None:
+                    first_at = last_at
+            now = self.clock()
+            stopping = self._stopping.is_set()
+            if deliveries and (stopping or policy.due(len(deliveries), first_at, last_at, now)):
+                if self._commit(deliveries, points, dead):
+                    deliveries, points, dead = [], [], []
+                    first_at = last_at = None
+                else:
+                    self._stopping.wait(policy.retry_interval)
+                    if stopping:
+                        return  # not acknowledged: the broker redelivers after restart
+                continue
+            if self.spool and now >= self._next_replay:
+                self._replay()
+            if stopping and not inbox and not deliveries:
+                return
+            if not inbox:
+                timeout = policy.wait_time(first_at, last_at, now) if deliveries else policy.max_delay
+                if self.spool:
+                    timeout = min(timeout, max(0.0, self._next_replay - now))
+                self._wake.clear()
+                if not inbox:
+                    self._wake.wait(timeout)
+
+    def _parse(self, delivery: Delivery, points: list[Point], dead: list[DeadLetter]) -> None:
+        parts = delivery.topic.split("/")
+        kind = parts[2] if len(parts) == 3 and parts[2] in ("measurements", "status", "ota") else "other"
+        self._kinds[kind].inc()
+        try:
+            parsed = self.parser.parse(delivery.topic, delivery.payload, delivery.received_ns)
+        except Rejected as error:
+            dead.append(DeadLetter(delivery.topic, delivery.payload, error.reason, delivery.received_ns))
+            return
+        except Exception as error:  # a parser bug must not stop ingest; keep the message to look at
+            log.exception("parser failed on %s", delivery.topic)
+            dead.append(
+                DeadLetter(
+                    delivery.topic, delivery.payload, f"internal error: {error!r}", delivery.received_ns
+                )
+            )
+            return
+        for point in parsed:
+            if "flagged" in point.fields:
+                self.metrics.flagged_values.inc()
+        points.extend(parsed)
+
+    def _commit(self, deliveries: list[Delivery], points: list[Point], dead: list[DeadLetter]) -> bool:
+        """Make the batch durable, then acknowledge it. False when even that failed (retry later)."""
+        started = time.perf_counter()
+        try:
+            if dead:
+                self.dead_letters.add_many(dead)
+                self.metrics.dead_letters.labels("parse").inc(len(dead))
+            if points:
+                if self.spool:
+                    self.spool.append(points)  # behind older batches: keep the order
+                else:
+                    try:
+                        self._account(points, self.store.write(points))
+                    except StoreUnavailable as error:
+                        log.warning("store unavailable, spooling %d points: %s", len(points), error)
+                        self.metrics.store_errors.inc()
+                        self.spool.append(points)
+                        self._next_replay = self.clock() + self.policy.retry_interval
+        except Exception:
+            log.exception("could not make a batch of %d messages durable; retrying", len(deliveries))
+            return False
+        finally:
+            self._update_spool_gauges()
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.ack(deliveries)
+        self.committed += len(deliveries)
+        return True
+
+    def _replay(self, budget_s: float = 0.5) -> None:
+        """Write spooled batches, oldest first, for up to `budget_s` (so new messages keep flowing)."""
+        deadline = time.perf_counter() + budget_s
+        while self.spool and time.perf_counter() < deadline:
+            points = self.spool.oldest() or []
+            try:
+                result = self.store.write(points)
+            except StoreUnavailable as error:
+                log.info("store still unavailable (%d batches spooled): %s", self.spool.depth, error)
+                self._next_replay = self.clock() + self.policy.retry_interval
+                return
+            self._account(points, result)
+            self.spool.pop_oldest()
+            self._update_spool_gauges()
+        if self.spool:
+            self._next_replay = self.clock()
+
+    def _account(self, points: list[Point], result: WriteResult) -> None:
+        """Count rows per table; keep lines the store refused for good (partial writes) as dead letters."""
+        if result.rejected:
+            now = time.time_ns()
+            letters = [
+                DeadLetter(f"store:{p.table}", to_line_protocol(p).encode(), reason, now, source="store")
+                for p, reason in result.rejected
+            ]
+            self.dead_letters.add_many(letters)
+            self.metrics.dead_letters.labels("store").inc(len(letters))
+        counts = dict.fromkeys(TABLES, 0)
+        for point in points:
+            counts[point.table] += 1
+        for point, _reason in result.rejected:
+            counts[point.table] -= 1
+        for table, count in counts.items():
+            if count:
+                self._rows[table].inc(count)
+
+    def _update_spool_gauges(self) -> None:
+        self.metrics.spool_batches.set(self.spool.depth)
+        self.metrics.spool_points.set(self.spool.points)
