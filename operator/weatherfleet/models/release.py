@@ -17,7 +17,9 @@ class ArtifactRef(Model):
     """Where the artifact lives. `{deviceId}` in the repository stands for each device's own repository,
     the layout the original OtaFlux serves (REPOSITORY_PREFIX + device id)."""
 
-    repository: Annotated[str, StringConstraints(pattern=r"^[a-z0-9.:-]+(/[a-z0-9._{}-]+)+$", max_length=255)]
+    repository: Annotated[
+        str, StringConstraints(pattern=r"^[a-z0-9.:-]+(/([a-z0-9._-]|\{deviceId\})+)+$", max_length=255)
+    ]
     tag: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")] | None = None
     digest: Digest | None = None
     kind: Literal["image", "bundle"] = "bundle"

@@ -1,0 +1,444 @@
+"""The SensorFleet reconciler: broker configuration, Grafana, the rollout plan and the fleet status.
+
+Pure: the caller passes everything it observed in a `FleetObservation` (the WeatherSensors of the fleet's
+namespace, FirmwareReleases by name, device observations, broker passwords, last-seen times, `now`) and gets
+back a `FleetResult`. Rollout decisions are `weatherfleet.rollout.next_status` / `fleet_plan`; this module
+only gathers their inputs and turns the outcome into children, conditions and events.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import identities
+from ..models.common import Condition, ConditionStatus, set_condition
+from ..models.fleet import RolloutStatus, SensorCounts, SensorFleet, SensorFleetStatus
+from ..models.release import FirmwareRelease
+from ..models.sensor import WeatherSensor
+from ..rollout import DeviceObservation, FleetPlan, fleet_plan, next_status
+from . import broker, grafana
+from .certificates import broker_certificate
+from .common import (
+    CONFIG_HASH_ANNOTATION,
+    Event,
+    Object,
+    content_hash,
+    labels,
+    metadata,
+    owner_references,
+    sorted_children,
+)
+from .plan import plan_key_of
+from .sensor import is_online
+
+# A ConfigMap or Secret may hold at most 1 MiB; leave room for metadata.
+MAX_OBJECT_DATA = 1_000_000
+
+
+class FleetObservation(BaseModel):
+    """What the caller observed for one fleet. Missing entries mean "not known yet"."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    now: datetime
+    sensors: list[WeatherSensor] = Field(
+        default_factory=list,
+        description="WeatherSensors of the fleet's namespace; the selector is applied here",
+    )
+    releases: dict[str, FirmwareRelease] = Field(default_factory=dict, description="by metadata.name")
+    devices: dict[str, DeviceObservation] = Field(default_factory=dict, description="by deviceId")
+    passwords: dict[str, str] | None = Field(
+        default=None,
+        description="broker username -> password (device ids and service identities) for NanoMQ; None leaves "
+        "the password Secret out (render: its output goes to git)",
+    )
+    last_seen: dict[str, datetime] = Field(default_factory=dict, description="by deviceId")
+    trust_unverified_releases: bool = Field(
+        default=False,
+        description="roll out a release whose required signature has not been verified yet (render only: it "
+        "cannot reach the registry; the operator never sets this)",
+    )
+
+
+class FleetResult(BaseModel):
+    """Everything one fleet reconciliation decides."""
+
+    children: list[Object] = Field(description="to apply (server-side apply), sorted by kind and name")
+    status: SensorFleetStatus
+    plan: FleetPlan = Field(description="this fleet's entry of the rollout plan ConfigMap")
+    plan_key: str = Field(description="its key there: <namespace>.<fleet>.json")
+    members: list[str] = Field(description="device ids of the selected sensors, sorted")
+    config_hash: str = Field(description="sha256 of the broker ACL and password file")
+    broker_patch: Object | None = Field(
+        default=None,
+        description="partial Deployment for server-side apply: the broker's pod-template config-hash annotation",
+    )
+    events: list[Event] = Field(default_factory=list)
+
+
+def select_members(fleet: SensorFleet, sensors: list[WeatherSensor]) -> list[WeatherSensor]:
+    """The sensors of the fleet's namespace its selector matches, sorted by deviceId."""
+    ns = fleet.metadata.namespace
+    chosen = [
+        s for s in sensors if s.metadata.namespace == ns and fleet.spec.selector.matches(s.metadata.labels)
+    ]
+    return sorted(chosen, key=lambda s: s.spec.device_id)
+
+
+def fleet_for_sensor(sensor: WeatherSensor, fleets: list[SensorFleet]) -> SensorFleet | None:
+    """The fleet a sensor belongs to: the first by name, in its namespace, whose selector matches it."""
+    for fleet in sorted(fleets, key=lambda f: f.metadata.name):
+        if fleet.metadata.namespace == sensor.metadata.namespace and fleet.spec.selector.matches(
+            sensor.metadata.labels
+        ):
+            return fleet
+    return None
+
+
+def fleet_key(fleet: SensorFleet) -> str:
+    return f"{fleet.metadata.namespace}/{fleet.metadata.name}"
+
+
+def _release_version(
+    fleet: SensorFleet, obs: FleetObservation
+) -> tuple[str | None, FirmwareRelease | None, str]:
+    """(version to roll out or None, the release, why not)."""
+    name = fleet.spec.rollout.release
+    if name is None:
+        return None, None, "no release selected"
+    release = obs.releases.get(name)
+    if release is None:
+        return None, None, f"FirmwareRelease {name} not found in namespace {fleet.metadata.namespace}"
+    if (
+        release.spec.signature.required
+        and release.status.signature_verified is not True
+        and not obs.trust_unverified_releases
+    ):
+        return None, release, f"FirmwareRelease {name}: signature not verified yet"
+    return release.spec.version, release, ""
+
+
+def _exclusions(members: list[WeatherSensor], release: FirmwareRelease | None) -> list[str]:
+    """Devices the candidate is never offered to: OTA disabled, or subscribed to another channel."""
+    out = []
+    for s in members:
+        if not s.spec.features.ota or (
+            release is not None and s.spec.firmware.channel != release.spec.channel
+        ):
+            out.append(s.spec.device_id)
+    return sorted(out)
+
+
+def _device_views(
+    fleet: SensorFleet, members: list[WeatherSensor], excluded: set[str], obs: FleetObservation
+) -> list[DeviceObservation]:
+    views = []
+    for s in members:
+        device_id = s.spec.device_id
+        if device_id in excluded:
+            continue  # never offered the candidate, so never pending on it
+        seen = obs.last_seen.get(device_id) or s.status.last_seen
+        known = obs.devices.get(device_id)
+        fresh = (
+            is_online(s, fleet, seen, known, obs.now)
+            if seen is not None
+            else (known is not None and known.online)
+        )
+        view = known or DeviceObservation(device_id=device_id)
+        views.append(
+            view.model_copy(update={"online": fresh, "pinned_version": s.spec.firmware.pinned_version})
+        )
+    return views
+
+
+def _configmap(
+    name: str,
+    ns: str,
+    lbl: dict[str, str],
+    owners: list[Object],
+    data: dict[str, str],
+    annotations: dict[str, str] | None = None,
+) -> Object:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(name, ns, lbl, owners, annotations),
+        "data": data,
+    }
+
+
+def _broker_children(
+    fleet: SensorFleet,
+    device_ids: list[str],
+    obs: FleetObservation,
+    lbl: dict[str, str],
+    owners: list[Object],
+) -> tuple[list[Object], str, str]:
+    spec = fleet.spec.broker
+    ns = fleet.metadata.namespace
+    children: list[Object] = [broker_certificate(fleet, lbl, owners)]
+    if spec.kind == "mosquitto":
+        acl = broker.mosquitto_acl(fleet.metadata.name, device_ids, spec.topic_prefix)
+        children.append(_configmap(spec.acl_config_map, ns, lbl, owners, {broker.MOSQUITTO_ACL_KEY: acl}))
+        return children, acl, ""
+    acl = broker.nanomq_acl(fleet.metadata.name, device_ids, spec.topic_prefix)
+    children.append(_configmap(spec.acl_config_map, ns, lbl, owners, {broker.NANOMQ_ACL_KEY: acl}))
+    pwd = ""
+    if obs.passwords is not None:
+        allowed = set(device_ids) | set(identities.SERVICES)
+        pwd = broker.nanomq_passwords(
+            fleet.metadata.name, {u: p for u, p in obs.passwords.items() if u in allowed}
+        )
+        children.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": metadata(spec.credentials_secret, ns, lbl, owners),
+                "type": "Opaque",
+                "stringData": {broker.NANOMQ_PASSWORD_KEY: pwd},
+            }
+        )
+    return children, acl, pwd
+
+
+def _grafana_children(
+    fleet: SensorFleet, members: list[WeatherSensor], lbl: dict[str, str], owners: list[Object]
+) -> list[Object]:
+    ns, name = fleet.metadata.namespace, fleet.metadata.name
+    board = grafana.build_dashboard(fleet, members)
+    children = [
+        _configmap(
+            f"{name}-dashboard",
+            ns,
+            {**lbl, "grafana_dashboard": "1"},
+            owners,
+            {f"{ns}-{name}.json": json.dumps(board, indent=2, sort_keys=True) + "\n"},
+            {"grafana_folder": fleet.spec.grafana.folder},
+        )
+    ]
+    annotations: dict[str, str] = {}
+    if fleet.spec.alerting.telegram is not None:
+        ref = fleet.spec.alerting.telegram.bot_token_secret_ref
+        annotations = {
+            "weatherfleet.io/telegram-token-env": grafana.telegram_token_env(fleet),
+            "weatherfleet.io/telegram-token-secret": f"{ref.name}/{ref.key}",
+        }
+    files = grafana.alert_files(fleet, members)
+    for n, doc in enumerate(files):
+        suffix = "" if n == 0 else f"-{n + 1}"
+        text = yaml.dump(doc, Dumper=_Dumper, sort_keys=True, default_flow_style=False, width=1000)
+        children.append(
+            _configmap(
+                f"{name}-alerts{suffix}",
+                ns,
+                {**lbl, "grafana_alert": "1"},
+                owners,
+                {f"{ns}-{name}-alerts{suffix}.yaml": text},
+                annotations,
+            )
+        )
+    return children
+
+
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def _counts(fleet: SensorFleet, members: list[WeatherSensor], obs: FleetObservation) -> SensorCounts:
+    online = stale = 0
+    for s in members:
+        seen = obs.last_seen.get(s.spec.device_id) or s.status.last_seen
+        if seen is None:
+            continue
+        if is_online(s, fleet, seen, obs.devices.get(s.spec.device_id), obs.now):
+            online += 1
+        else:
+            stale += 1
+    return SensorCounts(total=len(members), online=online, stale=stale)
+
+
+def _rollout_events(old: RolloutStatus, new: RolloutStatus) -> list[Event]:
+    events: list[Event] = []
+    restarted = (old.release, old.version) != (new.release, new.version)
+    if new.phase == "Idle":
+        return events
+    if restarted and new.phase in ("Progressing", "Paused", "Halted"):
+        events.append(
+            Event(
+                type="Normal",
+                reason="RolloutStarted",
+                message=f"release {new.release} ({new.version}): {new.reason}",
+            )
+        )
+    elif new.wave > old.wave and new.phase == "Progressing":
+        events.append(
+            Event(
+                type="Normal",
+                reason="RolloutAdvanced",
+                message=f"release {new.release} ({new.version}): {new.reason}",
+            )
+        )
+    if new.phase != old.phase or restarted:
+        if new.phase == "Halted":
+            events.append(
+                Event(
+                    type="Warning",
+                    reason="RolloutHalted",
+                    message=f"release {new.release} ({new.version}) halted: {new.reason}",
+                )
+            )
+        elif new.phase == "Complete":
+            events.append(
+                Event(
+                    type="Normal",
+                    reason="RolloutComplete",
+                    message=f"release {new.release} ({new.version}) complete: {new.reason}",
+                )
+            )
+        elif new.phase == "Paused":
+            events.append(
+                Event(
+                    type="Normal",
+                    reason="RolloutPaused",
+                    message=f"release {new.release} ({new.version}) paused at {new.percent:g}%",
+                )
+            )
+        elif new.phase == "Progressing" and old.phase == "Paused" and not restarted:
+            events.append(
+                Event(
+                    type="Normal",
+                    reason="RolloutResumed",
+                    message=f"release {new.release} ({new.version}) resumed at {new.percent:g}%",
+                )
+            )
+    return events
+
+
+def reconcile_fleet(fleet: SensorFleet, observation: FleetObservation) -> FleetResult:
+    """Desired children, rollout plan and status of one SensorFleet.
+
+    Children (sorted; labelled managed-by/part-of weatherfleet and weatherfleet.io/fleet; owned by the fleet
+    when it has a uid): the broker's server Certificate `<broker.host>-server`; the broker ACL ConfigMap
+    `spec.broker.aclConfigMap` (NanoMQ key `nanomq_acl.conf`, Mosquitto key `mosquitto.acl`); for NanoMQ
+    with `observation.passwords` the Secret `spec.broker.credentialsSecret` (key `nanomq_pwd.conf`); the
+    dashboard ConfigMap `<fleet>-dashboard` (label grafana_dashboard "1"); the alert ConfigMaps
+    `<fleet>-alerts[-N]` (label grafana_alert "1").
+
+    Also: `plan` (put it into `rollout_plan_configmap` under `plan_key`), `status` (sensor counts, rollout
+    from `rollout.next_status`, conditions Ready / BrokerConfigured / ReleaseAvailable / RolloutHealthy,
+    observedGeneration), `config_hash` and `broker_patch` (apply it so NanoMQ restarts on ACL changes), and
+    `events` to emit on the fleet. Deterministic: the same fleet and observation give the same result.
+    """
+    now = observation.now
+    ns, name = fleet.metadata.namespace, fleet.metadata.name
+    members = select_members(fleet, observation.sensors)
+    device_ids = [s.spec.device_id for s in members]
+    lbl = labels(name)
+    owners = owner_references(fleet.api_version, fleet.kind, fleet.metadata)
+
+    broker_objs, acl, pwd = _broker_children(fleet, device_ids, observation, lbl, owners)
+    children = sorted_children(broker_objs + _grafana_children(fleet, members, lbl, owners))
+    config_hash = content_hash(acl, pwd)
+
+    version, release, why_not = _release_version(fleet, observation)
+    excluded = _exclusions(members, release)
+    views = _device_views(fleet, members, set(excluded), observation)
+    old_rollout = fleet.status.rollout
+    rollout = next_status(fleet.spec.rollout, old_rollout, version, views, fleet_key(fleet), now)
+    if why_not and fleet.spec.rollout.release is not None:
+        rollout = rollout.model_copy(update={"reason": why_not})
+    pins = {
+        s.spec.device_id: s.spec.firmware.pinned_version for s in members if s.spec.firmware.pinned_version
+    }
+    plan = fleet_plan(rollout, fleet_key(fleet), device_ids, pins, excluded)
+
+    gen = fleet.metadata.generation or None
+    conds: list[Condition] = list(fleet.status.conditions)
+
+    def put(type_: str, status: ConditionStatus, reason: str, message: str) -> None:
+        nonlocal conds
+        conds = set_condition(conds, type_, status, reason, message, now, gen)
+
+    too_big = max(len(acl), len(pwd)) > MAX_OBJECT_DATA
+    missing = []
+    if fleet.spec.broker.kind == "nanomq" and observation.passwords is not None:
+        missing = [d for d in device_ids if d not in observation.passwords]
+    if too_big:
+        put(
+            "BrokerConfigured",
+            "False",
+            "TooLarge",
+            f"broker configuration of {len(device_ids)} devices exceeds the 1 MiB object limit: split the fleet",
+        )
+    elif missing:
+        put(
+            "BrokerConfigured",
+            "False",
+            "CredentialsPending",
+            f"{len(missing)} devices have no broker password yet: {', '.join(missing[:5])}",
+        )
+    else:
+        put(
+            "BrokerConfigured",
+            "True",
+            "Configured",
+            f"{fleet.spec.broker.kind} ACL for {len(device_ids)} devices",
+        )
+    if fleet.spec.rollout.release is None:
+        put("ReleaseAvailable", "Unknown", "NoReleaseSelected", "spec.rollout.release is not set")
+    elif version is None:
+        put("ReleaseAvailable", "False", "NotFound" if release is None else "SignatureNotVerified", why_not)
+    else:
+        put("ReleaseAvailable", "True", "Available", f"{fleet.spec.rollout.release} is version {version}")
+    if rollout.phase == "Halted":
+        put("RolloutHealthy", "False", "FailureThresholdReached", rollout.reason)
+    else:
+        put("RolloutHealthy", "True", rollout.phase, rollout.reason or rollout.phase)
+    by_type = {c.type: c for c in conds}
+    blocking = [
+        t for t in ("BrokerConfigured", "ReleaseAvailable", "RolloutHealthy") if by_type[t].status == "False"
+    ]
+    if blocking:
+        put("Ready", "False", "NotReady", "; ".join(f"{t}: {by_type[t].message}" for t in blocking))
+    else:
+        put("Ready", "True", "Reconciled", f"{len(device_ids)} sensors configured")
+
+    events = _rollout_events(old_rollout, rollout)
+    old_conds = {c.type: c.status for c in fleet.status.conditions}
+    for cond in conds:
+        if cond.type == "ReleaseAvailable" and cond.status == "False" and old_conds.get(cond.type) != "False":
+            events.append(Event(type="Warning", reason="ReleaseUnavailable", message=cond.message))
+        if (
+            cond.type == "BrokerConfigured"
+            and cond.reason == "TooLarge"
+            and old_conds.get(cond.type) != "False"
+        ):
+            events.append(Event(type="Warning", reason="BrokerConfigTooLarge", message=cond.message))
+
+    broker_patch = None
+    if fleet.spec.broker.deployment:
+        broker_patch = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": fleet.spec.broker.deployment, "namespace": ns},
+            "spec": {"template": {"metadata": {"annotations": {CONFIG_HASH_ANNOTATION: config_hash}}}},
+        }
+    status = SensorFleetStatus(
+        observedGeneration=gen,
+        conditions=conds,
+        sensors=_counts(fleet, members, observation),
+        rollout=rollout,
+    )
+    return FleetResult(
+        children=children,
+        status=status,
+        plan=plan,
+        plan_key=plan_key_of(fleet),
+        members=device_ids,
+        config_hash=config_hash,
+        broker_patch=broker_patch,
+        events=events,
+    )
