@@ -90,9 +90,9 @@ def label_matcher(text: str | None) -> Callable[[dict[str, str]], bool]:
                 else (lambda k, vs: lambda lb: lb.get(k) not in vs)(key, vals)
             )
         elif eq_op in ("=", "=="):
-            tests.append((lambda k, v: lambda lb: lb.get(k) == v)(key, value))
+            tests.append((lambda k, v: lambda lb: lb.get(k) == v)(key, value))  # noqa: B023
         elif eq_op == "!=":
-            tests.append((lambda k, v: lambda lb: lb.get(k) != v)(key, value))
+            tests.append((lambda k, v: lambda lb: lb.get(k) != v)(key, value))  # noqa: B023
         elif neg:
             tests.append((lambda k: lambda lb: k not in lb)(key))
         else:
