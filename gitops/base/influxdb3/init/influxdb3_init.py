@@ -1,0 +1,230 @@
+"""One-shot set-up of InfluxDB 3 Core for weatherfleet, run as a Kubernetes Job after the StatefulSet.
+
+1. wait until InfluxDB answers HTTP;
+2. reuse the operator token from the Secret `influxdb3-token` (key `token`) when it exists, otherwise
+   create it (`POST /api/v3/configure/token/admin`, allowed without a token only while none exists) and
+   store it in that Secret at once;
+3. create the database (`POST /api/v3/configure/database`); "already exists" counts as done.
+
+Idempotent, so it may run on every sync. Standard library only: it runs in the project's image but
+needs nothing from it. The token is never printed. When InfluxDB already has an operator token but the
+Secret is gone, the token cannot be recovered: the Job fails with the command that regenerates it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+class InitError(Exception):
+    """A failure the operator of the cluster must act on; the message says how."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    influx_url: str
+    database: str
+    secret_name: str
+    namespace: str
+    kube_url: str
+    kube_token: str
+    kube_ca_file: str | None
+    ready_timeout: float = 300.0
+    retry_interval: float = 2.0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        sa_dir = env.get("SERVICE_ACCOUNT_DIR", SERVICE_ACCOUNT_DIR)
+        kube_url = env.get("KUBE_API_URL") or "https://{}:{}".format(
+            env.get("KUBERNETES_SERVICE_HOST", "kubernetes.default.svc"),
+            env.get("KUBERNETES_SERVICE_PORT", "443"),
+        )
+        token = env.get("KUBE_TOKEN")
+        if token is None:
+            with open(os.path.join(sa_dir, "token"), encoding="ascii") as f:
+                token = f.read().strip()
+        namespace = env.get("POD_NAMESPACE")
+        if not namespace:
+            with open(os.path.join(sa_dir, "namespace"), encoding="ascii") as f:
+                namespace = f.read().strip()
+        ca_file = os.path.join(sa_dir, "ca.crt")
+        return cls(
+            influx_url=env.get("INFLUXDB3_URL", "http://influxdb3:8181").rstrip("/"),
+            database=env.get("INFLUXDB3_DATABASE", "weather"),
+            secret_name=env.get("TOKEN_SECRET_NAME", "influxdb3-token"),
+            namespace=namespace,
+            kube_url=kube_url.rstrip("/"),
+            kube_token=token,
+            kube_ca_file=ca_file if os.path.exists(ca_file) else None,
+            ready_timeout=float(env.get("READY_TIMEOUT_SECONDS", "300")),
+        )
+
+
+def _request(
+    method: str,
+    url: str,
+    body: object | None = None,
+    token: str | None = None,
+    context: ssl.SSLContext | None = None,
+    content_type: str = "application/json",
+) -> tuple[int, bytes]:
+    headers = {"Accept": "application/json"}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = content_type
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=15, context=context) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+class Kubernetes:
+    """The two calls the Job needs: read the token Secret, create it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._context = ssl.create_default_context(cafile=settings.kube_ca_file) if settings.kube_ca_file else None
+
+    def _secrets_url(self, name: str | None = None) -> str:
+        base = f"{self._settings.kube_url}/api/v1/namespaces/{self._settings.namespace}/secrets"
+        return f"{base}/{name}" if name else base
+
+    def read_token(self) -> str | None:
+        status, body = _request(
+            "GET", self._secrets_url(self._settings.secret_name), token=self._settings.kube_token, context=self._context
+        )
+        if status == 404:
+            return None
+        if status != 200:
+            raise InitError(f"reading Secret {self._settings.secret_name}: HTTP {status} {body[:200]!r}")
+        data = json.loads(body).get("data") or {}
+        if "token" not in data:
+            raise InitError(f"Secret {self._settings.secret_name} exists but has no key `token`")
+        return base64.b64decode(data["token"]).decode()
+
+    def store_token(self, token: str) -> None:
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": self._settings.secret_name,
+                "namespace": self._settings.namespace,
+                "labels": {
+                    "app.kubernetes.io/name": "influxdb3",
+                    "app.kubernetes.io/part-of": "weatherfleet",
+                    "app.kubernetes.io/managed-by": "influxdb3-init",
+                },
+            },
+            "type": "Opaque",
+            "data": {"token": base64.b64encode(token.encode()).decode()},
+        }
+        status, body = _request(
+            "POST", self._secrets_url(), body=secret, token=self._settings.kube_token, context=self._context
+        )
+        if status not in (200, 201):
+            raise InitError(f"creating Secret {self._settings.secret_name}: HTTP {status} {body[:200]!r}")
+
+
+class InfluxDB:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def wait_ready(self) -> None:
+        """Any HTTP answer (401 included) means the server is up; connection errors mean wait."""
+        deadline = time.monotonic() + self._settings.ready_timeout
+        while True:
+            try:
+                _request("GET", f"{self._settings.influx_url}/health")
+                return
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+                if time.monotonic() > deadline:
+                    raise InitError(
+                        f"InfluxDB at {self._settings.influx_url} did not answer within "
+                        f"{self._settings.ready_timeout:.0f}s: {error}"
+                    ) from error
+                time.sleep(self._settings.retry_interval)
+
+    def create_operator_token(self) -> str:
+        status, body = _request("POST", f"{self._settings.influx_url}/api/v3/configure/token/admin")
+        if status in (200, 201):
+            token = json.loads(body).get("token")
+            if not token:
+                raise InitError("InfluxDB answered the token request without a token")
+            return token
+        if status in (401, 403, 409):
+            raise InitError(
+                f"InfluxDB already has an operator token, but Secret {self._settings.secret_name} is missing. "
+                "Regenerate it with `influxdb3 create token --admin --regenerate --token <current>` "
+                f"(or recreate the volume), then store it: kubectl -n {self._settings.namespace} create secret "
+                f"generic {self._settings.secret_name} --from-literal=token=..."
+            )
+        raise InitError(f"creating the operator token: HTTP {status} {body[:200]!r}")
+
+    def create_database(self, token: str) -> bool:
+        """True when created now, False when it existed already."""
+        status, body = _request(
+            "POST",
+            f"{self._settings.influx_url}/api/v3/configure/database",
+            body={"db": self._settings.database},
+            token=token,
+        )
+        if status in (200, 201, 204):
+            return True
+        if status == 409 or b"already exists" in body:
+            return False
+        if status in (401, 403):
+            raise InitError(
+                f"InfluxDB rejected the token from Secret {self._settings.secret_name} (HTTP {status}): "
+                "the Secret does not hold this server's operator token"
+            )
+        raise InitError(f"creating database {self._settings.database}: HTTP {status} {body[:200]!r}")
+
+
+def run(settings: Settings) -> list[str]:
+    """Perform the set-up; returns what was done, one line per step (safe to log: no token in it)."""
+    done: list[str] = []
+    influx = InfluxDB(settings)
+    kube = Kubernetes(settings)
+    influx.wait_ready()
+    token = kube.read_token()
+    if token is None:
+        token = influx.create_operator_token()
+        kube.store_token(token)
+        done.append(f"created the operator token and stored it in Secret {settings.secret_name}")
+    else:
+        done.append(f"reused the operator token from Secret {settings.secret_name}")
+    if influx.create_database(token):
+        done.append(f"created database {settings.database}")
+    else:
+        done.append(f"database {settings.database} already exists")
+    return done
+
+
+def main() -> int:
+    try:
+        for line in run(Settings.from_env()):
+            print(f"influxdb3-init: {line}", flush=True)
+    except (InitError, OSError) as error:
+        print(f"influxdb3-init: error: {error}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
