@@ -1,0 +1,242 @@
+"""Which firmware a device gets, fetched once: rollout plan or highest semver tag -> manifest digest ->
+cached artifact (downloaded, signature-checked, payload prepared on disk).
+
+A device's answer is trusted for `refresh_interval` seconds (or until the plan changes or a webhook says
+its repository changed); then one cheap check (tags + HEAD manifest) tells whether the digest moved.
+Concurrent requests for a device share one refresh (single-flight), so a burst of devices asking at once
+costs the registry one fetch."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from weatherfleet import oci, semver
+
+from .cache import Firmware, FirmwareCache
+from .metrics import Metrics
+from .plan import PlanSource
+from .signatures import SignaturePolicy, SignatureRejected
+
+log = logging.getLogger("otaflux.firmware")
+
+# What a device id may look like before anything is built from it (repository name, path, topic).
+DEVICE_ID = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$")
+RETRY_AFTER_FAILURE = 5.0
+
+
+class InvalidDevice(ValueError):
+    pass
+
+
+class RegistryDown(Exception):
+    """The registry is unreachable and nothing is cached for the device."""
+
+
+class ArtifactUnusable(oci.OciError):
+    """The artifact exists but cannot be served (not a firmware artifact, corrupt)."""
+
+
+def check_device(device: str | None) -> str:
+    if not device:
+        raise InvalidDevice("Missing required query parameter: 'device'")
+    if not DEVICE_ID.match(device) or ".." in device:
+        raise InvalidDevice("Invalid device id: letters, digits, '.', '_' and '-' only, at most 128")
+    return device
+
+
+@dataclass
+class Answer:
+    """What a device is told, and until when that holds."""
+
+    firmware: Firmware | None
+    error: Exception | None
+    checked: float
+    plan_generation: int
+
+
+class FirmwareService:
+    def __init__(
+        self,
+        store: oci.OciStore,
+        prefix: str,
+        cache: FirmwareCache,
+        plan: PlanSource,
+        policy: SignaturePolicy,
+        metrics: Metrics,
+        refresh_interval: float = 30.0,
+        on_change: Callable[[Firmware], None] | None = None,
+    ) -> None:
+        self.store, self.prefix, self.cache, self.plan, self.policy = store, prefix, cache, plan, policy
+        self.metrics, self.refresh_interval = metrics, refresh_interval
+        self.on_change = on_change or (lambda firmware: None)
+        self._answers: dict[str, Answer] = {}
+        self._inflight: dict[str, asyncio.Future[Answer]] = {}
+        self.degraded_reason: str | None = None
+
+    def repository(self, device: str) -> str | None:
+        repository = self.prefix + device
+        try:
+            return oci.check_repository(repository)
+        except ValueError:
+            return None  # e.g. upper case: no registry can hold it, so nothing is known
+
+    def _fresh(self, answer: Answer | None, now: float) -> bool:
+        if answer is None or answer.plan_generation != self.plan.generation:
+            return False
+        if answer.firmware is not None and answer.firmware.key not in self.cache:
+            return False
+        ttl = RETRY_AFTER_FAILURE if answer.error is not None else self.refresh_interval
+        return now - answer.checked < ttl
+
+    async def firmware_for(self, device: str) -> Firmware | None:
+        """The firmware to serve (None: nothing known). Raises SignatureRejected, ArtifactUnusable,
+        RegistryDown. `device` must have passed check_device."""
+        self.plan.current()  # re-reads the plan when it changed; bumps plan.generation
+        self.metrics.plan_generation.set(self.plan.generation)
+        answer = self._answers.get(device)
+        if self._fresh(answer, time.monotonic()):
+            self.metrics.cache_hits.inc()
+        else:
+            self.metrics.cache_misses.inc()
+            answer = await self.refresh(device)
+        if answer.error is not None and (
+            answer.firmware is None or not isinstance(answer.error, oci.Unreachable)
+        ):
+            raise answer.error
+        return answer.firmware
+
+    async def refresh(self, device: str) -> Answer:
+        """Ask the registry now; concurrent callers for the same device share one attempt."""
+        pending = self._inflight.get(device)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._inflight[device] = future
+        try:
+            answer = await self._refresh(device)
+            future.set_result(answer)
+            return answer
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
+            raise
+        finally:
+            del self._inflight[device]
+
+    async def _refresh(self, device: str) -> Answer:
+        previous = self._answers.get(device)
+        generation = self.plan.generation
+        plan = self.plan.current()
+        try:
+            firmware, new = await asyncio.to_thread(self._lookup, device, plan)
+            if new:
+                self.cache.put(firmware)  # on the event loop thread: the index is never touched concurrently
+            error = None
+            self.degraded_reason = None
+        except oci.Unreachable as exc:
+            self.metrics.registry_errors.labels("unreachable").inc()
+            self.degraded_reason = str(exc)
+            log.warning("registry unreachable for %s: %s", device, exc)
+            # Keep serving what we had; retry after a short pause rather than on every request.
+            firmware = previous.firmware if previous else None
+            error = (
+                exc
+                if firmware is not None
+                else RegistryDown(f"registry unreachable, nothing cached for {device}")
+            )
+            answer = Answer(firmware, error, time.monotonic(), generation)
+            self._answers[device] = answer
+            return answer
+        except SignatureRejected as exc:
+            self.metrics.signature_failures.labels(exc.reason).inc()
+            log.error("refusing firmware for %s: %s", device, exc)
+            firmware, error = None, exc
+        except (oci.OciError, ValueError) as exc:
+            self.metrics.registry_errors.labels("artifact").inc()
+            log.error("cannot serve firmware for %s: %s", device, exc)
+            firmware, error = None, ArtifactUnusable(str(exc))
+        answer = Answer(firmware, error, time.monotonic(), generation)
+        self._answers[device] = answer
+        self._gauges()
+        old = previous.firmware if previous else None
+        if firmware is not None and old is not None and old.key != firmware.key:
+            log.info(
+                "%s: now %s (%s), was %s (%s)",
+                device,
+                firmware.version,
+                firmware.manifest.digest,
+                old.version,
+                old.manifest.digest,
+            )
+            self.on_change(firmware)
+        return answer
+
+    def invalidate(self, device: str) -> None:
+        self._answers.pop(device, None)
+
+    def _gauges(self) -> None:
+        self.metrics.cache_entries.set(len(self.cache))
+        self.metrics.cache_bytes.set(self.cache.bytes)
+
+    # -- blocking part, in a worker thread --
+
+    def _lookup(self, device: str, plan) -> tuple[Firmware | None, bool]:
+        """(firmware, whether it was just fetched)."""
+        repository = self.repository(device)
+        if repository is None:
+            return None, False
+        version = plan.version_for(device) if plan is not None else None
+        if version is None:
+            version = semver.highest(self.store.list_tags(repository))
+            if version is None:
+                return None, False
+        digest = self.store.manifest_digest(repository, version)
+        if digest is None:
+            log.warning("%s: version %s is not in %s", device, version, repository)
+            return None, False
+        cached = self.cache.get((repository, digest))
+        if cached is not None and cached.version == version:
+            return cached, False
+        return self._fetch(device, repository, version, digest), True
+
+    def _fetch(self, device: str, repository: str, version: str, digest: str) -> Firmware:
+        manifest = self.store.fetch_manifest(repository, digest)
+        signature = self.store.fetch_signature(repository, digest)
+        self.policy.check(digest, signature)  # before a single payload byte is downloaded or served
+        kind = manifest.kind
+        if kind is None:
+            raise ArtifactUnusable(f"{repository}:{version} is not a firmware artifact")
+        self.metrics.registry_fetches.inc()
+        directory = self.cache.directory_for(repository, digest)
+        directory.mkdir(parents=True, exist_ok=True)
+        resolved = oci.resolve_manifest(self.store, repository, version, manifest, directory)
+        blobs: dict[str, Path] = {}
+        if kind == "image":
+            payload = directory / "image"
+            blobs[manifest.layers[0].digest] = payload
+        else:
+            payload = directory / "bundle.tar"
+            for index, layer in enumerate(manifest.layers):
+                blobs[layer.digest] = directory / f"file-{index}"
+        log.info("cached %s %s (%s, %d bytes, %s)", repository, version, kind, resolved.size, digest)
+        return Firmware(
+            device=device,
+            repository=repository,
+            version=version,
+            kind=kind,
+            manifest=manifest,
+            signature=signature,
+            directory=directory,
+            payload=payload,
+            size=resolved.size,
+            crc32=resolved.crc32,
+            sha256=resolved.sha256,
+            files=resolved.files,
+            blobs=blobs,
+        )

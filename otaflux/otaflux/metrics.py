@@ -1,0 +1,53 @@
+"""Prometheus metrics. With several worker processes, prometheus-client's multiprocess mode aggregates
+them (PROMETHEUS_MULTIPROC_DIR is set by the supervisor before this module is imported)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = registry if registry is not None else CollectorRegistry()
+        self.registry = r
+        self.requests = Counter(
+            "otaflux_http_requests_total", "HTTP requests", ["route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "otaflux_http_request_duration_seconds",
+            "HTTP request latency (until the response is handed to the transport)",
+            ["route"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.cache_hits = Counter("otaflux_cache_hits_total", "answers served from the cache", registry=r)
+        self.cache_misses = Counter(
+            "otaflux_cache_misses_total", "answers that needed the registry", registry=r
+        )
+        self.cache_entries = Gauge(
+            "otaflux_cache_entries", "firmware entries on disk", registry=r, multiprocess_mode="livesum"
+        )
+        self.cache_bytes = Gauge(
+            "otaflux_cache_bytes", "bytes of firmware on disk", registry=r, multiprocess_mode="livesum"
+        )
+        self.bytes_served = Counter(
+            "otaflux_bytes_served_total", "firmware and blob bytes sent", ["route"], registry=r
+        )
+        self.registry_errors = Counter(
+            "otaflux_registry_errors_total", "failed registry operations", ["kind"], registry=r
+        )
+        self.registry_fetches = Counter(
+            "otaflux_registry_fetches_total", "artifacts downloaded from the registry", registry=r
+        )
+        self.signature_failures = Counter(
+            "otaflux_signature_failures_total",
+            "artifacts refused for their signature",
+            ["reason"],
+            registry=r,
+        )
+        self.notifications = Counter(
+            "otaflux_notifications_total", "MQTT notifications", ["result"], registry=r
+        )
+        self.plan_generation = Gauge(
+            "otaflux_rollout_plan_generation", "rollout plan reloads", registry=r, multiprocess_mode="max"
+        )

@@ -1,0 +1,115 @@
+"""The rollout plan the operator writes: a directory (mounted ConfigMap, one FleetPlan per `*.json`,
+keyed by file stem `<namespace>.<fleet>`) or one file holding a whole RolloutPlan. Re-read when a file
+changes (stat is cheap; kubelet swaps a symlink, which changes what stat follows). A file that does not
+parse keeps its last good content, so a bad edit never changes what devices are offered."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from weatherfleet.rollout import FleetPlan, RolloutPlan
+
+log = logging.getLogger("otaflux.plan")
+
+Signature = tuple[tuple[str, int, int], ...]
+
+
+class PlanSource:
+    def __init__(self, path: Path | None, poll_interval: float = 1.0) -> None:
+        self.path, self.poll_interval = path, poll_interval
+        self.generation = 0  # bumped whenever the effective plan changes
+        self.errors = 0
+        self._plan: RolloutPlan | None = None
+        self._signature: Signature | None = None
+        self._fleets: dict[str, tuple[tuple[int, int], FleetPlan]] = {}
+        self._checked = float("-inf")
+
+    def current(self) -> RolloutPlan | None:
+        """The plan now in force (None: no plan, serve the latest tag). Stats at most every poll_interval."""
+        if self.path is None:
+            return None
+        now = time.monotonic()
+        if now - self._checked >= self.poll_interval:
+            self._checked = now
+            self.reload()
+        return self._plan
+
+    def _stat(self) -> Signature:
+        path = self.path
+        try:
+            if path.is_dir():
+                files = sorted(p for p in path.glob("*.json") if not p.name.startswith("."))
+            else:
+                files = [path] if path.exists() else []
+            stats = []
+            for file in files:
+                st = file.stat()
+                stats.append((str(file), st.st_mtime_ns, st.st_size))
+            return tuple(stats)
+        except OSError:
+            return ()
+
+    def reload(self) -> bool:
+        """Re-read when anything changed; True when the effective plan changed."""
+        signature = self._stat()
+        if signature == self._signature:
+            return False
+        self._signature = signature
+        if self.path.is_dir():
+            plan = self._read_directory(signature)
+        elif signature:
+            plan = self._read_file()
+        else:
+            plan = None
+        if plan is not None and self._plan is not None and plan.model_dump() == self._plan.model_dump():
+            return False
+        if plan is None and self._plan is not None and not self.path.exists():
+            log.warning("rollout plan %s disappeared: serving the latest tag to every device", self.path)
+        self._plan = plan
+        self.generation += 1
+        log.info(
+            "rollout plan loaded (generation %d): %d fleet(s)",
+            self.generation,
+            len(plan.fleets) if plan else 0,
+        )
+        return True
+
+    def _read_file(self) -> RolloutPlan | None:
+        try:
+            return RolloutPlan.model_validate_json(self.path.read_bytes())
+        except (OSError, ValidationError, ValueError) as exc:
+            self.errors += 1
+            log.error("rollout plan %s is invalid, keeping the previous one: %s", self.path, _first_line(exc))
+            return self._plan
+
+    def _read_directory(self, signature: Signature) -> RolloutPlan:
+        fleets: dict[str, tuple[tuple[int, int], FleetPlan]] = {}
+        for name, mtime, size in signature:
+            file = Path(name)
+            namespace, _, fleet = file.stem.partition(".")
+            key = f"{namespace}/{fleet}" if fleet else namespace
+            previous = self._fleets.get(key)
+            if previous and previous[0] == (mtime, size):
+                fleets[key] = previous
+                continue
+            try:
+                fleets[key] = ((mtime, size), FleetPlan.model_validate_json(file.read_bytes()))
+            except (OSError, ValidationError, ValueError) as exc:
+                self.errors += 1
+                log.error(
+                    "rollout plan file %s is invalid, keeping its previous content: %s",
+                    file,
+                    _first_line(exc),
+                )
+                if previous:
+                    fleets[key] = previous
+        self._fleets = fleets
+        return RolloutPlan(fleets={key: plan for key, (_sig, plan) in fleets.items()})
+
+
+def _first_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:300]
