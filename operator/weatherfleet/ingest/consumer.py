@@ -102,7 +102,9 @@ class MqttConsumer:
 
     def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:
         self.ingestor.submit(
-            Delivery(message.topic, message.payload, time.time_ns(), (self._generation, message.mid, message.qos))
+            Delivery(
+                message.topic, message.payload, time.time_ns(), (self._generation, message.mid, message.qos)
+            )
         )
 
     # -- acknowledgements (writer thread) -----------------------------------------------------------
