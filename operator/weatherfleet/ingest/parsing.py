@@ -71,7 +71,11 @@ class MessageParser:
     # -- measurements -------------------------------------------------------------------------------
 
     def _line_protocol(self, device: str, text: str, received_ns: int) -> list[Point]:
-        lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        lines = [
+            line.rstrip("\r")
+            for line in text.split("\n")
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
         if not lines:
             raise Rejected("empty line protocol payload")
         points = []
@@ -262,7 +266,7 @@ def _unknown_field(key: str) -> str:
 
 
 def _lp_shape_error(pieces: list[str]) -> str:
-    if len(pieces) == 2:
+    if len(pieces) == 2 and "=" in pieces[1]:
         return "missing timestamp: devices must send one (nanoseconds) so that redelivery is idempotent"
     return f"malformed line protocol: expected '<measurement>,<tags> <fields> <timestamp>', got {len(pieces)} parts"
 
@@ -289,10 +293,24 @@ def _split_unescaped(text: str, sep: str, quotes: bool = False) -> list[str]:
 
 
 def _split_lp_slow(line: str) -> tuple[str, str, str]:
-    pieces = [p for p in _split_unescaped(line.strip(), " ", quotes=True) if p]
-    if len(pieces) != 3:
-        raise Rejected(_lp_shape_error(pieces))
-    return pieces[0], pieces[1], pieces[2]
+    """Measurement+tags, fields, timestamp of a line with escapes or quotes. Quotes delimit strings only
+    in field values; in the tag set a quote is an ordinary character."""
+    line = line.strip()
+    end, escaped = 0, False
+    while end < len(line):
+        char = line[end]
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == " ":
+            break
+        end += 1
+    head, rest = line[:end], line[end + 1 :]
+    pieces = [p for p in _split_unescaped(rest, " ", quotes=True) if p]
+    if len(pieces) != 2:
+        raise Rejected(_lp_shape_error([head, *pieces]))
+    return head, pieces[0], pieces[1]
 
 
 def _split_pair(part: str) -> tuple[str, str, str]:
