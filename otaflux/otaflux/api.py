@@ -99,7 +99,10 @@ class Api:
             ("POST", "/webhooks/registry", self.registry, "webhook_registry"),
         ]
         for method, path, handler, name in routes:
-            app.router.add_route(method, path, self._measured(name, handler))
+            if method == "GET":  # GET routes answer HEAD too (size and ETag without the body)
+                app.router.add_get(path, self._measured(name, handler))
+            else:
+                app.router.add_route(method, path, self._measured(name, handler))
         app.on_shutdown.append(self._drain)
         return app
 

@@ -114,7 +114,7 @@ class OtaFlux:
         try:
             connection.request(method, path, headers=headers or {})
             response = connection.getresponse()
-            return response.status, dict(response.getheaders()), response.read()
+            return response.status, response.msg, response.read()  # headers: case-insensitive
         finally:
             connection.close()
 
