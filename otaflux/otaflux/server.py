@@ -91,13 +91,26 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watcher = asyncio.create_task(_watch_plan(service.plan, metrics, stop))
     await stop.wait()
     log.info("worker %d stopping", worker)
+    await watcher
     await runner.cleanup()
     if metrics_runner is not None:
         await metrics_runner.cleanup()
     if notifier is not None:
         notifier.stop()
+
+
+async def _watch_plan(plan, metrics, stop: asyncio.Event) -> None:
+    """Read plan changes even while no device asks, so a bad edit is logged (and counted) at once."""
+    if plan.path is None:
+        return
+    while not stop.is_set():
+        plan.current()
+        metrics.plan_generation.set(plan.generation)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), plan.poll_interval)
 
 
 async def start_metrics(settings: Settings, registry) -> web.AppRunner:

@@ -56,7 +56,9 @@ def test_manifest_matches_the_registry_and_blob_resumes_with_range(
     assert server.metric("otaflux_bytes_served_total") == 600_000 + 900_000 + 1000  # HEAD and 304 send none
 
 
-def test_bundle_manifest_files_and_legacy_tar(registry, store, prefix, tmp_path: Path, otaflux_factory) -> None:
+def test_bundle_manifest_files_and_legacy_tar(
+    registry, store, prefix, tmp_path: Path, otaflux_factory
+) -> None:
     files = {"main.py": b"import app\napp.run()\n", "lib/app.mpy": os.urandom(4000), "boot.py": b"# boot\n"}
     paths = {}
     for name, content in files.items():
@@ -66,7 +68,10 @@ def test_bundle_manifest_files_and_legacy_tar(registry, store, prefix, tmp_path:
         version="1.5.0",
         board="esp32",
         features=["bme280"],
-        files=[artifacts.BundleFile(path=n, sha256=hashlib.sha256(c).hexdigest(), size=len(c)) for n, c in files.items()],
+        files=[
+            artifacts.BundleFile(path=n, sha256=hashlib.sha256(c).hexdigest(), size=len(c))
+            for n, c in files.items()
+        ],
     )
     pushed = store.push_bundle(f"{prefix}dev-08", "1.5.0", paths, bundle)
     server = otaflux_factory({"REGISTRY_URL": registry.url, "REPOSITORY_PREFIX": prefix})
@@ -82,7 +87,7 @@ def test_bundle_manifest_files_and_legacy_tar(registry, store, prefix, tmp_path:
         status, _, body = server.get(f"/v1/blobs/{entry['digest']}?device=dev-08")
         assert status == 200 and body == content
 
-    version, crc, size = server.get("/version?device=dev-08")[2].decode().split("\n")
+    _version, crc, size = server.get("/version?device=dev-08")[2].decode().split("\n")
     tar_bytes = server.get("/firmware?device=dev-08")[2]
     assert (len(tar_bytes), zlib.crc32(tar_bytes)) == (int(size), int(crc))
     assert hashlib.sha256(tar_bytes).hexdigest() == doc["sha256"]

@@ -1,0 +1,221 @@
+"""Rollout plan decisions and the signature policy, with the real registry."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from weatherfleet import artifacts
+from weatherfleet.rollout import FleetPlan, RolloutPlan
+from weatherfleet.services.process import wait_until
+
+DEVICES = [f"node-{i:02d}" for i in range(1, 31)]
+
+
+def _version(server, device: str) -> str:
+    status, _, body = server.get(f"/version?device={device}")
+    assert status == 200, (device, status, body)
+    return body.decode().split("\n")[0]
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@pytest.fixture
+def fleet_repos(prefix, push_image) -> str:
+    """Every device repository holds 1.0.0, 1.1.0 and 2.0.0 (the highest tag, served without a plan)."""
+    for device in DEVICES:
+        for tag in ("1.0.0", "1.1.0", "2.0.0"):
+            push_image(f"{prefix}{device}", tag, f"{device}@{tag}".encode())
+    return prefix
+
+
+def test_plan_file_decisions_follow_changes_without_restart(
+    registry, fleet_repos, tmp_path, otaflux_factory
+) -> None:
+    plan_path = tmp_path / "plan.json"
+    fleet = FleetPlan(
+        rolloutId="weatherfleet/garden/r1@1.1.0",
+        stable="1.0.0",
+        candidate="1.1.0",
+        percent=0,
+        devices=DEVICES[:20],
+    )
+    _write_atomically(plan_path, RolloutPlan(fleets={"weatherfleet/garden": fleet}).to_json())
+    server = otaflux_factory(
+        {
+            "REGISTRY_URL": registry.url,
+            "REPOSITORY_PREFIX": fleet_repos,
+            "ROLLOUT_PLAN_PATH": str(plan_path),
+            "REFRESH_INTERVAL": "3600",
+        }
+    )
+    assert {_version(server, d) for d in DEVICES[:20]} == {"1.0.0"}
+    assert {_version(server, d) for d in DEVICES[20:]} == {"2.0.0"}  # not in any fleet: latest tag
+
+    # Open the candidate to half the fleet, pin one device, exclude another.
+    inside = [d for d in DEVICES[:20] if fleet.model_copy(update={"percent": 50}).version_for(d) == "1.1.0"]
+    assert 3 <= len(inside) <= 17  # the hash spreads the fleet (the math itself is tested in weatherfleet)
+    pinned, excluded = DEVICES[0], inside[-1]
+    wave = fleet.model_copy(update={"percent": 50, "pins": {pinned: "2.0.0"}, "exclusions": [excluded]})
+    _write_atomically(plan_path, RolloutPlan(fleets={"weatherfleet/garden": wave}).to_json())
+    expected = {d: wave.version_for(d) for d in DEVICES[:20]}
+    wait_until(
+        lambda: all(_version(server, d) == v for d, v in expected.items()), 20, "the new wave to be served"
+    )
+    assert expected[pinned] == "2.0.0" and expected[excluded] == "1.0.0"
+    assert sum(v == "1.1.0" for v in expected.values()) == len(inside) - (excluded in inside) - (
+        pinned in inside
+    )
+
+    # A broken edit keeps the last good plan; halting closes the candidate for everyone.
+    _write_atomically(plan_path, "{ not json")
+    wait_until(
+        lambda: "rollout plan" in server.log_text() and "invalid" in server.log_text(), 20, "the error line"
+    )
+    assert all(_version(server, d) == v for d, v in expected.items())
+    halted = wave.model_copy(update={"halted": True})
+    _write_atomically(plan_path, RolloutPlan(fleets={"weatherfleet/garden": halted}).to_json())
+    wait_until(lambda: _version(server, inside[0]) != "1.1.0", 20, "the halt to close the candidate")
+    assert {_version(server, d) for d in DEVICES[1:20]} == {"1.0.0"}
+
+
+def test_plan_directory_like_a_mounted_configmap(registry, fleet_repos, tmp_path, otaflux_factory) -> None:
+    mount = tmp_path / "plan"
+    (mount / "..v1").mkdir(parents=True)
+    a = FleetPlan(stable="1.0.0", devices=DEVICES[:5])
+    b = FleetPlan(stable="1.1.0", devices=DEVICES[5:10])
+    (mount / "..v1" / "weatherfleet.a.json").write_text(a.model_dump_json(by_alias=True))
+    (mount / "..v1" / "weatherfleet.b.json").write_text(b.model_dump_json(by_alias=True))
+    os.symlink("..v1", mount / "..data")
+    for name in ("weatherfleet.a.json", "weatherfleet.b.json"):
+        os.symlink(f"..data/{name}", mount / name)
+    server = otaflux_factory(
+        {
+            "REGISTRY_URL": registry.url,
+            "REPOSITORY_PREFIX": fleet_repos,
+            "ROLLOUT_PLAN_PATH": str(mount),
+        }
+    )
+    assert {_version(server, d) for d in DEVICES[:5]} == {"1.0.0"}
+    assert {_version(server, d) for d in DEVICES[5:10]} == {"1.1.0"}
+    assert _version(server, DEVICES[10]) == "2.0.0"
+
+    # kubelet's update: a new timestamped directory, then an atomic swap of the ..data symlink.
+    (mount / "..v2").mkdir()
+    (mount / "..v2" / "weatherfleet.a.json").write_text(
+        a.model_copy(update={"stable": "2.0.0"}).model_dump_json(by_alias=True)
+    )
+    (mount / "..v2" / "weatherfleet.b.json").write_text(
+        json.dumps({"stable": "1.1.0", "devices": DEVICES[5:10]})
+    )
+    os.symlink("..v2", mount / "..data_tmp")
+    os.replace(mount / "..data_tmp", mount / "..data")
+    wait_until(lambda: _version(server, DEVICES[0]) == "2.0.0", 20, "the swapped ConfigMap to be read")
+    assert {_version(server, d) for d in DEVICES[:5]} == {"2.0.0"}
+    assert {_version(server, d) for d in DEVICES[5:10]} == {"1.1.0"}
+
+
+def _public_pem(key) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def test_only_correctly_signed_firmware_is_served(
+    registry, store, prefix, push_image, tmp_path, otaflux_factory
+) -> None:
+    signer, ecdsa_signer, stranger = (
+        ed25519.Ed25519PrivateKey.generate(),
+        ec.generate_private_key(ec.SECP256R1()),
+        ed25519.Ed25519PrivateKey.generate(),
+    )
+    keys = []
+    for name, key in (("ed.pub", signer), ("ec.pub", ecdsa_signer)):
+        (tmp_path / name).write_bytes(_public_pem(key))
+        keys.append(str(tmp_path / name))
+
+    good = push_image(f"{prefix}dev-09", "1.0.0", b"good firmware")
+    store.push_signature(f"{prefix}dev-09", artifacts.sign(signer, good.digest))
+    ecdsa = push_image(f"{prefix}dev-10", "1.0.0", b"ecdsa-signed firmware")
+    store.push_signature(f"{prefix}dev-10", artifacts.sign(ecdsa_signer, ecdsa.digest))
+    push_image(f"{prefix}dev-11", "1.0.0", b"never signed")
+    foreign = push_image(f"{prefix}dev-12", "1.0.0", b"signed by someone else")
+    store.push_signature(f"{prefix}dev-12", artifacts.sign(stranger, foreign.digest))
+    # Tampered: a correctly signed release whose tag is then re-pushed with other bytes; the stored
+    # signature still covers the old digest.
+    original = push_image(f"{prefix}dev-13", "1.0.0", b"the reviewed firmware")
+    store.push_signature(f"{prefix}dev-13", artifacts.sign(signer, original.digest))
+    tampered = push_image(f"{prefix}dev-13", "1.0.0", b"the tampered firmware")
+    forged = artifacts.sign(signer, original.digest).model_copy(update={"manifest_digest": tampered.digest})
+    store.push_signature(f"{prefix}dev-13", forged)  # a signature moved onto the new digest
+
+    server = otaflux_factory(
+        {
+            "REGISTRY_URL": registry.url,
+            "REPOSITORY_PREFIX": prefix,
+            "SIGNATURE_PUBLIC_KEYS": ",".join(keys),
+        }
+    )
+    assert server.get("/firmware?device=dev-09")[2] == b"good firmware"
+    assert server.get("/firmware?device=dev-10")[2] == b"ecdsa-signed firmware"
+    manifest = json.loads(server.get("/v1/manifest?device=dev-09")[2])
+    assert manifest["signature"]["keyId"] == artifacts.key_id(signer.public_key())
+    assert manifest["signature"]["algorithm"] == "ed25519"
+
+    for device, reason in (
+        ("dev-11", "no signature"),
+        ("dev-12", "unknown key"),
+        ("dev-13", "does not verify"),
+    ):
+        for path in ("/version", "/firmware", "/v1/manifest"):
+            status, _, body = server.get(f"{path}?device={device}")
+            assert status == 502, (device, path, status)
+            assert reason.encode() in body and b"refused" in body
+    log = server.log_text()
+    assert "refusing firmware for dev-11" in log and "refusing firmware for dev-13" in log
+    assert server.metric("otaflux_signature_failures_total") == 3
+    assert len(list((server.log.parent / "cache").rglob("image"))) == 2  # refused ones never downloaded
+
+
+def test_bad_configuration_is_one_clear_line(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    cases = {
+        "REGISTRY_URL (--registry-url) is required": {},
+        "REGISTRY_INSECURE": {"REGISTRY_URL": "http://x", "REGISTRY_INSECURE": "maybe"},
+        "SIGNATURE_PUBLIC_KEYS": {
+            "REGISTRY_URL": "http://x",
+            "SIGNATURE_PUBLIC_KEYS": str(tmp_path / "none.pem"),
+        },
+        "MQTT_URL": {"REGISTRY_URL": "http://x", "MQTT_URL": "http://broker"},
+        "CACHE_SIZE": {"REGISTRY_URL": "http://x", "CACHE_SIZE": "-3"},
+        "MQTT_CLIENT_CERT_PATH and MQTT_CLIENT_KEY_PATH": {
+            "REGISTRY_URL": "http://x",
+            "MQTT_URL": "mqtts://b",
+            "MQTT_CLIENT_CERT_PATH": __file__,
+        },
+    }
+    (tmp_path / "bad.pem").write_text("not a key")
+    cases["bad.pem"] = {"REGISTRY_URL": "http://x", "SIGNATURE_PUBLIC_KEYS": str(tmp_path / "bad.pem")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("REGISTRY_", "MQTT_", "SIGNATURE_"))}
+    for needle, env in cases.items():
+        result = subprocess.run(
+            [sys.executable, "-m", "otaflux"],
+            env={**clean, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2, (needle, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], (needle, result.stderr)
