@@ -253,6 +253,33 @@ def _manifest_bytes(
     return canonical_json(document)
 
 
+def planned_bundle_manifest(manifest: artifacts.BundleManifest) -> bytes:
+    """The exact manifest bytes `OciStore.push_bundle` stores for this bundle, computed offline from the
+    BundleManifest alone, so `weatherfleet firmware sign` can sign a bundle before it is pushed.
+    (Added by the firmware pipeline; `push` checks the pushed digest equals the signed one.)"""
+    layers = [
+        Descriptor(artifacts.FILE_LAYER, "sha256:" + f.sha256, f.size, {artifacts.ANNOTATION_TITLE: f.path})
+        for f in sorted(manifest.files, key=lambda f: f.path)
+    ]
+    config_raw = manifest.model_dump_json().encode()
+    config = Descriptor(artifacts.BUNDLE_CONFIG, sha256_digest(config_raw), len(config_raw))
+    annotations = _annotations("bundle", manifest.version, manifest.board, manifest.features)
+    return _manifest_bytes(artifacts.BUNDLE_ARTIFACT_TYPE, config, layers, annotations)
+
+
+def planned_image_manifest(
+    binary: Path, *, version: str, board: str = "", features: list[str] | None = None
+) -> bytes:
+    """The exact manifest bytes `OciStore.push_image` stores for this binary (see planned_bundle_manifest)."""
+    size, _crc, sha = file_checksums(Path(binary))
+    layer = Descriptor(
+        artifacts.IMAGE_LAYER, "sha256:" + sha, size, {artifacts.ANNOTATION_TITLE: Path(binary).name}
+    )
+    config = Descriptor(EMPTY_MEDIA_TYPE, EMPTY_DIGEST, len(EMPTY_BLOB))
+    annotations = _annotations("image", version, board, features or [])
+    return _manifest_bytes(artifacts.IMAGE_ARTIFACT_TYPE, config, [layer], annotations)
+
+
 # --- the store interface -------------------------------------------------------------------------------
 
 
