@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import hypothesis  # noqa: F401 - compiled now, before server threads start (CPython 3.11 AST race)
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -23,6 +24,24 @@ _KUBECONFIG_DIR = Path(tempfile.mkdtemp(prefix="weatherfleet-kube-"))
 _REAL_KUBECONFIG = os.environ.get("KUBECONFIG")
 if "--real-cluster" not in sys.argv:
     os.environ["KUBECONFIG"] = str(_KUBECONFIG_DIR / "config")
+# The handlers read their timer intervals at import: short ones, so tests see resyncs and bake times pass.
+for _name, _value in {
+    "WEATHERFLEET_NAMESPACE": "weatherfleet",
+    "WEATHERFLEET_RESYNC_SECONDS": "3",
+    "WEATHERFLEET_ROLLOUT_SECONDS": "0.5",
+    "WEATHERFLEET_BACKOFF_SECONDS": "0.5",
+    "WEATHERFLEET_BACKOFF_MAX_SECONDS": "8",
+    "WEATHERFLEET_STATUS_REFRESH_SECONDS": "5",
+    "WEATHERFLEET_METRICS_PORT": "0",
+}.items():
+    os.environ.setdefault(_name, _value)
+MQTT_ENV = (
+    "WEATHERFLEET_MQTT_HOST",
+    "WEATHERFLEET_MQTT_PORT",
+    "WEATHERFLEET_MQTT_CA",
+    "WEATHERFLEET_MQTT_CERT",
+    "WEATHERFLEET_MQTT_KEY",
+)
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +60,65 @@ def kube(request: pytest.FixtureRequest) -> Iterator[ApiServerDouble | None]:
     install_crds(double)
     yield double
     double.stop()
+
+
+@pytest.fixture
+def cluster(kube):
+    from helpers import Cluster
+
+    return Cluster()
+
+
+@pytest.fixture
+def namespace(cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace of the test's own, so device ids (certificate names) never collide between tests."""
+    name = "t-" + request.node.name.replace("_", "-").lower()[:40].strip("-")
+    yield cluster.namespace(name)
+    try:
+        cluster.core.delete_namespace(name)
+    except cluster.ApiException:
+        pass
+
+
+class OperatorProcess:
+    """The real kopf operator (`kopf run --standalone` with our handlers) in KopfRunner's thread."""
+
+    def __init__(self, mqtt: dict[str, str] | None = None) -> None:
+        self.mqtt = mqtt or {}
+        self.runner = None
+
+    def start(self) -> OperatorProcess:
+        from kopf.testing import KopfRunner
+
+        for name in MQTT_ENV:
+            os.environ.pop(name, None)
+        os.environ.update(self.mqtt)
+        self.runner = KopfRunner(
+            ["run", "--standalone", "--all-namespaces", "-m", "weatherfleet.controller.handlers"], timeout=60
+        )
+        self.runner.__enter__()
+        return self
+
+    def stop(self) -> None:
+        if self.runner is not None:
+            self.runner.__exit__(None, None, None)
+            runner, self.runner = self.runner, None
+            assert runner.exception is None, runner.exception
+            assert runner.exit_code == 0, runner.output[-3000:]
+
+
+@pytest.fixture
+def start_operator() -> Iterator:
+    """Start (and restart) the operator; every instance is stopped gracefully at the end."""
+    started: list[OperatorProcess] = []
+
+    def start(mqtt: dict[str, str] | None = None) -> OperatorProcess:
+        op = OperatorProcess(mqtt).start()
+        started.append(op)
+        return op
+
+    yield start
+    for op in started:
+        op.stop()
+    for name in MQTT_ENV:
+        os.environ.pop(name, None)

@@ -83,9 +83,15 @@ class ApiServerDouble:
 
     def stop(self) -> None:
         if self._loop and self._stopping:
+            # End every open watch stream first, so no handler is left waiting when the loop closes.
+            self._loop.call_soon_threadsafe(self._end_watches)
             self._loop.call_soon_threadsafe(self._stopping.set)
         if self._thread:
             self._thread.join(15)
+
+    def _end_watches(self) -> None:
+        for watcher in list(self.store.watchers):
+            watcher.queue.put_nowait(None)
 
     def call(self, fn: Callable[[Store], T]) -> T:
         """Run `fn(store)` on the server's loop (the store is single-threaded) and return its result."""
@@ -218,7 +224,7 @@ class ApiServerDouble:
                 body,
                 sub,
                 q.get("fieldManager"),
-                q.get("force") in ("true", "1"),
+                (q.get("force") or "").lower() in ("true", "1"),
             )
         else:
             obj = store.delete(rt, namespace, name)
@@ -279,9 +285,10 @@ class ApiServerDouble:
                 if remaining <= 0:
                     break
                 try:
-                    etype, obj = await asyncio.wait_for(
-                        watcher.queue.get(), min(remaining, self.bookmark_seconds)
-                    )
+                    item = await asyncio.wait_for(watcher.queue.get(), min(remaining, self.bookmark_seconds))
+                    if item is None:
+                        break
+                    etype, obj = item
                 except TimeoutError:
                     if bookmarks:
                         mark = {

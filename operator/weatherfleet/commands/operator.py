@@ -1,0 +1,44 @@
+"""`weatherfleet operator`: the kopf operator with the project's handlers (a thin wrapper over kopf run).
+
+Settings come from WEATHERFLEET_* environment variables (see weatherfleet.controller.settings); the
+flags here are kopf's own: scope, peering (leader election) and logging."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", default=[], help="watch only this namespace")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    parser.add_argument(
+        "--standalone", action="store_true", help="no peering: only for a single replica (development)"
+    )
+    parser.add_argument(
+        "--peering", default="weatherfleet", help="KopfPeering name: replicas sharing it elect one leader"
+    )
+    parser.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
+    parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint")
+    parser.add_argument("--log-format", choices=["json", "plain", "full"], default="json")
+    parser.add_argument("--verbose", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    import kopf
+
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
+    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    importlib.import_module("weatherfleet.controller.handlers")
+    # kopf.run installs SIGTERM/SIGINT handlers: running reconciles finish, cleanup stops MQTT.
+    kopf.run(
+        standalone=args.standalone,
+        namespaces=args.namespace,
+        clusterwide=args.all_namespaces or not args.namespace,
+        peering_name=args.peering,
+        priority=args.priority,
+        liveness_endpoint=args.liveness or None,
+    )
+    return 0

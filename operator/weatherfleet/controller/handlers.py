@@ -1,0 +1,247 @@
+"""kopf handlers: thin glue. Watch events update the caches and queue keys; the work queue runs the
+controller (pure reconcilers + apply) with backoff; timers requeue everything for drift.
+
+No change-detection handlers (on.create/update) on purpose: they make kopf write its bookkeeping
+annotations on every object, which costs API writes for nothing in a level-triggered controller. No
+finalizers: nothing outside Kubernetes needs cleaning up (children go by owner references, the rollout
+plan key of a deleted fleet is removed on the DELETED event and again by any later resync)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import kopf
+
+from .. import GROUP, VERSION
+from ..observe import FleetView, MqttObserver
+from ..reconcilers.common import DEVICE_LABEL, MANAGED_BY
+from ..reconcilers.plan import PLAN_CONFIGMAP
+from . import metrics
+from .controller import Controller, Key, child_owner
+from .kube import KubeClient
+from .settings import OperatorSettings
+from .workqueue import WorkQueue
+
+log = logging.getLogger(__name__)
+SETTINGS = OperatorSettings.from_env()
+MANAGED = {MANAGED_BY: "weatherfleet"}
+
+
+class Runtime:
+    """Everything that lives from kopf's startup to its cleanup (a restart in tests starts afresh)."""
+
+    def __init__(self, settings: OperatorSettings) -> None:
+        self.settings = settings
+        self.loop = asyncio.get_running_loop()
+        self.queue = WorkQueue(settings.backoff_seconds, settings.backoff_max_seconds)
+        self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="reconcile")
+        self.view = FleetView(on_change=self._device_changed)
+        mqtt = settings.mqtt()
+        self.observer = (
+            MqttObserver(mqtt, self.view, settings.prefixes, settle_seconds=settings.mqtt_settle_seconds)
+            if mqtt
+            else None
+        )
+        self.kube = KubeClient()
+        self.controller = Controller(
+            settings,
+            self.kube,
+            self.view,
+            self.enqueue_threadsafe,
+            self.observer.ready if self.observer else lambda: True,
+        )
+        self.task: asyncio.Task | None = None
+
+    def enqueue(self, key: Key) -> None:
+        self.queue.add(key)
+        metrics.QUEUE_DEPTH.set(len(self.queue._queued))
+
+    def enqueue_threadsafe(self, key: Key) -> None:
+        self.loop.call_soon_threadsafe(self.enqueue, key)
+
+    def _device_changed(self, device_id: str) -> None:
+        """From paho's thread: a device's status or OTA state changed."""
+        metrics.DEVICES_OBSERVED.set(len(self.view))
+        key = self.controller.devices.get(device_id)
+        if key is None:
+            return
+        self.enqueue_threadsafe(key)
+        body = self.controller.cache.get(*key)
+        if body is not None:
+            fleet = (body.get("status") or {}).get("fleet")
+            if fleet:
+                self.enqueue_threadsafe(("SensorFleet", key[1], fleet))
+
+    async def handle(self, key: Any) -> float | None:
+        return await self.loop.run_in_executor(self.executor, self.controller.reconcile, key)
+
+    def start(self) -> None:
+        if self.observer:
+            self.observer.start()
+        self.task = asyncio.create_task(self.queue.run(self.settings.workers, self.handle))
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Graceful: let running reconciles finish (writes are never cut in half), then stop MQTT."""
+        await self.queue.drained(timeout)
+        if self.task:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        if self.observer:
+            self.observer.stop()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+RUNTIME: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    assert RUNTIME is not None, "the operator has not started"
+    return RUNTIME
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global RUNTIME
+    settings.posting.enabled = False  # our own Events say what matters; kopf's would cost writes
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    RUNTIME = Runtime(OperatorSettings.from_env())
+    metrics.serve(RUNTIME.settings.metrics_port)
+    RUNTIME.start()
+    log.info("weatherfleet operator started", extra={"namespace": RUNTIME.settings.namespace})
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    global RUNTIME
+    if RUNTIME is not None:
+        await RUNTIME.stop()
+        RUNTIME = None
+    log.info("weatherfleet operator stopped")
+
+
+def _key(body: kopf.Body | dict) -> tuple[str, str]:
+    return body["metadata"].get("namespace") or "", body["metadata"]["name"]
+
+
+def _observe(event: kopf.RawEvent) -> tuple[dict, bool]:
+    """Keep the cache current; (the object, whether it was deleted)."""
+    rt = runtime()
+    obj = dict(event["object"])
+    if event["type"] == "DELETED":
+        ns, name = _key(obj)
+        rt.controller.cache.remove(obj["kind"], ns, name)
+        return obj, True
+    rt.controller.cache.put(obj)
+    return obj, False
+
+
+def _spec_changed(old: dict | None, new: dict) -> bool:
+    if old is None:
+        return True
+    om, nm = old["metadata"], new["metadata"]
+    return om.get("generation") != nm.get("generation") or om.get("labels") != nm.get("labels")
+
+
+@kopf.on.event(GROUP, VERSION, "weathersensors")
+async def sensor_event(event: kopf.RawEvent, **_: Any) -> None:
+    rt = runtime()
+    ns, name = _key(event["object"])
+    old = rt.controller.cache.get("WeatherSensor", ns, name)
+    obj, deleted = _observe(event)
+    if not deleted:
+        rt.enqueue(("WeatherSensor", ns, name))
+    if deleted or _spec_changed(old, obj):
+        # Membership, ACL and dashboards of the fleets in the namespace may change.
+        for fleet in rt.controller.cache.list("SensorFleet", ns):
+            rt.enqueue(("SensorFleet", ns, fleet["metadata"]["name"]))
+
+
+@kopf.on.event(GROUP, VERSION, "sensorfleets")
+async def fleet_event(event: kopf.RawEvent, **_: Any) -> None:
+    rt = runtime()
+    ns, name = _key(event["object"])
+    old = rt.controller.cache.get("SensorFleet", ns, name)
+    obj, deleted = _observe(event)
+    rt.enqueue(("SensorFleet", ns, name))
+    if deleted or _spec_changed(old, obj):
+        # Issuer, broker kind, selector: every sensor of the namespace may get other children.
+        for sensor in rt.controller.cache.list("WeatherSensor", ns):
+            rt.enqueue(("WeatherSensor", ns, sensor["metadata"]["name"]))
+
+
+@kopf.on.event(GROUP, VERSION, "firmwarereleases")
+async def release_event(event: kopf.RawEvent, **_: Any) -> None:
+    rt = runtime()
+    ns, name = _key(event["object"])
+    old = rt.controller.cache.get("FirmwareRelease", ns, name)
+    obj, deleted = _observe(event)
+    if not deleted and _spec_changed(old, obj):
+        rt.enqueue(("FirmwareRelease", ns, name))
+    if deleted or (old or {}).get("status") != obj.get("status"):
+        for fleet in rt.controller.cache.list("SensorFleet", ns):
+            if ((fleet.get("spec") or {}).get("rollout") or {}).get("release") == name:
+                rt.enqueue(("SensorFleet", ns, fleet["metadata"]["name"]))
+
+
+def _child_event(event: kopf.RawEvent) -> None:
+    """A child changed (cert-manager marked a Certificate Ready, someone edited or deleted a child):
+    reconcile its owner, which re-applies drifted children and picks up certificate readiness."""
+    rt = runtime()
+    obj, _deleted = _observe(event)
+    owner = child_owner(obj)
+    ns = obj["metadata"].get("namespace") or ""
+    if owner is not None:
+        rt.enqueue((owner[0], ns, owner[1]))
+    device = (obj["metadata"].get("labels") or {}).get(DEVICE_LABEL)
+    if device and obj["kind"] == "Secret":
+        # A device's broker password feeds its fleet's password file.
+        fleet = (obj["metadata"].get("labels") or {}).get("weatherfleet.io/fleet")
+        if fleet:
+            rt.enqueue(("SensorFleet", ns, fleet))
+
+
+@kopf.on.event("cert-manager.io", "v1", "certificates", labels=MANAGED)
+async def certificate_event(event: kopf.RawEvent, **_: Any) -> None:
+    _child_event(event)
+
+
+@kopf.on.event("", "v1", "secrets", labels=MANAGED)
+async def secret_event(event: kopf.RawEvent, **_: Any) -> None:
+    _child_event(event)
+
+
+@kopf.on.event("", "v1", "configmaps", labels=MANAGED)
+async def configmap_event(event: kopf.RawEvent, **_: Any) -> None:
+    obj = event["object"]
+    if obj["metadata"]["name"] == PLAN_CONFIGMAP and event["type"] != "DELETED":
+        runtime().controller.cache.put(dict(obj))
+        return
+    _child_event(event)
+
+
+@kopf.timer(
+    GROUP, VERSION, "sensorfleets", interval=SETTINGS.resync_seconds, initial_delay=SETTINGS.resync_seconds
+)
+async def resync(body: kopf.Body, **_: Any) -> None:
+    """Drift repair: the whole fleet and its sensors again. Writes nothing when nothing drifted."""
+    rt = runtime()
+    ns, name = _key(body)
+    rt.enqueue(("SensorFleet", ns, name))
+    for sensor in rt.controller.cache.list("WeatherSensor", ns):
+        rt.enqueue(("WeatherSensor", ns, sensor["metadata"]["name"]))
+    for release in rt.controller.cache.list("FirmwareRelease", ns):
+        rt.enqueue(("FirmwareRelease", ns, release["metadata"]["name"]))
+
+
+@kopf.timer(GROUP, VERSION, "sensorfleets", interval=SETTINGS.rollout_seconds)
+async def rollout_tick(body: kopf.Body, **_: Any) -> None:
+    """Re-evaluate a rollout in progress (bake times pass without any event)."""
+    phase = ((body.get("status") or {}).get("rollout") or {}).get("phase")
+    if phase in ("Progressing", "Paused"):
+        ns, name = _key(body)
+        runtime().enqueue(("SensorFleet", ns, name))

@@ -1,0 +1,59 @@
+"""Operator settings, read from WEATHERFLEET_* environment variables (the Deployment sets them) and
+overridable by `weatherfleet operator` flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from ..mqtt import MqttSettings
+
+ENV_PREFIX = "WEATHERFLEET_"
+
+
+class OperatorSettings(BaseModel):
+    namespace: str = Field(default="weatherfleet", description="where the rollout plan ConfigMap lives")
+    resync_seconds: float = Field(default=300.0, gt=0, description="periodic full reconcile, for drift")
+    rollout_seconds: float = Field(default=15.0, gt=0, description="how often rollouts are re-evaluated")
+    status_refresh_seconds: float = Field(
+        default=60.0, ge=0, description="lastSeen moves in status at most this often (write budget)"
+    )
+    workers: int = Field(default=8, ge=1, le=64)
+    backoff_seconds: float = Field(default=1.0, gt=0, description="first retry delay of a failing resource")
+    backoff_max_seconds: float = Field(default=300.0, gt=0)
+    mqtt_host: str | None = None
+    mqtt_port: int = 8883
+    mqtt_ca: Path | None = None
+    mqtt_cert: Path | None = None
+    mqtt_key: Path | None = None
+    mqtt_prefixes: str = Field(default="sensors", description="comma-separated topic prefixes")
+    mqtt_settle_seconds: float = Field(default=1.0, ge=0)
+    registry_insecure_hosts: str = Field(default="", description="comma-separated hosts spoken to over HTTP")
+    registry_timeout_seconds: float = 30.0
+    release_resync_seconds: float = Field(default=600.0, gt=0, description="re-resolve releases this often")
+    metrics_port: int = Field(default=9090, ge=0, description="0 disables the Prometheus endpoint")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> OperatorSettings:
+        environ = dict(os.environ if environ is None else environ)
+        values = {
+            name: environ[f"{ENV_PREFIX}{name.upper()}"]
+            for name in cls.model_fields
+            if f"{ENV_PREFIX}{name.upper()}" in environ
+        }
+        return cls.model_validate(values)
+
+    def mqtt(self) -> MqttSettings | None:
+        if not self.mqtt_host:
+            return None
+        if not (self.mqtt_ca and self.mqtt_cert and self.mqtt_key):
+            raise ValueError("WEATHERFLEET_MQTT_HOST needs WEATHERFLEET_MQTT_CA, _CERT and _KEY (mutual TLS)")
+        return MqttSettings(
+            host=self.mqtt_host, port=self.mqtt_port, ca=self.mqtt_ca, cert=self.mqtt_cert, key=self.mqtt_key
+        )
+
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.mqtt_prefixes.split(",") if p.strip())

@@ -1,0 +1,108 @@
+"""What the operator knows about every device, from `<prefix>/<id>/status` (retained, last will offline)
+and `<prefix>/<id>/ota` events. Thread-safe: paho's network thread writes, the reconcilers read."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pydantic import ValidationError
+
+from ..messages import DeviceStatus, OtaEvent, split_topic
+from ..rollout import DeviceObservation
+
+log = logging.getLogger(__name__)
+
+# OTA events that say nothing about success or failure; they only move the state machine along.
+_PROGRESS = {"checking", "downloading", "verifying", "installed", "booted"}
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """One device's observation, when it was last heard from, and its last status payload."""
+
+    observation: DeviceObservation
+    last_seen: datetime
+    status: DeviceStatus | None
+
+
+class FleetView:
+    """Device id -> what was last observed. `on_change(device_id)` is called after every change that
+    could alter a reconcile outcome (not for repeated identical status messages)."""
+
+    def __init__(self, on_change: Callable[[str], None] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._devices: dict[str, Sighting] = {}
+        self.on_change = on_change
+        self.rejected = 0
+
+    def get(self, device_id: str) -> Sighting | None:
+        with self._lock:
+            return self._devices.get(device_id)
+
+    def snapshot(self) -> dict[str, Sighting]:
+        with self._lock:
+            return dict(self._devices)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._devices)
+
+    def handle(self, topic: str, payload: bytes, now: datetime | None = None) -> bool:
+        """Fold one MQTT message into the view. Returns whether anything changed. Malformed payloads are
+        counted and logged (topic only: a payload is device-controlled input) and change nothing."""
+        parsed = split_topic(topic)
+        if parsed is None:
+            return False
+        device_id, kind = parsed
+        now = now or datetime.now(UTC)
+        try:
+            if kind == "status":
+                changed = self._status(device_id, DeviceStatus.model_validate(json.loads(payload)), now)
+            elif kind == "ota":
+                changed = self._ota(device_id, OtaEvent.model_validate(json.loads(payload)), now)
+            else:
+                return False
+        except (ValueError, ValidationError):
+            self.rejected += 1
+            log.warning("ignored a malformed message", extra={"topic": topic})
+            return False
+        if changed and self.on_change:
+            self.on_change(device_id)
+        return changed
+
+    def _status(self, device_id: str, status: DeviceStatus, now: datetime) -> bool:
+        with self._lock:
+            prev = self._devices.get(device_id)
+            base = prev.observation if prev else DeviceObservation(device_id=device_id)
+            update: dict = {"online": status.online}
+            if status.firmware:
+                update["reported_version"] = status.firmware
+            obs = base.model_copy(update=update)
+            # The last will ({"online": false}) is published by the broker, not the device: not a sighting.
+            seen = now if status.online else (prev.last_seen if prev else now)
+            self._devices[device_id] = Sighting(
+                obs, seen, status if status.online else (prev.status if prev else status)
+            )
+            return prev is None or prev.observation != obs
+
+    def _ota(self, device_id: str, event: OtaEvent, now: datetime) -> bool:
+        with self._lock:
+            prev = self._devices.get(device_id)
+            base = prev.observation if prev else DeviceObservation(device_id=device_id)
+            update: dict = {"ota_state": event.event, "online": True}
+            if event.version:
+                update["ota_version"] = event.version
+            update["ota_reason"] = event.reason if event.event in ("failed", "rolled_back") else None
+            if event.event == "confirmed" and event.version:
+                update["reported_version"] = event.version
+            obs = base.model_copy(update=update)
+            self._devices[device_id] = Sighting(obs, now, prev.status if prev else None)
+            progress_only = (
+                prev is not None and event.event in _PROGRESS and prev.observation.ota_state == event.event
+            )
+            return not progress_only and (prev is None or prev.observation != obs)

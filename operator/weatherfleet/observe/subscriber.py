@@ -1,0 +1,96 @@
+"""A paho subscriber with the operator's own client certificate (CN weatherfleet-operator), feeding a
+FleetView. Subscribes only what the ACL grants the operator: `<prefix>/+/status` and `<prefix>/+/ota`.
+Retained status messages rebuild the view after a restart."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+
+from ..identities import OPERATOR
+from ..mqtt import MqttSettings, make_client
+from .fleetview import FleetView
+
+log = logging.getLogger(__name__)
+
+
+class MqttObserver:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        view: FleetView,
+        prefixes: tuple[str, ...] = ("sensors",),
+        client_id: str = OPERATOR,
+        settle_seconds: float = 1.0,
+    ) -> None:
+        self.settings, self.view, self.prefixes = settings, view, prefixes
+        self.settle_seconds = settle_seconds
+        self.client = make_client(settings, client_id)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+        self.client.on_disconnect = self._on_disconnect
+        self._subscribed_at: float | None = None
+        self._pending: set[int] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def topics(self) -> list[str]:
+        return [f"{p}/+/{kind}" for p in self.prefixes for kind in ("status", "ota")]
+
+    def start(self) -> MqttObserver:
+        self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive)
+        self.client.loop_start()
+        return self
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def ready(self) -> bool:
+        """Subscribed, and long enough ago that the broker has delivered the retained status messages:
+        before that an empty view would look like a fleet where nobody has updated yet."""
+        with self._lock:
+            return (
+                self._subscribed_at is not None
+                and time.monotonic() - self._subscribed_at >= self.settle_seconds
+            )
+
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.ready():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def _on_connect(self, client: mqtt.Client, _userdata, _flags, reason_code, _properties=None) -> None:
+        if reason_code.is_failure:
+            log.error("MQTT connection refused", extra={"reason": str(reason_code)})
+            return
+        _result, mid = client.subscribe([(t, 1) for t in self.topics])
+        with self._lock:
+            self._pending.add(mid)
+        log.info("MQTT connected", extra={"topics": self.topics})
+
+    def _on_subscribe(self, _client, _userdata, mid, reason_codes, _properties=None) -> None:
+        refused = [rc for rc in reason_codes if rc.is_failure]
+        if refused:
+            log.error("MQTT subscription refused by the broker ACL", extra={"topics": self.topics})
+            return
+        with self._lock:
+            if mid in self._pending:
+                self._pending.discard(mid)
+                self._subscribed_at = time.monotonic()
+
+    def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:
+        self.view.handle(message.topic, message.payload)
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties=None) -> None:
+        with self._lock:
+            self._subscribed_at = None
+        if reason_code != 0:
+            log.warning("MQTT disconnected; paho reconnects", extra={"reason": str(reason_code)})
