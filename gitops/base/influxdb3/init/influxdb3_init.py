@@ -99,7 +99,9 @@ class Kubernetes:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._context = ssl.create_default_context(cafile=settings.kube_ca_file) if settings.kube_ca_file else None
+        self._context = (
+            ssl.create_default_context(cafile=settings.kube_ca_file) if settings.kube_ca_file else None
+        )
 
     def _secrets_url(self, name: str | None = None) -> str:
         base = f"{self._settings.kube_url}/api/v1/namespaces/{self._settings.namespace}/secrets"
@@ -107,7 +109,10 @@ class Kubernetes:
 
     def read_token(self) -> str | None:
         status, body = _request(
-            "GET", self._secrets_url(self._settings.secret_name), token=self._settings.kube_token, context=self._context
+            "GET",
+            self._secrets_url(self._settings.secret_name),
+            token=self._settings.kube_token,
+            context=self._context,
         )
         if status == 404:
             return None
