@@ -161,6 +161,22 @@ def test_malformed_messages_become_dead_letters_before_the_ack(tmp_path: Path) -
     assert len(store.times) == 1
 
 
+def test_a_redelivered_malformed_message_is_kept_once(tmp_path: Path) -> None:
+    ingestor, acked, dead = make(tmp_path, RecordingStore())
+    for token in range(3):
+        ingestor.submit(Delivery(TOPIC, b"weather,device=dev-01 wind=3 1", T0, token))
+    ingestor.submit(Delivery(TOPIC, b"weather,device=dev-01 wind=4 1", T0, 3))
+    ingestor.start()
+    try:
+        wait_until(lambda: len(acked) == 4, 10, "acks")
+    finally:
+        ingestor.stop()
+    assert [d.payload for d in dead.list()] == [
+        b"weather,device=dev-01 wind=3 1",
+        b"weather,device=dev-01 wind=4 1",
+    ]
+
+
 def test_nothing_is_acked_when_even_the_spool_fails(tmp_path: Path) -> None:
     store = RecordingStore()
     store.down = True

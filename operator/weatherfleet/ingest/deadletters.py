@@ -1,10 +1,14 @@
 """Dead letters: messages that could not be stored, kept with their reason in a local SQLite file.
 
+Keyed by a digest of topic, source and payload: a rejected message that the broker redelivers (its ack
+was lost in a reconnect) is kept once, like the measurements.
+
 Always local (also when the measurements go to InfluxDB): a rejected message must be kept even while the
 time-series store is down, and it is committed before the MQTT message is acknowledged."""
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -19,7 +23,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     topic TEXT NOT NULL,
     source TEXT NOT NULL,
     reason TEXT NOT NULL,
-    payload BLOB NOT NULL
+    payload BLOB NOT NULL,
+    digest TEXT NOT NULL UNIQUE
 );
 """
 
@@ -47,14 +52,19 @@ class DeadLetterStore:
     def add_many(self, letters: list[DeadLetter]) -> None:
         if not letters:
             return
-        rows = [(d.received_ns, d.topic, d.source, d.reason, d.payload) for d in letters]
+        rows = [(d.received_ns, d.topic, d.source, d.reason, d.payload, _digest(d)) for d in letters]
         with self._lock:
             self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT INTO dead_letters (received_ns, topic, source, reason, payload) VALUES (?,?,?,?,?)",
-                rows,
-            )
-            self._db.execute("COMMIT")
+            try:
+                self._db.executemany(
+                    "INSERT INTO dead_letters (received_ns, topic, source, reason, payload, digest) "
+                    "VALUES (?,?,?,?,?,?) ON CONFLICT (digest) DO NOTHING",
+                    rows,
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def count(self) -> int:
         with self._lock:
@@ -71,3 +81,8 @@ class DeadLetterStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _digest(letter: DeadLetter) -> str:
+    digest = hashlib.sha256(letter.topic.encode() + b"\0" + letter.source.encode() + b"\0" + letter.payload)
+    return digest.hexdigest()
