@@ -69,8 +69,12 @@ def stage_files(staging: Path, files: dict[str, bytes], secret_paths: set[str]) 
 
 
 def _mkdirs_script(directories: list[str]) -> str:
-    # `mpremote fs mkdir` fails on a folder that exists (a re-provisioned board); this does not
-    return f"import os\nfor d in {tuple(directories)!r}:\n    try:\n        os.mkdir(d)\n    except OSError:\n        pass\n"
+    """One line of MicroPython creating the folders that are missing, parents first (`mpremote fs mkdir`
+    fails on a folder that exists, as on a board provisioned before)."""
+    return (
+        "import os; [os.mkdir('/' + d) for d in {!r} "
+        "if d.split('/')[-1] not in os.listdir('/' + '/'.join(d.split('/')[:-1]))]".format(tuple(directories))
+    )
 
 
 def plan_provision(
