@@ -8,9 +8,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ..durations import DURATION_PATTERN
+from ..semver import SEMVER_PATTERN
 
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DeviceId = Annotated[str, StringConstraints(pattern=DNS1123_LABEL, min_length=1, max_length=63)]
 Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN)]
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -81,3 +83,63 @@ def set_condition(
         observedGeneration=generation,
     )
     return sorted([c for c in conditions if c.type != type_] + [updated], key=lambda c: c.type)
+
+
+# --- validation errors as a user reads them -------------------------------------------------------------
+
+# What a pattern means, for messages: "must be a duration like '90s'" beats a regular expression.
+PATTERN_MEANINGS: dict[str, str] = {
+    DNS1123_LABEL: "a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter "
+    "or digit",
+    DNS1123_SUBDOMAIN: "a DNS name: lowercase labels of letters, digits and '-', separated by dots",
+    DURATION_PATTERN: "a duration like '90s', '10m' or '1h30m'",
+    SEMVER_PATTERN: "a semantic version like '1.2.3' or '1.3.0-rc.1'",
+}
+
+
+def register_pattern_meaning(pattern: str, meaning: str) -> None:
+    PATTERN_MEANINGS[pattern] = meaning
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """('spec', 'sensors', 1, 'type') -> 'spec.sensors[1].type'."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part in ("function-after", "function-before") or "[" in str(part):
+            continue  # pydantic's names for validator wrappers and union branches are no field names
+        else:
+            text += ("." if text else "") + str(part)
+    return text or "(document)"
+
+
+def describe_error(error: dict) -> str:
+    """One pydantic error as a sentence a user can act on."""
+    kind = error.get("type", "")
+    ctx = error.get("ctx") or {}
+    given = error.get("input")
+    if kind == "string_pattern_mismatch":
+        meaning = PATTERN_MEANINGS.get(ctx.get("pattern", ""))
+        if meaning:
+            return f"{given!r} is not {meaning}"
+        return f"{given!r} does not match the pattern {ctx.get('pattern')}"
+    if kind == "extra_forbidden":
+        return "unknown field (check the spelling; fields are camelCase)"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "literal_error":
+        return f"{given!r} is not one of {ctx.get('expected')}"
+    if kind == "value_error":
+        return str(ctx.get("error") or error.get("msg", "")).removeprefix("Value error, ")
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        return f"{given!r}: {error.get('msg', '').lower()}"
+    return error.get("msg", kind)
+
+
+def validation_messages(exc: Exception) -> list[tuple[str, str]]:
+    """(field path, message) for every error of a pydantic ValidationError."""
+    errors = getattr(exc, "errors", None)
+    if errors is None:
+        return [("(document)", str(exc))]
+    return [(field_path(tuple(e.get("loc", ()))), describe_error(e)) for e in errors()]

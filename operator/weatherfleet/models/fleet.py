@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints, model_validator
 
 from ..durations import parse_duration
-from .common import DNS1123_LABEL, Condition, Duration, Model, ObjectMeta, SecretKeyRef
+from .common import DNS1123_LABEL, DNS1123_SUBDOMAIN, Condition, Duration, Model, ObjectMeta, SecretKeyRef
 
 Name = Annotated[str, StringConstraints(pattern=DNS1123_LABEL, max_length=63)]
 
@@ -45,7 +45,9 @@ class BrokerSpec(Model):
     topic_prefix: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,30}$")] = Field(
         default="sensors", alias="topicPrefix"
     )
-    host: str = "nanomq"
+    host: Annotated[str, StringConstraints(pattern=DNS1123_SUBDOMAIN, max_length=253)] = Field(
+        default="nanomq", description="the broker Service: its server certificate is issued for this name"
+    )
     port: Annotated[int, Field(ge=1, le=65535)] = 8883
     acl_config_map: Name = Field(default="nanomq-acl", alias="aclConfigMap")
     credentials_secret: Name = Field(default="nanomq-passwords", alias="credentialsSecret")

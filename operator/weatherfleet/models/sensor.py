@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
@@ -18,12 +18,35 @@ Gpio = Annotated[int, Field(ge=0, le=39)]
 SemVer = Annotated[str, StringConstraints(pattern=SEMVER_PATTERN)]
 
 
+# GPIO 6..11 drive the SPI flash; 34..39 are input-only, so they cannot drive SDA, SCL or TX.
+FLASH_PINS = range(6, 12)
+INPUT_ONLY_PINS = range(34, 40)
+
+
+def _check_pins(driven: dict[str, int], read: dict[str, int]) -> None:
+    pins = {**driven, **read}
+    for name, pin in pins.items():
+        if pin in FLASH_PINS:
+            raise ValueError(f"{name}: GPIO {pin} is wired to the SPI flash on an ESP32 and cannot be used")
+    for name, pin in driven.items():
+        if pin in INPUT_ONLY_PINS:
+            raise ValueError(f"{name}: GPIO {pin} is input-only on an ESP32 and cannot drive this line")
+    names = list(pins)
+    if len(set(pins.values())) != len(pins):
+        raise ValueError(f"{' and '.join(names)} must be different GPIOs, got {pins[names[0]]} for both")
+
+
 class I2CBus(Model):
     bus: Annotated[int, Field(ge=0, le=1)] = 0
     sda: Gpio = 21
     scl: Gpio = 22
     # 7-bit addresses outside 0x08..0x77 are reserved by the I2C specification.
     address: Annotated[int, Field(ge=0x08, le=0x77)] | None = None
+
+    @model_validator(mode="after")
+    def _pins_usable(self) -> I2CBus:
+        _check_pins({"sda": self.sda, "scl": self.scl}, {})
+        return self
 
 
 class UartPort(Model):
@@ -32,27 +55,40 @@ class UartPort(Model):
     tx: Gpio = 17
     rx: Gpio = 16
 
+    @model_validator(mode="after")
+    def _pins_usable(self) -> UartPort:
+        _check_pins({"tx": self.tx}, {"rx": self.rx})
+        return self
+
 
 class SensorSpec(Model):
     type: SensorType
     i2c: I2CBus | None = None
     uart: UartPort | None = None
 
-    @model_validator(mode="after")
-    def _bus_matches_type(self) -> SensorSpec:
-        if self.type in I2C_SENSORS:
-            if self.uart is not None:
-                raise ValueError(f"{self.type} is an I2C sensor: set i2c, not uart")
-            if self.i2c is None:
-                self.i2c = I2CBus()
-            if self.i2c.address is None:
-                self.i2c.address = I2C_SENSORS[self.type]
+    @model_validator(mode="before")
+    @classmethod
+    def _bus_matches_type(cls, data: Any) -> Any:
+        """Reject the wrong bus for the type and fill in the default bus (and I2C address) before the
+        fields are validated, so defaults are validated like user input and nothing is assigned twice."""
+        if not isinstance(data, dict) or data.get("type") not in (*I2C_SENSORS, *UART_SENSORS):
+            return data
+        kind = data["type"]
+        data = dict(data)
+        if kind in I2C_SENSORS:
+            if data.get("uart") is not None:
+                raise ValueError(f"{kind} is an I2C sensor: set i2c, not uart")
+            bus = data.get("i2c")
+            if bus is None:
+                data["i2c"] = {"address": I2C_SENSORS[kind]}
+            elif isinstance(bus, dict) and bus.get("address") is None:
+                data["i2c"] = {**bus, "address": I2C_SENSORS[kind]}
         else:
-            if self.i2c is not None:
-                raise ValueError(f"{self.type} is a UART sensor: set uart, not i2c")
-            if self.uart is None:
-                self.uart = UartPort(id=UART_SENSORS[self.type])
-        return self
+            if data.get("i2c") is not None:
+                raise ValueError(f"{kind} is a UART sensor: set uart, not i2c")
+            if data.get("uart") is None:
+                data["uart"] = {"id": UART_SENSORS[kind]}
+        return data
 
 
 class Features(Model):
@@ -108,6 +144,20 @@ class WeatherSensorSpec(Model):
         duplicates = sorted({t for t in types if types.count(t) > 1})
         if duplicates:
             raise ValueError(f"sensor type listed more than once: {', '.join(duplicates)}")
+        seen: dict[tuple[int, int], str] = {}
+        for s in self.sensors:
+            if s.i2c is None:
+                continue
+            key = (s.i2c.bus, s.i2c.address or 0)
+            if key in seen:
+                raise ValueError(
+                    f"{seen[key]} and {s.type} both use I2C address {key[1]:#04x} on bus {key[0]}: "
+                    "give one of them another address or bus"
+                )
+            seen[key] = s.type
+        uarts = [s.uart.id for s in self.sensors if s.uart is not None]
+        if len(set(uarts)) != len(uarts):
+            raise ValueError("two sensors share one UART")
         return self
 
     def firmware_features(self) -> list[str]:

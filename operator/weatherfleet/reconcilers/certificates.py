@@ -14,7 +14,7 @@ def device_secret_name(device_id: str) -> str:
 
 
 def broker_secret_name(fleet: SensorFleet) -> str:
-    return f"{fleet.spec.broker.host}-server-tls"
+    return f"{fleet.spec.broker.host}-tls"
 
 
 def _private_key(policy: CertificatePolicy) -> Object:
@@ -56,28 +56,29 @@ def device_certificate(
 
 
 def broker_certificate(fleet: SensorFleet, labels_: dict[str, str], owners: list[Object]) -> Object:
-    """The broker's server certificate, valid for the Service's in-cluster names."""
+    """The broker's server certificate `<host>-server` (Secret `<host>-tls`), valid for the Service's
+    in-cluster names. Same spec as gitops/base/certificates/nanomq-server.yaml, so that when both are
+    applied (server-side apply, different managers) they agree instead of conflicting."""
     host = fleet.spec.broker.host
     ns = fleet.metadata.namespace
-    names = (
-        [host]
-        if "." in host
-        else [host, f"{host}.{ns}", f"{host}.{ns}.svc", f"{host}.{ns}.svc.cluster.local"]
-    )
+    if "." in host:
+        names, common = [host], host
+    else:
+        names = [host, f"{host}.{ns}", f"{host}.{ns}.svc", f"{host}.{ns}.svc.cluster.local"]
+        common = f"{host}.{ns}.svc"
     policy = fleet.spec.certificates
     return {
         "apiVersion": CERT_MANAGER_API,
         "kind": "Certificate",
         "metadata": metadata(f"{host}-server", ns, labels_, owners),
         "spec": {
-            "commonName": names[0],
+            "commonName": common,
             "dnsNames": names,
             "duration": policy.duration,
             "issuerRef": _issuer(policy),
             "privateKey": _private_key(policy),
             "renewBefore": policy.renew_before,
             "secretName": broker_secret_name(fleet),
-            "secretTemplate": {"labels": labels_},
-            "usages": ["server auth", "digital signature"],
+            "usages": ["digital signature", "key encipherment", "server auth"],
         },
     }

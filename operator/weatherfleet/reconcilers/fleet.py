@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import identities
@@ -185,7 +184,7 @@ def _broker_children(
         acl = broker.mosquitto_acl(fleet.metadata.name, device_ids, spec.topic_prefix)
         children.append(_configmap(spec.acl_config_map, ns, lbl, owners, {broker.MOSQUITTO_ACL_KEY: acl}))
         return children, acl, ""
-    acl = broker.nanomq_acl(fleet.metadata.name, device_ids, spec.topic_prefix)
+    acl = broker.nanomq_acl(fleet.metadata.name, spec.topic_prefix)
     children.append(_configmap(spec.acl_config_map, ns, lbl, owners, {broker.NANOMQ_ACL_KEY: acl}))
     pwd = ""
     if obs.passwords is not None:
@@ -230,21 +229,18 @@ def _grafana_children(
     files = grafana.alert_files(fleet, members)
     for n, doc in enumerate(files):
         suffix = "" if n == 0 else f"-{n + 1}"
-        text = yaml.dump(doc, Dumper=_Dumper, sort_keys=True, default_flow_style=False, width=1000)
+        text = grafana.alert_file_text(doc)
         children.append(
             _configmap(
                 f"{name}-alerts{suffix}",
                 ns,
                 {**lbl, "grafana_alert": "1"},
                 owners,
-                {f"{ns}-{name}-alerts{suffix}.yaml": text},
+                {f"{ns}-{name}-alerts{suffix}.json": text},
                 annotations,
             )
         )
     return children
-
-
-_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def _counts(fleet: SensorFleet, members: list[WeatherSensor], obs: FleetObservation) -> SensorCounts:

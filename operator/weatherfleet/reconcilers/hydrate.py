@@ -1,0 +1,133 @@
+"""Every child of a set of CRs at once: what `weatherfleet render` prints and what a GitOps pipeline commits.
+
+Pure. Unlike the operator, rendering knows nothing observed: no certificates, devices or passwords. So
+Secrets are left out (their content must not go to git; the operator creates them in the cluster), owner
+references are left out when the CRs have no uid, and releases count as verified (the operator checks
+signatures against the registry before it opens a rollout).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ..models import FirmwareRelease, SensorFleet, WeatherSensor
+from ..rollout import FleetPlan
+from .common import Object, sorted_children
+from .fleet import FleetObservation, fleet_for_sensor, reconcile_fleet, select_members
+from .plan import rollout_plan_configmap
+from .sensor import sensor_children
+
+
+@dataclass
+class Resources:
+    """The custom resources found in a folder (or anywhere else)."""
+
+    sensors: list[WeatherSensor] = field(default_factory=list)
+    fleets: list[SensorFleet] = field(default_factory=list)
+    releases: list[FirmwareRelease] = field(default_factory=list)
+
+
+def consistency_problems(resources: Resources) -> list[str]:
+    """What is wrong across resources, though each is valid on its own: duplicate names or device ids,
+    sensors claimed by two fleets, fleets fighting over one broker's files."""
+    problems: list[str] = []
+    for kind, items in (
+        ("WeatherSensor", resources.sensors),
+        ("SensorFleet", resources.fleets),
+        ("FirmwareRelease", resources.releases),
+    ):
+        names = Counter((o.metadata.namespace, o.metadata.name) for o in items)
+        problems += [
+            f"{kind} {ns}/{name} is defined {n} times" for (ns, name), n in sorted(names.items()) if n > 1
+        ]
+    devices = Counter((s.metadata.namespace, s.spec.device_id) for s in resources.sensors)
+    problems += [
+        f"deviceId {dev} is used by {n} WeatherSensors in namespace {ns}"
+        for (ns, dev), n in sorted(devices.items())
+        if n > 1
+    ]
+    for what, get in (
+        ("aclConfigMap", lambda f: f.spec.broker.acl_config_map),
+        ("credentialsSecret", lambda f: f.spec.broker.credentials_secret),
+        ("broker host", lambda f: f.spec.broker.host),
+    ):
+        users = Counter((f.metadata.namespace, get(f)) for f in resources.fleets)
+        problems += [
+            f"{n} SensorFleets in namespace {ns} share the {what} {value!r}: one broker serves one fleet"
+            for (ns, value), n in sorted(users.items())
+            if n > 1
+        ]
+    for sensor in resources.sensors:
+        claimed = [
+            f.metadata.name for f in resources.fleets if f in _fleets_selecting(sensor, resources.fleets)
+        ]
+        if len(claimed) > 1:
+            problems.append(
+                f"WeatherSensor {sensor.metadata.namespace}/{sensor.metadata.name} is selected by more than one "
+                f"SensorFleet: {', '.join(sorted(claimed))}"
+            )
+    return problems
+
+
+def _fleets_selecting(sensor: WeatherSensor, fleets: list[SensorFleet]) -> list[SensorFleet]:
+    return [
+        f
+        for f in fleets
+        if f.metadata.namespace == sensor.metadata.namespace
+        and f.spec.selector.matches(sensor.metadata.labels)
+    ]
+
+
+def warnings(resources: Resources) -> list[str]:
+    """Things worth saying that do not stop a render."""
+    out = []
+    releases = {(r.metadata.namespace, r.metadata.name) for r in resources.releases}
+    for fleet in resources.fleets:
+        name = fleet.spec.rollout.release
+        if name and (fleet.metadata.namespace, name) not in releases:
+            out.append(
+                f"SensorFleet {fleet.metadata.namespace}/{fleet.metadata.name}: FirmwareRelease {name} not found; "
+                "no rollout is planned"
+            )
+    for sensor in resources.sensors:
+        if fleet_for_sensor(sensor, resources.fleets) is None:
+            out.append(
+                f"WeatherSensor {sensor.metadata.namespace}/{sensor.metadata.name}: no SensorFleet selects it; "
+                "it gets no certificate and no broker access"
+            )
+    return out
+
+
+def hydrate(resources: Resources, now: datetime, plan_namespace: str = "weatherfleet") -> list[Object]:
+    """All children of all resources, sorted, plus the rollout plan ConfigMap (`weatherfleet-rollout-plan`
+    in `plan_namespace`, one key per fleet). Secrets are never part of the output."""
+    children: list[Object] = []
+    plans: dict[str, FleetPlan] = {}
+    by_ns_releases: dict[str, dict[str, FirmwareRelease]] = {}
+    for release in resources.releases:
+        by_ns_releases.setdefault(release.metadata.namespace, {})[release.metadata.name] = release
+    for fleet in sorted(resources.fleets, key=lambda f: (f.metadata.namespace, f.metadata.name)):
+        mine = [
+            s
+            for s in select_members(fleet, resources.sensors)
+            if fleet_for_sensor(s, resources.fleets) is fleet
+        ]
+        result = reconcile_fleet(
+            fleet,
+            FleetObservation(
+                now=now,
+                sensors=mine,
+                releases=by_ns_releases.get(fleet.metadata.namespace, {}),
+                passwords=None,
+                trust_unverified_releases=True,
+            ),
+        )
+        children += result.children
+        plans[result.plan_key] = result.plan
+        for sensor in mine:
+            children += sensor_children(sensor, fleet, broker_password=None)
+    if plans:
+        children.append(rollout_plan_configmap(plans, plan_namespace))
+    return sorted_children([c for c in children if c["kind"] != "Secret"])
