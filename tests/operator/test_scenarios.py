@@ -82,3 +82,117 @@ def test_fleet_with_sensors_gets_every_child_and_becomes_ready(
     assert not any(p in text for p in passwords)
     if kube is not None:  # the double knows whether any field we wrote was pruned by the schema
         assert not [p for p in kube.store.pruned if ns in p or "status" in p], kube.store.pruned
+
+
+def operator_writes(kube) -> list:
+    return kube.call(lambda store: [w for w in store.writes if w.actor in ("weatherfleet-operator", "kopf")])
+
+
+def reconciles(kind: str, outcome: str = "ok") -> float:
+    from weatherfleet.controller import metrics
+
+    return metrics.RECONCILES.labels(kind=kind, outcome=outcome)._value.get()
+
+
+def password_file(cluster, ns: str) -> str:
+    return base64.b64decode(cluster.secret(ns, "nanomq-passwords").data["nanomq_pwd.conf"]).decode()
+
+
+def test_edits_update_children_and_a_noop_resync_writes_nothing(cluster, namespace, start_operator, kube):
+    ns, devices = namespace, ["ws-b1", "ws-b2"]
+    start_operator()
+    make_fleet(cluster, ns, "beta", devices)
+    wait_for(lambda: all_ready(cluster, ns, devices), 90, "every sensor Ready")
+    wait_for(lambda: fleet_total(cluster, ns, "beta") == 2, 60, "the fleet counting its sensors")
+    hash_before = wait_for(lambda: cluster.config_hash(ns), 30, "the broker config hash")
+
+    # Fleet edit: the certificate policy reaches every device certificate.
+    cluster.patch("SensorFleet", ns, "beta", {"spec": {"certificates": {"duration": "4320h"}}})
+    wait_for(
+        lambda: all(c["spec"]["duration"] == "4320h" for c in cluster.certificates(ns) if c["metadata"]["name"] in devices),
+        60,
+        "certificates with the new duration",
+    )
+    # A new sensor: its own credentials, a new password file, and a new config hash rolls the broker.
+    cluster.create("WeatherSensor", ns, "ws-b3", {"deviceId": "ws-b3", **SENSOR}, {"fleet": "beta"})
+    wait_for(lambda: '"ws-b3"' in password_file(cluster, ns), 60, "ws-b3 in the NanoMQ password file")
+    wait_for(lambda: cluster.config_hash(ns) != hash_before, 30, "a new config hash on the broker Deployment")
+    # A sensor edit: status follows the generation.
+    cluster.patch("WeatherSensor", ns, "ws-b1", {"spec": {"location": "cellar"}})
+    wait_for(
+        lambda: cluster.get("WeatherSensor", ns, "ws-b1")["status"].get("observedGeneration") == 2,
+        60,
+        "observedGeneration 2",
+    )
+    wait_for(lambda: all_ready(cluster, ns, [*devices, "ws-b3"]), 90, "every sensor Ready again")
+
+    if kube is None:
+        return  # a real cluster does not tell us who wrote what
+    # Let the operator settle, then watch two full resyncs (every 3 s in tests) write nothing at all.
+    def quiet() -> bool:
+        before = len(operator_writes(kube))
+        start = reconciles("SensorFleet")
+        wait_for(lambda: reconciles("SensorFleet") >= start + 2, 30, "two fleet resyncs")
+        return len(operator_writes(kube)) == before
+
+    wait_for(quiet, 60, "a quiet period")
+    before = len(operator_writes(kube))
+    start_fleet, start_sensor = reconciles("SensorFleet"), reconciles("WeatherSensor")
+    wait_for(lambda: reconciles("SensorFleet") >= start_fleet + 2, 30, "two more fleet resyncs")
+    assert reconciles("WeatherSensor") >= start_sensor + 3  # every sensor was looked at again
+    assert operator_writes(kube)[before:] == []
+
+
+def test_deleting_a_sensor_removes_its_children(cluster, namespace, start_operator):
+    ns, devices = namespace, ["ws-c1", "ws-c2"]
+    start_operator()
+    make_fleet(cluster, ns, "gamma", devices)
+    wait_for(lambda: all_ready(cluster, ns, devices), 90, "every sensor Ready")
+    wait_for(lambda: '"ws-c2"' in password_file(cluster, ns), 60, "ws-c2 in the password file")
+    hash_before = cluster.config_hash(ns)
+
+    cluster.delete("WeatherSensor", ns, "ws-c2")
+    wait_for(lambda: "ws-c2" not in {c["metadata"]["name"] for c in cluster.certificates(ns)}, 60, "certificate gone")
+    wait_for(lambda: cluster.secret(ns, "ws-c2-mqtt-credentials") is None, 60, "credentials Secret gone")
+    wait_for(lambda: '"ws-c2"' not in password_file(cluster, ns), 60, "ws-c2 out of the password file")
+    wait_for(lambda: cluster.config_hash(ns) != hash_before, 30, "the broker rolled")
+    assert cluster.secret(ns, "ws-c1-mqtt-credentials") is not None
+    assert "ws-c1" in {c["metadata"]["name"] for c in cluster.certificates(ns)}
+
+
+def test_an_invalid_resource_gets_a_clear_condition_and_others_are_unaffected(
+    cluster, namespace, start_operator, kube
+):
+    ns = namespace
+    start_operator()
+    make_fleet(cluster, ns, "delta", ["ws-d1"], rollout={"release": "no-such-release"})
+    # Accepted by the API server's schema, rejected by the model: bme280 is an I2C sensor.
+    bad = {"deviceId": "ws-d2", "location": "shed", "sensors": [{"type": "bme280", "uart": {"id": 2}}]}
+    cluster.create("WeatherSensor", ns, "ws-d2", bad, {"fleet": "delta"})
+
+    def invalid_condition():
+        cond = cluster.condition(cluster.get("WeatherSensor", ns, "ws-d2"), "Ready")
+        return cond if cond and cond["reason"] == "InvalidSpec" else None
+
+    cond = wait_for(invalid_condition, 60, "Ready=False InvalidSpec on ws-d2")
+    assert cond["status"] == "False"
+    assert "spec.sensors[0]" in cond["message"] and "I2C" in cond["message"]
+    assert any(e.reason == "InvalidSpec" for e in cluster.events(ns, "ws-d2"))
+    # The valid sensor of the same fleet is not held up.
+    wait_for(lambda: all_ready(cluster, ns, ["ws-d1"]), 90, "ws-d1 Ready")
+    # A missing reference is a condition too, naming what is missing.
+    fleet_cond = wait_for(
+        lambda: cluster.condition(cluster.get("SensorFleet", ns, "delta"), "ReleaseAvailable"), 60, "ReleaseAvailable"
+    )
+    assert fleet_cond["status"] == "False" and "no-such-release" in fleet_cond["message"]
+
+    # Retried with backoff, without a crash loop: retries happen, but the status is not rewritten each time.
+    start = reconciles("WeatherSensor", "invalid")
+    wait_for(lambda: reconciles("WeatherSensor", "invalid") >= start + 2, 60, "two retries of ws-d2")
+    if kube is not None:
+        writes = [w for w in operator_writes(kube) if w.name == "ws-d2" and w.resource == "weathersensors"]
+        assert len(writes) == 1, writes
+
+    # Fixed by the user: it becomes Ready without restarting anything.
+    cluster.patch("WeatherSensor", ns, "ws-d2", {"spec": {"sensors": [{"type": "bme280"}]}})
+    wait_for(lambda: all_ready(cluster, ns, ["ws-d2"]), 90, "ws-d2 Ready once fixed")
