@@ -287,6 +287,10 @@ class OciStore(ABC):
     """Where firmware artifacts live. Subclasses move bytes; the artifact shapes are built here once."""
 
     @abstractmethod
+    def ping(self) -> None:
+        """Raise Unreachable unless the store answers."""
+
+    @abstractmethod
     def list_tags(self, repository: str) -> list[str]:
         """All tags of the repository; [] when the repository does not exist."""
 
@@ -525,6 +529,17 @@ class RegistryStore(OciStore):
             )
         return response
 
+    def ping(self) -> None:
+        # /v2/ answers 200, or 401 with a challenge: either way the registry is there.
+        try:
+            answer = self._registry().session.get(
+                self._url(f"{self.host}/v2/"), timeout=self.timeout, verify=self.tls_verify
+            )
+        except requests.RequestException as exc:
+            raise Unreachable(f"registry {self.host} unreachable: {type(exc).__name__}: {exc}") from exc
+        if answer.status_code >= 500:
+            raise Unreachable(f"registry {self.host}: {answer.status_code} {answer.reason}")
+
     def list_tags(self, repository: str) -> list[str]:
         url: str | None = self._url(self._container(repository).tags_url())
         tags: list[str] = []
@@ -674,6 +689,10 @@ class LayoutStore(OciStore):
                 yield directory
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def ping(self) -> None:
+        if not self.root.is_dir():
+            raise Unreachable(f"OCI layout directory {self.root} does not exist")
 
     def list_tags(self, repository: str) -> list[str]:
         return [

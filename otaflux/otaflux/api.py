@@ -252,6 +252,7 @@ class Api:
         if isinstance(payload, web.Response):
             return payload
         devices: dict[str, bool] = {}
+        expected: dict[str, tuple[str, str]] = {}
         for event in payload.events:
             target = event.target
             # Manifest pushes with a tag; blob pushes and the pulls OtaFlux itself causes are noise.
@@ -261,26 +262,42 @@ class Api:
             if device is not None:
                 announce = not target.tag.endswith(".sig")
                 devices[device] = devices.get(device, False) or announce
+                if announce:
+                    expected[device] = (target.tag, target.digest)
         for device, announce in devices.items():
-            self._schedule(device, announce)
+            self._schedule(device, announce, expected.get(device))
         return self._text(200, f"refreshing {len(devices)} device(s)")
 
-    def _schedule(self, device: str, announce: bool) -> None:
+    def _schedule(self, device: str, announce: bool, expected: tuple[str, str] | None = None) -> None:
         # Answer the webhook at once (registries time out quickly); refresh and notify in the background.
-        task = asyncio.create_task(self._refresh_and_notify(device, announce))
+        task = asyncio.create_task(self._refresh_and_notify(device, announce, expected))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _refresh_and_notify(self, device: str, announce: bool) -> None:
+    async def _refresh_and_notify(
+        self, device: str, announce: bool, expected: tuple[str, str] | None
+    ) -> None:
         previous = self.service._answers.get(device)
         old_key = previous.firmware.key if previous and previous.firmware else None
-        self.service.invalidate(device)
-        try:
-            answer = await self.service.refresh(device)
-        except Exception:
-            log.exception("refresh of %s after a webhook failed", device)
+        # The distribution registry sends the manifest event before it links the tag, so the tag may
+        # not resolve (or resolve to the previous digest) for a moment: look again a few times.
+        for attempt in range(8):
+            try:
+                answer = await self.service.refresh_after_change(device)
+            except Exception:
+                log.exception("refresh of %s after a webhook failed", device)
+                return
+            firmware = answer.firmware
+            if expected is None and answer.error is None:
+                break
+            if expected is not None and answer.error is None and firmware is not None:
+                tag, digest = expected
+                if firmware.version != tag or firmware.manifest.digest == digest:
+                    break
+            await asyncio.sleep(0.1 * (attempt + 1))
+        if answer.error is not None:
+            log.warning("not announcing %s: %s", device, answer.error)
             return
-        firmware = answer.firmware
         # A changed digest was announced by the service's on_change already.
         if firmware is not None and announce and self.notify and (old_key is None or old_key == firmware.key):
             self.notify(firmware)

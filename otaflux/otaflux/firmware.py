@@ -9,6 +9,7 @@ costs the registry one fetch."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -177,8 +178,25 @@ class FirmwareService:
             self.on_change(firmware)
         return answer
 
-    def invalidate(self, device: str) -> None:
-        self._answers.pop(device, None)
+    async def refresh_after_change(self, device: str) -> Answer:
+        """A webhook said the repository changed: a refresh that started before the push may have read
+        the old state, so wait for it and then ask again."""
+        pending = self._inflight.get(device)
+        if pending is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pending)
+        return await self.refresh(device)
+
+    async def probe(self) -> None:
+        """Check the registry now; sets or clears degraded_reason."""
+        try:
+            await asyncio.to_thread(self.store.ping)
+            self.degraded_reason = None
+        except oci.Unreachable as exc:
+            if self.degraded_reason is None:
+                log.warning("registry unreachable: %s", exc)
+            self.degraded_reason = str(exc)
+            self.metrics.registry_errors.labels("unreachable").inc()
 
     def _gauges(self) -> None:
         self.metrics.cache_entries.set(len(self.cache))

@@ -20,6 +20,7 @@ from weatherfleet import oci
 from .config import LOG_LEVELS, Settings
 
 log = logging.getLogger("otaflux")
+HEALTH_PROBE_INTERVAL = 5.0
 
 
 def setup_logging(level: str) -> None:
@@ -91,10 +92,13 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    watcher = asyncio.create_task(_watch_plan(service.plan, metrics, stop))
+    watchers = [
+        asyncio.create_task(_watch_plan(service.plan, metrics, stop)),
+        asyncio.create_task(_probe_registry(service, stop)),
+    ]
     await stop.wait()
     log.info("worker %d stopping", worker)
-    await watcher
+    await asyncio.gather(*watchers)
     await runner.cleanup()
     if metrics_runner is not None:
         await metrics_runner.cleanup()
@@ -111,6 +115,14 @@ async def _watch_plan(plan, metrics, stop: asyncio.Event) -> None:
         metrics.plan_generation.set(plan.generation)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), plan.poll_interval)
+
+
+async def _probe_registry(service, stop: asyncio.Event) -> None:
+    """/health reports what this finds: degraded while the registry does not answer."""
+    while not stop.is_set():
+        await service.probe()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), HEALTH_PROBE_INTERVAL)
 
 
 async def start_metrics(settings: Settings, registry) -> web.AppRunner:
