@@ -26,7 +26,7 @@ async def test_power_cut_at_random_bytes_always_boots_a_good_slot(devices) -> No
     total = await _measure_units(devices)
     assert total > 12_000, "the update must write the whole image"
     rng = random.Random(20261125)
-    offsets = sorted(rng.sample(range(total), CUTS - 4)) + [0, 1, total - 2, total - 1]
+    offsets = [*sorted(rng.sample(range(total), CUTS - 4)), 0, 1, total - 2, total - 1]
     for offset in offsets:
         device = devices("dev-05")
         device.flash_firmware(frozen("1"))

@@ -154,5 +154,7 @@ async def test_device_drivers_read_plausible_values_from_the_emulators(devices) 
     assert pm10 == pytest.approx(device.sds011.last_truth["pm10"], abs=0.051)
     co2, co2_temperature, co2_humidity = readings["scd30"]
     assert co2 == pytest.approx(device.scd30.last_truth["co2"], rel=1e-6)
+    assert co2_temperature == pytest.approx(device.scd30.last_truth["temperature"], abs=1e-4)
+    assert co2_humidity == pytest.approx(device.scd30.last_truth["humidity"], abs=1e-4)
     assert 400 <= co2 <= 40000
     assert device.sds011.query_mode, "the driver put the SDS011 into query mode"
