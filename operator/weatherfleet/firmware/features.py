@@ -24,7 +24,7 @@ FEATURE_FILES: dict[str, tuple[str, ...]] = {
     "json": (),
     "tls": (),
     "mtls": (),
-    "ota": ("ota.py", "crc32.py", "edverify.py"),
+    "ota": ("ota.py", "crc32.py", "edverify.py", "httpc.py"),
 }
 assert set(FEATURE_FILES) == set(FEATURES), "FEATURE_FILES must cover exactly the FirmwareRelease features"
 
