@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import BaseModel
 
 from ..models import SensorFleet, WeatherSensor
@@ -34,14 +32,6 @@ class Timing(BaseModel):
     check_interval: int | None = None
     jitter: int | None = None
     keepalive: int = 60
-
-
-def signing_key_hex(public_key_pem: bytes) -> str:
-    """The raw 32-byte Ed25519 public key in hex, the form the device's verifier takes."""
-    key = serialization.load_pem_public_key(public_key_pem)
-    if not isinstance(key, ed25519.Ed25519PublicKey):
-        raise ValueError("devices verify Ed25519 signatures: the signing key must be Ed25519")
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
 
 
 def device_config(

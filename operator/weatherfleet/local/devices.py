@@ -24,6 +24,9 @@ class DeviceFleet:
     def root(self, device_id: str) -> Path:
         return self.workdir.device_dir(device_id)
 
+    def provisioned(self, device_id: str) -> bool:
+        return (self.root(device_id) / "fs" / "config.json").exists()
+
     def install(
         self, sensor: WeatherSensor, files: dict[str, bytes], factory: dict[str, bytes] | None
     ) -> None:

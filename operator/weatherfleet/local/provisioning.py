@@ -72,8 +72,8 @@ def _mkdirs_script(directories: list[str]) -> str:
     """One line of MicroPython creating the folders that are missing, parents first (`mpremote fs mkdir`
     fails on a folder that exists, as on a board provisioned before)."""
     return (
-        "import os; [os.mkdir('/' + d) for d in {!r} "
-        "if d.split('/')[-1] not in os.listdir('/' + '/'.join(d.split('/')[:-1]))]".format(tuple(directories))
+        f"import os; [os.mkdir('/' + d) for d in {tuple(directories)!r} "
+        "if d.split('/')[-1] not in os.listdir('/' + '/'.join(d.split('/')[:-1]))]"
     )
 
 

@@ -88,8 +88,13 @@ def device_events(
 class RolloutLoop:
     """One step per tick: decide each fleet's rollout status, write the plan when it changed."""
 
-    def __init__(self, state: LocalState, plan_path, timeline: Timeline) -> None:
+    def __init__(
+        self, state: LocalState, plan_path, timeline: Timeline, factory_version: str | None = None
+    ) -> None:
         self.state = state
+        # what provisioning put on the boards is the stable release until a rollout completes: without
+        # it the plan would offer no version, and OtaFlux would fall back to the highest tag
+        self.factory_version = factory_version
         self.plan_path = plan_path
         self.timeline = timeline
         self._written: str | None = None
@@ -113,7 +118,7 @@ class RolloutLoop:
                 device = sensor.spec.device_id
                 seen = observations.get(device) or DeviceObservation(device_id=device, online=False)
                 devices.append(seen.model_copy(update={"pinned_version": pins.get(device)}))
-            before = self.state.rollouts.get(key, RolloutStatus())
+            before = self.state.rollouts.get(key) or RolloutStatus(stableVersion=self.factory_version)
             after = next_status(
                 fleet.spec.rollout, before, release.spec.version if release else None, devices, key, now
             )

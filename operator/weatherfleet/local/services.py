@@ -6,27 +6,24 @@ import sys
 from collections.abc import Callable
 
 from ..mqtt import MqttSettings
+from ..services.process import port_open
 from .workdir import Workdir
 
 
-def ingest_command(settings: MqttSettings, workdir: Workdir) -> tuple[list[str], Callable[[], bool]]:
+def ingest_command(
+    settings: MqttSettings, workdir: Workdir, metrics_port: int
+) -> tuple[list[str], Callable[[], bool]]:
     argv = [
-        sys.executable,
-        "-m",
-        "weatherfleet.cli",
-        "ingest",
-        "--mqtt-url",
-        f"mqtts://{settings.host}:{settings.port}",
-        "--mqtt-ca",
-        str(settings.ca),
-        "--mqtt-cert",
-        str(settings.cert),
-        "--mqtt-key",
-        str(settings.key),
-        "--sqlite",
-        str(workdir.store_path),
-        "--spool",
-        str(workdir.root / "ingest-spool"),
-    ]
-    log = workdir.logs / "ingest.log"
-    return argv, lambda: workdir.store_path.exists() and log.exists()
+        sys.executable, "-m", "weatherfleet.cli", "ingest",
+        "--broker-host", settings.host,
+        "--broker-port", str(settings.port),
+        "--ca", str(settings.ca),
+        "--cert", str(settings.cert),
+        "--key", str(settings.key),
+        "--store", "sqlite",
+        "--sqlite-path", str(workdir.store_path),
+        "--state-dir", str(workdir.root / "ingest-state"),
+        "--batch-delay", "0.5",
+        "--metrics-port", str(metrics_port),
+    ]  # fmt: skip
+    return argv, lambda: port_open(metrics_port)

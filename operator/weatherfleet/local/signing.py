@@ -1,13 +1,11 @@
-"""The firmware signing key of a local installation: Ed25519 (what devices verify), made on first use,
-kept in the workdir with the private key readable by its owner only, never printed."""
+"""The firmware signing key of a local installation: Ed25519 (what devices verify), made on first use with
+`weatherfleet.firmware.signing` and kept in the workdir (private key 0600, never printed)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from ..firmware import signing
 
 PRIVATE = "firmware-signing.key"
 PUBLIC = "firmware-signing.pub"
@@ -19,19 +17,14 @@ def ensure_signing_key(directory: Path) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     private, public = directory / PRIVATE, directory / PUBLIC
     if not private.exists():
-        key = ed25519.Ed25519PrivateKey.generate()
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(pem)
         public.unlink(missing_ok=True)
-    if not public.exists():
-        key = serialization.load_pem_private_key(private.read_bytes(), password=None)
-        public.write_bytes(
-            key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-        )
+        signing.generate_key("ed25519", private, public)
     return private, public
+
+
+def device_key(public_path: Path) -> str:
+    """The public key as the device config's `signingKeys` takes it (raw Ed25519, hex)."""
+    text = signing.device_key_text(signing.read_public_key(public_path))
+    if text is None:
+        raise ValueError(f"{public_path}: devices verify Ed25519 signatures; this key is not Ed25519")
+    return text

@@ -32,10 +32,11 @@ from ..rollout import DeviceObservation, RolloutPlan
 from ..services.mosquitto import MosquittoBroker
 from ..services.process import free_port, port_open
 from ..services.registry import DistributionRegistry
-from .deviceconfig import Endpoints, Timing, device_config, device_files, signing_key_hex
+from .deviceconfig import Endpoints, Timing, device_config, device_files
+from .releases import build_bundles, bundle_files
 from .resources import ResourceError, Resources, fingerprint, load_resources, with_sensor_count
 from .rollouts import RolloutLoop, fleet_key
-from .signing import ensure_signing_key
+from .signing import device_key, ensure_signing_key
 from .supervisor import Supervisor
 from .table import DeviceRow, RolloutRow
 from .timeline import Timeline, TimelineEvent
@@ -69,7 +70,9 @@ class LocalSystem:
         self.state = self.workdir.load_state()
         self.supervisor = Supervisor(self.workdir)
         self.timeline = Timeline(self.workdir.timeline_path)
-        self.rollouts = RolloutLoop(self.state, self.workdir.plan_path, self.timeline)
+        self.rollouts = RolloutLoop(
+            self.state, self.workdir.plan_path, self.timeline, options.factory_version
+        )
         self.view = FleetView()
         self.ca: LocalCA | None = None
         self.broker: MosquittoBroker | None = None
@@ -203,7 +206,7 @@ class LocalSystem:
         from .services import ingest_command
 
         settings = self.mqtt_settings(identities.INGEST)
-        argv, ready = ingest_command(settings, self.workdir)
+        argv, ready = ingest_command(settings, self.workdir, self.port("ingest_metrics"))
         self.supervisor.start("ingest", argv, ready)
 
     def _start_devices(self) -> None:
@@ -214,12 +217,21 @@ class LocalSystem:
         self.devices.start(self.resources.sensors)
 
     def _install_devices(self) -> None:
-        """config.json and certificates on each device's flash; the factory firmware on a new device."""
-        key = signing_key_hex(self.signing_public_key.read_bytes())
+        """config.json and certificates on each device's flash; the factory firmware on a new board."""
+        key = device_key(self.signing_public_key)
+        fresh = [s for s in self.resources.sensors if not self.devices.provisioned(s.spec.device_id)]
+        factory = (
+            build_bundles(fresh, self.options.factory_version, self.workdir.firmware / "factory")
+            if fresh
+            else {}
+        )
         for sensor in self.resources.sensors:
             fleet = next((f for f in self.resources.fleets if sensor in self.resources.members(f)), None)
             config = device_config(sensor, fleet, self.endpoints, [key], self.options.timing)
-            self.devices.install(sensor, device_files(self.ca, config), self.options.factory_version)
+            bundle = factory.get(sensor.spec.device_id)
+            self.devices.install(
+                sensor, device_files(self.ca, config), bundle_files(bundle) if bundle else None
+            )
 
     # --- the loop --------------------------------------------------------------------------------------
 
