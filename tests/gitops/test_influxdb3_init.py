@@ -180,7 +180,7 @@ def test_second_run_reuses_the_token_and_keeps_the_database(influx, kube) -> Non
 
 
 def test_lost_secret_fails_with_the_way_out(influx, kube) -> None:
-    (influx_app, influx_url), (kube_app, kube_url) = influx, kube
+    (_, influx_url), (kube_app, kube_url) = influx, kube
     init.run(_settings(influx_url, kube_url))
     kube_app.secrets.clear()
     with pytest.raises(init.InitError, match="regenerate"):
@@ -189,7 +189,7 @@ def test_lost_secret_fails_with_the_way_out(influx, kube) -> None:
 
 
 def test_a_secret_with_a_foreign_token_is_refused(influx, kube) -> None:
-    (influx_app, influx_url), (kube_app, kube_url) = influx, kube
+    (_, influx_url), (kube_app, kube_url) = influx, kube
     init.run(_settings(influx_url, kube_url))
     kube_app.secrets[("weatherfleet", "influxdb3-token")]["data"]["token"] = base64.b64encode(
         b"stale"
