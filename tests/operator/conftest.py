@@ -122,3 +122,21 @@ def start_operator() -> Iterator:
         op.stop()
     for name in MQTT_ENV:
         os.environ.pop(name, None)
+
+
+@pytest.fixture
+def fleet_broker(mosquitto_factory, mqtt_settings):
+    """A broker of this test's own (retained messages of other tests cannot leak in) and the operator's
+    MQTT environment for it (client certificate CN weatherfleet-operator)."""
+    from weatherfleet import identities
+
+    broker = mosquitto_factory()
+    op = mqtt_settings(broker, identities.OPERATOR)
+    env = {
+        "WEATHERFLEET_MQTT_HOST": op.host,
+        "WEATHERFLEET_MQTT_PORT": str(op.port),
+        "WEATHERFLEET_MQTT_CA": str(op.ca),
+        "WEATHERFLEET_MQTT_CERT": str(op.cert),
+        "WEATHERFLEET_MQTT_KEY": str(op.key),
+    }
+    return broker, env, lambda identity: mqtt_settings(broker, identity)

@@ -109,7 +109,11 @@ def test_edits_update_children_and_a_noop_resync_writes_nothing(cluster, namespa
     # Fleet edit: the certificate policy reaches every device certificate.
     cluster.patch("SensorFleet", ns, "beta", {"spec": {"certificates": {"duration": "4320h"}}})
     wait_for(
-        lambda: all(c["spec"]["duration"] == "4320h" for c in cluster.certificates(ns) if c["metadata"]["name"] in devices),
+        lambda: all(
+            c["spec"]["duration"] == "4320h"
+            for c in cluster.certificates(ns)
+            if c["metadata"]["name"] in devices
+        ),
         60,
         "certificates with the new duration",
     )
@@ -128,6 +132,7 @@ def test_edits_update_children_and_a_noop_resync_writes_nothing(cluster, namespa
 
     if kube is None:
         return  # a real cluster does not tell us who wrote what
+
     # Let the operator settle, then watch two full resyncs (every 3 s in tests) write nothing at all.
     def quiet() -> bool:
         before = len(operator_writes(kube))
@@ -152,7 +157,11 @@ def test_deleting_a_sensor_removes_its_children(cluster, namespace, start_operat
     hash_before = cluster.config_hash(ns)
 
     cluster.delete("WeatherSensor", ns, "ws-c2")
-    wait_for(lambda: "ws-c2" not in {c["metadata"]["name"] for c in cluster.certificates(ns)}, 60, "certificate gone")
+    wait_for(
+        lambda: "ws-c2" not in {c["metadata"]["name"] for c in cluster.certificates(ns)},
+        60,
+        "certificate gone",
+    )
     wait_for(lambda: cluster.secret(ns, "ws-c2-mqtt-credentials") is None, 60, "credentials Secret gone")
     wait_for(lambda: '"ws-c2"' not in password_file(cluster, ns), 60, "ws-c2 out of the password file")
     wait_for(lambda: cluster.config_hash(ns) != hash_before, 30, "the broker rolled")
@@ -182,7 +191,9 @@ def test_an_invalid_resource_gets_a_clear_condition_and_others_are_unaffected(
     wait_for(lambda: all_ready(cluster, ns, ["ws-d1"]), 90, "ws-d1 Ready")
     # A missing reference is a condition too, naming what is missing.
     fleet_cond = wait_for(
-        lambda: cluster.condition(cluster.get("SensorFleet", ns, "delta"), "ReleaseAvailable"), 60, "ReleaseAvailable"
+        lambda: cluster.condition(cluster.get("SensorFleet", ns, "delta"), "ReleaseAvailable"),
+        60,
+        "ReleaseAvailable",
     )
     assert fleet_cond["status"] == "False" and "no-such-release" in fleet_cond["message"]
 

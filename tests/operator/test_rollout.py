@@ -1,0 +1,175 @@
+"""Rollouts driven by devices reporting over a real Mosquitto (mutual TLS, per-device identities)."""
+
+from __future__ import annotations
+
+import pytest
+from devices import FakeFleet
+from helpers import wait_for
+
+from weatherfleet.rollout import FleetPlan
+
+pytestmark = pytest.mark.slow
+DEVICES = [f"dev-{i:02d}" for i in range(1, 21)]
+SENSOR = {"location": "field", "sensors": [{"type": "bme280"}]}
+
+
+def release(cluster, ns: str, name: str, version: str) -> None:
+    cluster.create(
+        "FirmwareRelease",
+        ns,
+        name,
+        {
+            "version": version,
+            "artifact": {"repository": "registry.invalid/fleet/{deviceId}", "tag": version},
+            "signature": {"required": False},
+        },
+    )
+
+
+def setup_fleet(cluster, ns: str, rollout: dict) -> None:
+    cluster.broker_deployment(ns)
+    cluster.create(
+        "SensorFleet", ns, "field", {"selector": {"matchLabels": {"fleet": "field"}}, "rollout": rollout}
+    )
+    for device in DEVICES:
+        cluster.create("WeatherSensor", ns, device, {"deviceId": device, **SENSOR}, {"fleet": "field"})
+
+
+def plan_reader(cluster, ns: str):
+    def read() -> FleetPlan | None:
+        cm = cluster.configmap("weatherfleet", "weatherfleet-rollout-plan")
+        text = ((cm.data if cm else None) or {}).get(f"{ns}.field.json")
+        return FleetPlan.model_validate_json(text) if text else None
+
+    return read
+
+
+def rollout(cluster, ns: str) -> dict:
+    return ((cluster.get("SensorFleet", ns, "field") or {}).get("status") or {}).get("rollout") or {}
+
+
+def reasons(cluster, ns: str) -> list[str]:
+    return [
+        e.reason for e in sorted(cluster.events(ns, "field"), key=lambda e: e.metadata.creation_timestamp)
+    ]
+
+
+def test_rollout_advances_on_healthy_reports_and_halts_on_failures(
+    cluster, namespace, start_operator, fleet_broker
+):
+    ns = namespace
+    _broker, env, settings_for = fleet_broker
+    release(cluster, ns, "fw-2", "2.0.0")
+    release(cluster, ns, "fw-3", "3.0.0")
+    fleet = FakeFleet(DEVICES, settings_for, "1.0.0", plan_reader(cluster, ns), bad={"3.0.0"})
+    try:
+        start_operator(env)
+        setup_fleet(
+            cluster,
+            ns,
+            {
+                "release": "fw-2",
+                "waves": [{"percent": 25, "bakeTime": "3s"}, {"percent": 100, "bakeTime": "3s"}],
+                "failureThreshold": {"count": 2},
+            },
+        )
+        wait_for(lambda: rollout(cluster, ns).get("phase") == "Progressing", 60, "rollout started")
+        first = rollout(cluster, ns)
+        assert first["wave"] == 0 and first["percent"] == 25
+        wait_for(lambda: rollout(cluster, ns).get("phase") == "Complete", 120, "rollout complete")
+        done = rollout(cluster, ns)
+        assert done["updated"] == 20 and done["failed"] == 0 and done["percent"] == 100
+        assert {d.firmware for d in fleet.devices.values()} == {"2.0.0"}
+        plan = plan_reader(cluster, ns)()
+        assert plan.stable == "2.0.0" and plan.candidate is None
+        assert reasons(cluster, ns).count("RolloutAdvanced") == 1
+        assert "RolloutComplete" in reasons(cluster, ns)
+        # Every sensor shows what it runs and what it should run (kubectl get ws columns).
+        ws = wait_for(
+            lambda: (
+                (s := cluster.get("WeatherSensor", ns, "dev-07"))["status"]["firmware"].get("reported")
+                == "2.0.0"
+                and s
+            ),
+            60,
+            "dev-07 reporting 2.0.0",
+        )
+        assert ws["status"]["firmware"]["desired"] == "2.0.0" and ws["status"]["lastSeen"]
+        assert cluster.condition(ws, "Online")["status"] == "True"
+
+        # A bad release: devices in the first wave roll back; the threshold (2) halts the rollout.
+        cluster.patch("SensorFleet", ns, "field", {"spec": {"rollout": {"release": "fw-3"}}})
+        wait_for(lambda: rollout(cluster, ns).get("phase") == "Halted", 120, "rollout halted")
+        halted = rollout(cluster, ns)
+        assert halted["version"] == "3.0.0" and halted["failed"] >= 2 and halted["wave"] == 0
+        failed = {f["deviceId"]: f["reason"] for f in halted["failedDevices"]}
+        assert all("health check failed" in r for r in failed.values())
+        assert "failure threshold" in halted["reason"]
+        plan = wait_for(lambda: (p := plan_reader(cluster, ns)()) and p.halted and p, 30, "the plan closed")
+        assert plan.percent == 0 and plan.stable == "2.0.0"
+        assert all(plan.version_for(d) == "2.0.0" for d in DEVICES)  # nobody else is offered 3.0.0
+        assert "RolloutHalted" in reasons(cluster, ns)
+        tried = {d for d, v, _ in fleet.updates if v == "3.0.0"}
+        assert set(failed) <= tried and len(tried) < len(DEVICES) / 2  # only the first wave ever tried it
+        fleet_status = cluster.get("SensorFleet", ns, "field")
+        assert cluster.condition(fleet_status, "RolloutHealthy")["status"] == "False"
+        # The failed device runs the stable release again (desired after the halt) and says what happened.
+        dev = next(iter(failed))
+
+        def rolled_back():
+            fw = cluster.get("WeatherSensor", ns, dev)["status"]["firmware"]
+            return fw if fw.get("state") == "rolled_back" else None
+
+        fw = wait_for(rolled_back, 60, f"{dev} firmware state rolled_back")
+        assert fw["reported"] == "2.0.0" and fw["desired"] == "2.0.0"
+        assert "health check failed" in fw["lastError"]
+    finally:
+        fleet.stop()
+
+
+def test_operator_restart_mid_rollout_continues_without_advancing_twice(
+    cluster, namespace, start_operator, fleet_broker
+):
+    ns = namespace
+    _broker, env, settings_for = fleet_broker
+    release(cluster, ns, "fw-2", "2.0.0")
+    fleet = FakeFleet(DEVICES, settings_for, "1.0.0", plan_reader(cluster, ns))
+    try:
+        first = start_operator(env)
+        setup_fleet(
+            cluster,
+            ns,
+            {
+                "release": "fw-2",
+                "waves": [{"percent": 50, "bakeTime": "8s"}, {"percent": 100, "bakeTime": "1h"}],
+                "failureThreshold": {"count": 3},
+            },
+        )
+        wait_for(lambda: rollout(cluster, ns).get("phase") == "Progressing", 60, "rollout started")
+        started = rollout(cluster, ns)
+        wait_for(lambda: rollout(cluster, ns).get("updated", 0) > 0, 60, "some devices updated in wave 1")
+        first.stop()  # mid-wave: the bake time has not passed yet
+        assert rollout(cluster, ns)["wave"] == 0
+
+        start_operator(env)
+        wait_for(lambda: rollout(cluster, ns).get("wave") == 1, 60, "wave 2 opened after the restart")
+        after = rollout(cluster, ns)
+        # The restarted operator continued the same rollout from its status: same start, one advance.
+        assert after["percent"] == 100 and after["phase"] == "Progressing"
+        assert after["waveStartedAt"] > started["waveStartedAt"]
+        from weatherfleet.controller import metrics
+
+        count = metrics.RECONCILES.labels(kind="SensorFleet", outcome="ok")._value.get()
+        wait_for(
+            lambda: metrics.RECONCILES.labels(kind="SensorFleet", outcome="ok")._value.get() >= count + 3,
+            30,
+            "three more rollout evaluations",
+        )
+        assert (
+            rollout(cluster, ns)["wave"] == 1
+            and rollout(cluster, ns)["waveStartedAt"] == after["waveStartedAt"]
+        )
+        assert reasons(cluster, ns).count("RolloutStarted") == 1
+        assert reasons(cluster, ns).count("RolloutAdvanced") == 1
+    finally:
+        fleet.stop()
