@@ -1,0 +1,371 @@
+# The application: one cooperative asyncio loop with measurement, publish, MQTT upkeep, OTA and the
+# watchdog. main.py calls main(); everything hardware-specific is reached through config and injectable
+# factories so tests and the CPython emulation can drive it.
+from micropython import const
+import asyncio
+import gc
+import json
+import random
+import time
+
+import config
+import mqtt
+import net
+import payload
+import report
+import ring
+import slots
+
+_SLOT_SIZE = const(384)
+# MicroPython ports before 1.22 count time.time() from 2000-01-01; payloads use the Unix epoch
+EPOCH_OFFSET = 946684800 if time.gmtime(0)[0] == 2000 else 0
+
+
+def log(*args):
+    print("weatherfleet:", *args)
+
+
+def epoch():
+    return int(time.time()) + EPOCH_OFFSET
+
+
+def _reset():
+    import machine
+
+    machine.reset()
+
+
+class App:
+    def __init__(self, cfg, state, slot_dir="", root="", open_connection=None, stream_factory=None, make_i2c=None, make_uart=None, reset=None, wdt=None):
+        self.cfg = cfg
+        self.state = state
+        self.slot_dir = slot_dir
+        self.root = root
+        self.device = cfg["device"]
+        self.features = cfg["features"]
+        # the pending release if boot.py started it, else the confirmed one; a freshly provisioned board
+        # knows its version from config (firmwareVersion) until its first OTA
+        self.version = (state.get("pending") or {}).get("version") or state.get("version") or cfg.get("firmwareVersion") or "0.0.0"
+        self._outbox = []
+        self.reset = reset or _reset
+        self.wdt = wdt
+        prefix = cfg["topicPrefix"]
+        self.t_measure = ("%s/%s/measurements" % (prefix, self.device)).encode()
+        self.t_status = ("%s/%s/status" % (prefix, self.device)).encode()
+        self.t_ota = ("%s/%s/ota" % (prefix, self.device)).encode()
+        self.t_notify = "%s/%s/#" % (cfg["otaTopic"], self.device)
+        self.encoder = payload.Encoder(cfg["device"], cfg["location"], self.version, "json" in self.features)
+        self.ring = ring.Ring(cfg["bufferSize"], max(_SLOT_SIZE, self.encoder.max_size()))
+        self.values = [None] * len(payload.FIELDS)
+        self.sensors = None
+        self._make_i2c = make_i2c
+        self._make_uart = make_uart
+        self.wifi = net.Wifi(cfg.get("wifi"))
+        self.started = time.ticks_ms()
+        self.alive = self.started
+        self.healthy = False
+        self.ota_wake = asyncio.Event()
+        self.lock = asyncio.Lock()
+        self.updating = False
+        broker = cfg["broker"]
+        self.ssl = net.ssl_context(cfg["tls"], root) if broker["tls"] else None
+        will = (self.t_status, report.status(False), True, 1)
+        self.client = mqtt.MQTTClient(
+            self.device,
+            broker["host"],
+            broker["port"],
+            ssl=self.ssl,
+            keepalive=broker["keepalive"],
+            username=broker.get("username"),
+            password=broker.get("password"),
+            will=will,
+            version=broker["version"],
+            open_connection=open_connection,
+            on_message=self.on_message,
+        )
+        self._stream_factory = stream_factory
+        self.updater = None
+
+    # ---- helpers -----------------------------------------------------------------------------------
+
+    def feed(self):
+        if self.wdt is not None:
+            self.wdt.feed()
+
+    def status_json(self, online=True):
+        heap = getattr(gc, "mem_free", lambda: None)()
+        return report.status(
+            online,
+            firmware=self.version,
+            uptime=time.ticks_diff(time.ticks_ms(), self.started) // 1000,
+            heap=heap,
+            rssi=self.wifi.rssi(),
+            boot=self.state.get("boot", "normal"),
+            slot=self.slot_label(),
+            sensors=self.sensors.status if self.sensors else {},
+            dropped=self.ring.dropped,
+        )
+
+    def slot_label(self):
+        pending = self.state.get("pending") or {}
+        return pending.get("slot") or pending.get("image") or self.state.get("active") or "root"
+
+    async def publish(self, topic, data, retain=False, qos=1):
+        """Publish and (QoS 1) wait for the PUBACK. True on success."""
+        if isinstance(data, str):
+            data = data.encode()
+        async with self.lock:
+            if not self.client.connected:
+                return False
+            try:
+                pid = await self.client.publish(topic, data, -1, qos, retain)
+                return qos == 0 or await self.client.wait_puback(pid, 15)
+            except (OSError, mqtt.MQTTError) as e:
+                log("publish failed:", e)
+                self.client.close()
+                return False
+
+    async def ota_event(self, name, version=None, percent=None, reason=None):
+        await self.publish(self.t_ota, report.event(name, version, percent, reason, epoch()))
+
+    async def flush_state_events(self):
+        events = self.state.get("events") or []
+        while events:
+            e = events[0]
+            if not await self.publish(self.t_ota, report.event(e["event"], e.get("version"), None, e.get("reason"), epoch())):
+                return
+            events.pop(0)
+            slots.save(self.state, self.root)
+
+    def on_message(self, topic, data, retained):
+        # OtaFlux notification {"version", "size"}: check now, unless it is what we run or rolled back
+        try:
+            version = json.loads(data).get("version")
+        except (ValueError, AttributeError):
+            return
+        if version and version != self.version and version not in self.state["bad"]:
+            self.ota_wake.set()
+
+    # ---- health ------------------------------------------------------------------------------------
+
+    async def health_passed(self):
+        """First successful publish after boot: confirm a pending release."""
+        if self.healthy:
+            return
+        self.healthy = True
+        pending = self.state.get("pending")
+        if not pending:
+            return
+        if pending.get("image"):
+            import esp32
+
+            esp32.Partition.mark_app_valid_cancel_rollback()
+        slots.confirm(self.state, self.root)
+        log("release", self.version, "confirmed")
+        await self.flush_state_events()
+        await self.publish(self.t_status, self.status_json(), retain=True)
+
+    # ---- tasks -------------------------------------------------------------------------------------
+
+    async def mqtt_task(self):
+        attempt = 0
+        while True:
+            self.feed()
+            if not self.wifi.connect(self.feed):
+                await asyncio.sleep(mqtt.backoff_ms(attempt) / 1000)
+                attempt += 1
+                continue
+            try:
+                await self.client.connect()
+                await self.client.subscribe(self.t_notify, 1)
+                attempt = 0
+                log("connected to", self.cfg["broker"]["host"], "MQTT", "5" if self.client.version == 5 else "3.1.1")
+                reader = asyncio.create_task(self.client.run_reader())
+                await self.publish(self.t_status, self.status_json(), retain=True)
+                await self.flush_state_events()
+                await self.drain()
+                while self.client.connected:
+                    await asyncio.sleep(1)
+                    if self.client.is_stale():
+                        log("broker silent: reconnecting")
+                        break
+                    if self.client.keepalive_due():
+                        async with self.lock:
+                            await self.client.ping()
+                self.client.close()
+                try:
+                    reader.cancel()
+                except Exception:
+                    pass
+            except (OSError, EOFError, mqtt.MQTTError, asyncio.TimeoutError) as e:
+                log("mqtt:", e)
+                self.client.close()
+            delay = mqtt.backoff_ms(attempt) / 1000
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    async def drain(self):
+        """Publish buffered measurements oldest first; each leaves the ring only once acknowledged."""
+        r = self.ring
+        while len(r) and self.client.connected:
+            view, n = r.peek()
+            if not await self.publish(self.t_measure, view[:n]):
+                return
+            r.pop()
+            await self.health_passed()
+
+    async def measure_task(self):
+        import sensors
+
+        self.sensors = sensors.Sensors(self.cfg["sensors"], self.cfg["measurementIntervalSeconds"], self._make_i2c, self._make_uart)
+        interval = self.cfg["measurementIntervalSeconds"]
+        while True:
+            start = time.ticks_ms()
+            self.alive = start
+            await self.sensors.read(self.values)
+            n = self.encoder.encode(self.values, epoch(), self.ring.slot_for_write())
+            self.ring.commit(n)
+            await self.drain()
+            self.alive = time.ticks_ms()
+            gc.collect()
+            left = interval * 1000 - time.ticks_diff(time.ticks_ms(), start)
+            if left > 0:
+                await asyncio.sleep(left / 1000)
+
+    async def watchdog_task(self):
+        # feed only while the measurement loop makes progress: a hang in it ends in a reset
+        limit = (self.cfg["measurementIntervalSeconds"] * 3 + 60) * 1000
+        health_limit = (self.cfg.get("ota") or {}).get("healthTimeoutSeconds", 300) * 1000
+        while True:
+            now = time.ticks_ms()
+            if time.ticks_diff(now, self.alive) < limit or self.updating:
+                self.feed()
+            if self.state.get("pending") and not self.healthy and time.ticks_diff(now, self.started) > health_limit:
+                log("new release not healthy after", health_limit // 1000, "s: restarting to roll back")
+                self.reset()
+                return
+            await asyncio.sleep(2)
+
+    def make_updater(self):
+        import ota
+
+        o = self.cfg["ota"]
+        if self._stream_factory is None:
+            ctx = self.ssl if o.get("tls") else None
+            self._stream_factory = net.stream_factory(ctx)
+        keys = [ota.decode_key(k) for k in self.cfg["signingKeys"]]
+        return ota.Updater(
+            self.device, o["host"], o["port"], self._stream_factory, keys, self.state, self.version,
+            kind=o["kind"], root=self.root, report=self._ota_report,
+        )
+
+    def _ota_report(self, event, version=None, percent=None, reason=None):
+        self._outbox.append((event, version, percent, reason))
+
+    async def _flush_outbox(self):
+        while self._outbox:
+            e = self._outbox.pop(0)
+            await self.ota_event(e[0], e[1], e[2], e[3])
+
+    async def ota_task(self):
+        o = self.cfg["ota"]
+        # first check soon after boot, spread over the jitter window so a fleet does not stampede
+        delay = 5 + random.getrandbits(16) % (o["jitterSeconds"] + 1)
+        while True:
+            try:
+                await asyncio.wait_for(self.ota_wake.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+            self.ota_wake.clear()
+            delay = o["checkIntervalSeconds"] + random.getrandbits(16) % (o["jitterSeconds"] + 1)
+            if self.state.get("pending"):
+                continue  # never stack an update on an unconfirmed one
+            if self.updater is None:
+                self.updater = self.make_updater()
+            plan = None
+            try:
+                plan = self.updater.check()
+                await self._flush_outbox()
+                if plan is None:
+                    continue
+                log("updating", self.version, "->", plan.version)
+                self.updating = True
+                await self.ota_event("downloading", plan.version, 0)
+                next_report = 10
+                for pct in self.updater.install(plan):
+                    self.feed()
+                    if pct >= next_report:
+                        await self.ota_event("downloading", plan.version, pct)
+                        next_report = pct - pct % 10 + 10
+                    await asyncio.sleep(0)
+                await self._flush_outbox()
+            except Exception as e:  # OtaError, or a filesystem/network error: report, keep running
+                self.updating = False
+                log("ota failed:", e)
+                await self._flush_outbox()
+                await self.ota_event("failed", plan.version if plan else None, None, str(e))
+                continue
+            finally:
+                self.updating = False
+            log("installed", plan.version, "- restarting")
+            await self.publish(self.t_status, report.status(False), retain=True)
+            await self.client.disconnect()
+            self.reset()
+            return
+
+    async def run(self):
+        log("device", self.device, "firmware", self.version, "slot", self.slot_label(), "boot", self.state.get("boot"))
+        tasks = [self.mqtt_task(), self.measure_task(), self.watchdog_task()]
+        if "ota" in self.features:
+            tasks.append(self.ota_task())
+        await asyncio.gather(*tasks)
+
+
+def idle(reason, wdt=None, retry_s=60, sleep=time.sleep):
+    """Safe idle after a configuration problem: one log line, keep the watchdog fed, retry periodically.
+    Returns when config.json becomes loadable."""
+    log("config:", reason, "- idling; fix config.json (retrying every %d s)" % retry_s)
+    while True:
+        waited = 0
+        while waited < retry_s:
+            if wdt is not None:
+                wdt.feed()
+            sleep(1)
+            waited += 1
+        try:
+            return config.load()
+        except config.ConfigError:
+            pass
+
+
+def main(state=None, slot_dir="", config_path="config.json", **kwargs):
+    wdt = kwargs.pop("wdt", None)
+    try:
+        cfg = config.load(config_path)
+    except config.ConfigError as e:
+        cfg = idle(str(e), wdt)
+    if wdt is None and cfg["watchdogSeconds"]:
+        try:
+            from machine import WDT
+
+            wdt = WDT(timeout=cfg["watchdogSeconds"] * 1000)
+        except (ImportError, AttributeError, ValueError):
+            wdt = None
+    if state is None:
+        state = slots.load()
+    pending = state.get("pending")
+    if pending and pending.get("image"):
+        try:
+            import esp32
+
+            label = esp32.Partition(esp32.Partition.RUNNING).info()[4]
+        except ImportError:
+            label = None
+        if label is not None and slots.image_rolled_back(state, label):
+            log("bootloader rolled back", pending.get("version"))
+    pending = state.get("pending")
+    if pending and not any(e.get("event") == "booted" and e.get("version") == pending.get("version") for e in state["events"]):
+        slots.add_event(state, "booted", pending.get("version"))
+        slots.save(state)
+    app = App(cfg, state, slot_dir, wdt=wdt, **kwargs)
+    asyncio.run(app.run())

@@ -1,0 +1,450 @@
+# OTA client: ask OtaFlux for this device's signed manifest, verify it, stream what changed into the
+# inactive slot through ONE preallocated buffer, verify again, then switch.
+#
+#   check()        -> Plan or None   GET /v1/manifest; sha256(manifest) == manifestDigest; Ed25519 signature
+#                                    over the digest with a provisioned key; versions rolled back are skipped
+#   install(plan)  generator         yields progress (0..100) once per chunk; bundles: only files whose
+#                                    digest differs from the running slot are fetched; images: written to
+#                                    esp32.Partition.get_next_update() block by block
+#
+# Per chunk the loop is readinto -> sha256.update -> crc32 update -> write, with no allocation. A dropped
+# connection resumes with an HTTP Range request from the byte it stopped at (retries with backoff).
+from micropython import const
+import binascii
+import hashlib
+import json
+import os
+import time
+
+import crc32
+import httpc
+import slots
+
+BUF_SIZE = const(4096)  # one flash sector: an image chunk is one writeblocks() call
+MANIFEST_LIMIT = const(32768)
+IMAGE_ARTIFACT = "application/vnd.weatherfleet.firmware.image.v1"
+BUNDLE_ARTIFACT = "application/vnd.weatherfleet.firmware.bundle.v1"
+IMAGE_LAYER = "application/vnd.weatherfleet.firmware.image.layer.v1+octet-stream"
+FILE_LAYER = "application/vnd.weatherfleet.firmware.file.v1+octet-stream"
+TITLE = "org.opencontainers.image.title"
+VERSION = "org.opencontainers.image.version"
+
+
+class OtaError(Exception):
+    pass
+
+
+class Plan:
+    def __init__(self, version, kind, digest, files, crcs):
+        self.version = version
+        self.kind = kind  # "bundle" | "image"
+        self.digest = digest  # manifest digest
+        self.files = files  # [(path, layer digest "sha256:..", size)]
+        self.crcs = crcs  # layer digest -> crc32 (from the unsigned envelope: an early, cheap check)
+
+
+def decode_key(text):
+    """A raw 32-byte Ed25519 public key from hex (64 chars) or base64."""
+    text = text.strip()
+    if len(text) == 64:
+        return binascii.unhexlify(text)
+    raw = binascii.a2b_base64(text)
+    if len(raw) != 32:
+        raise ValueError("an Ed25519 public key is 32 bytes")
+    return raw
+
+
+def safe_path(path):
+    # bundle files land in a flat slot directory: reject anything that could escape it
+    if not path or "/" in path or "\\" in path or path.startswith(".") or path == "files.json":
+        raise OtaError("unsafe file name in manifest: %r" % path)
+    return path
+
+
+def _hexdigest(h):
+    return binascii.hexlify(h.digest()).decode()
+
+
+class FileSink:
+    def __init__(self, path, buf):
+        self.path = path
+        self.tmp = path + ".part"
+        self.mv = memoryview(buf)
+        self.f = open(self.tmp, "wb")
+
+    def write(self, buf, n):
+        if n == len(buf):
+            self.f.write(buf)
+        else:
+            self.f.write(self.mv[:n])
+
+    def reset(self):
+        self.f.close()
+        self.f = open(self.tmp, "wb")
+
+    def finish(self):
+        self.f.close()
+        try:
+            os.remove(self.path)
+        except OSError:
+            pass
+        os.rename(self.tmp, self.path)
+
+    def abort(self):
+        self.f.close()
+        try:
+            os.remove(self.tmp)
+        except OSError:
+            pass
+
+
+class PartitionSink:
+    def __init__(self, part, block_size):
+        self.part = part
+        self.block_size = block_size
+        self.block = 0
+
+    def write(self, buf, n):
+        # the last chunk is padded with erased-flash bytes so every write is one whole block
+        for i in range(n, self.block_size):
+            buf[i] = 0xFF
+        self.part.writeblocks(self.block, buf)
+        self.block += 1
+
+    def reset(self):
+        self.block = 0
+
+    def finish(self):
+        pass
+
+    def abort(self):
+        pass
+
+
+class Updater:
+    def __init__(
+        self,
+        device,
+        host,
+        port,
+        open_stream,
+        keys,
+        state,
+        current_version,
+        kind="bundle",
+        root="",
+        partition=None,
+        report=None,
+        sleep_ms=None,
+        retries=5,
+        buf=None,
+    ):
+        self.device = device
+        self.host = host
+        self.port = port
+        self.open_stream = open_stream  # (host, port) -> stream
+        self.keys = keys  # raw 32-byte Ed25519 public keys
+        self.state = state
+        self.current = current_version
+        self.kind = kind
+        self.root = root
+        self.partition = partition  # esp32.Partition to write images to; default: get_next_update()
+        self.report = report or (lambda event, version=None, percent=None, reason=None: None)
+        self.sleep_ms = sleep_ms or time.sleep_ms
+        self.retries = retries
+        self.buf = buf if buf is not None else bytearray(BUF_SIZE)
+        self.mv = memoryview(self.buf)
+        self.head = httpc.Head()
+        self.crc = crc32.Crc32()
+        self.bytes_downloaded = 0  # over this updater's lifetime (for the delta-update figures)
+        self.requests = 0
+
+    # ---- check -------------------------------------------------------------------------------------
+
+    def _get_json(self, path):
+        s = self.open_stream(self.host, self.port)
+        try:
+            httpc.send_get(s, self.host, path)
+            status = httpc.read_head(s, self.head)
+            if status == 404:
+                return None
+            if status != 200:
+                raise OtaError("%s: HTTP %d" % (path.split("?")[0], status))
+            return httpc.read_body(s, self.head, MANIFEST_LIMIT)
+        finally:
+            s.close()
+
+    def check(self):
+        """The verified Plan for a newer release, or None when there is nothing (new) to install."""
+        self.report("checking")
+        try:
+            body = self._get_json("/v1/manifest?device=" + self.device)
+        except (OSError, httpc.HTTPError) as e:
+            raise OtaError("manifest request failed: %s" % e)
+        if body is None:
+            return None
+        try:
+            doc = json.loads(body)
+            version = doc["version"]
+            digest = doc["manifestDigest"]
+            text = doc["manifest"]
+        except (ValueError, KeyError, TypeError):
+            raise OtaError("malformed manifest response")
+        del body
+        if version == self.current:
+            return None
+        if version in self.state["bad"]:
+            # rolled back here before: never fetched again (a new version number is needed)
+            return None
+        raw = text.encode()
+        algo, _, hexd = digest.partition(":")
+        if algo != "sha256" or _hexdigest(hashlib.sha256(raw)) != hexd:
+            raise OtaError("manifest digest mismatch")
+        self._verify_signature(doc.get("signature"), digest)
+        try:
+            manifest = json.loads(raw)
+        except ValueError:
+            raise OtaError("manifest is not JSON")
+        del raw, text
+        ann = manifest.get("annotations") or {}
+        if ann.get(VERSION, version) != version:
+            raise OtaError("signed version %s differs from announced %s" % (ann.get(VERSION), version))
+        kind = self._kind(manifest)
+        if kind != self.kind:
+            raise OtaError("release is a %s, this device installs %ss" % (kind, self.kind))
+        files = []
+        for layer in manifest.get("layers", ()):
+            d = layer["digest"]
+            if not d.startswith("sha256:"):
+                raise OtaError("unsupported layer digest %s" % d)
+            title = (layer.get("annotations") or {}).get(TITLE, "firmware.bin")
+            files.append((safe_path(title) if kind == "bundle" else title, d, int(layer["size"])))
+        if not files or (kind == "image" and len(files) != 1):
+            raise OtaError("manifest has %d layers" % len(files))
+        crcs = {}
+        for f in doc.get("files") or ():
+            if f.get("crc32") is not None:
+                crcs[f.get("digest")] = f["crc32"]
+        if kind == "image" and doc.get("crc32") is not None:
+            crcs[files[0][1]] = doc["crc32"]
+        return Plan(version, kind, digest, files, crcs)
+
+    def _kind(self, manifest):
+        at = manifest.get("artifactType")
+        if at == IMAGE_ARTIFACT:
+            return "image"
+        if at == BUNDLE_ARTIFACT:
+            return "bundle"
+        types = [layer.get("mediaType") for layer in manifest.get("layers", ())]
+        if types == [IMAGE_LAYER]:
+            return "image"
+        if types and all(t == FILE_LAYER for t in types):
+            return "bundle"
+        raise OtaError("unknown artifact type %s" % at)
+
+    def _verify_signature(self, sig, digest):
+        if not sig:
+            raise OtaError("release is not signed")
+        if sig.get("algorithm") != "ed25519":
+            raise OtaError("signature algorithm %s not supported on the device" % sig.get("algorithm"))
+        try:
+            raw = binascii.a2b_base64(sig.get("signature", ""))
+        except ValueError:
+            raise OtaError("signature is not base64")
+        import edverify  # loaded only for this check
+
+        message = digest.encode()
+        ok = False
+        for key in self.keys:
+            if edverify.verify(key, message, raw):
+                ok = True
+                break
+        if not ok:
+            raise OtaError("signature does not verify with any provisioned key")
+
+    # ---- install -----------------------------------------------------------------------------------
+
+    def install(self, plan):
+        """Generator: download into the inactive slot, verify, switch. Yields percent per chunk."""
+        if plan.version in self.state["bad"]:
+            raise OtaError("version %s was rolled back on this device" % plan.version)
+        if plan.kind == "image":
+            yield from self._install_image(plan)
+        else:
+            yield from self._install_bundle(plan)
+        self.report("installed", plan.version)
+
+    def _install_bundle(self, plan):
+        st = self.state
+        root = self.root
+        new = slots.inactive(st)
+        new_dir = slots.slot_dir(new, root)
+        slots.clear_dir(new_dir)
+        active = st.get("active", "")
+        old_index = slots.read_index(active, root) if active is not None else {}
+        old_dir = slots.slot_dir(active, root)
+        todo = []
+        index = {}
+        total = 0
+        for path, digest, size in plan.files:
+            index[path] = digest
+            if old_index.get(path) == digest and self._copy_verified(old_dir + "/" + path, new_dir + "/" + path, digest, size):
+                continue
+            todo.append((path, digest, size))
+            total += size
+        self._total = total if total else 1
+        self._base = 0
+        for path, digest, size in todo:
+            sink = FileSink(new_dir + "/" + path, self.buf)
+            try:
+                yield from self._download(digest, size, sink, plan.crcs.get(digest))
+            except Exception:
+                sink.abort()
+                raise
+            self._base += size
+        self.report("verifying", plan.version)
+        # read back what is on flash: catches write errors and anything copied from the old slot
+        for path, digest, size in plan.files:
+            if self._hash_file(new_dir + "/" + path) != (digest[7:], size):
+                raise OtaError("%s differs from the manifest after writing" % path)
+        slots.write_index(new, index, root)
+        slots.set_pending_bundle(st, plan.version, new, root)
+
+    def _install_image(self, plan):
+        import esp32
+
+        part = self.partition or esp32.Partition(esp32.Partition.RUNNING).get_next_update()
+        block_size = part.ioctl(5, 0)
+        if block_size != len(self.buf):
+            raise OtaError("flash block size %d != buffer %d" % (block_size, len(self.buf)))
+        path, digest, size = plan.files[0]
+        if size > part.ioctl(4, 0) * block_size:
+            raise OtaError("image of %d bytes does not fit the partition" % size)
+        self._total = size
+        self._base = 0
+        yield from self._download(digest, size, PartitionSink(part, block_size), plan.crcs.get(digest))
+        self.report("verifying", plan.version)
+        h = hashlib.sha256()
+        left = size
+        block = 0
+        while left > 0:
+            part.readblocks(block, self.buf)
+            n = block_size if left >= block_size else left
+            h.update(self.buf if n == block_size else self.mv[:n])
+            left -= n
+            block += 1
+        if _hexdigest(h) != digest[7:]:
+            raise OtaError("image differs from the manifest after writing")
+        label = part.info()[4]
+        part.set_boot()
+        slots.set_pending_image(self.state, plan.version, label, self.root)
+
+    def _copy_verified(self, src, dst, digest, size):
+        # an unchanged file is copied from the running slot, and only if it still hashes right
+        try:
+            fin = open(src, "rb")
+        except OSError:
+            return False
+        h = hashlib.sha256()
+        got = 0
+        buf = self.buf
+        try:
+            with open(dst, "wb") as fout:
+                while True:
+                    n = fin.readinto(buf)
+                    if not n:
+                        break
+                    chunk = buf if n == len(buf) else self.mv[:n]
+                    h.update(chunk)
+                    fout.write(chunk)
+                    got += n
+        finally:
+            fin.close()
+        if got == size and _hexdigest(h) == digest[7:]:
+            return True
+        os.remove(dst)
+        return False
+
+    def _hash_file(self, path):
+        h = hashlib.sha256()
+        size = 0
+        with open(path, "rb") as f:
+            while True:
+                n = f.readinto(self.buf)
+                if not n:
+                    break
+                h.update(self.buf if n == len(self.buf) else self.mv[:n])
+                size += n
+        return _hexdigest(h), size
+
+    def _download(self, digest, size, sink, crc_expected=None):
+        """Stream one blob into sink; resume with Range after a dropped connection. Yields percent."""
+        buf = self.buf
+        mv = self.mv
+        cap = len(buf)
+        sha = hashlib.sha256()
+        crc = self.crc
+        crc.reset()
+        done = 0  # bytes hashed and written
+        filled = 0  # bytes waiting in buf
+        failures = 0
+        path = "/v1/blobs/%s?device=%s" % (digest, self.device)
+        while done < size:
+            start = done + filled
+            s = None
+            try:
+                s = self.open_stream(self.host, self.port)
+                self.requests += 1
+                httpc.send_get(s, self.host, path, start)
+                status = httpc.read_head(s, self.head)
+                if status == 200 and start:
+                    # the server ignored the Range header: start over
+                    sha = hashlib.sha256()
+                    crc.reset()
+                    sink.reset()
+                    done = filled = 0
+                elif status == 206:
+                    if self.head.range_start() != start:
+                        raise OtaError("server resumed at the wrong offset")
+                elif status != 200:
+                    raise OtaError("blob %s: HTTP %d" % (digest[:19], status))
+                if self.head.length >= 0 and self.head.length != size - start:
+                    raise OtaError("blob %s: %d bytes announced, %d expected" % (digest[:19], self.head.length, size - start))
+                while done + filled < size:
+                    want = size - done - filled
+                    if want > cap - filled:
+                        want = cap - filled
+                    if filled:
+                        n = s.readinto(mv[filled:], want)  # only after a short read: not the hot path
+                    else:
+                        n = s.readinto(buf, want)
+                    if not n:
+                        break  # connection closed early: resume below
+                    filled += n
+                    self.bytes_downloaded += n
+                    if filled == cap or done + filled == size:
+                        sha.update(buf if filled == cap else mv[:filled])
+                        crc.update(buf, filled)
+                        sink.write(buf, filled)
+                        done += filled
+                        filled = 0
+                        yield (self._base + done) * 100 // self._total if self._total < 10000000 else 0
+            except OSError:
+                pass
+            except httpc.HTTPError:
+                pass
+            finally:
+                if s is not None:
+                    s.close()
+            if done >= size:
+                break
+            failures += 1
+            if failures > self.retries:
+                raise OtaError("download of %s interrupted %d times" % (digest[:19], failures))
+            self.sleep_ms(min(500 << failures, 10000))
+        # length is exact by construction (never more than size is read); then the cheap check, then the strong one
+        if crc_expected is not None and crc.value() != crc_expected:
+            raise OtaError("crc32 mismatch for %s" % digest[:19])
+        if _hexdigest(sha) != digest[7:]:
+            raise OtaError("sha256 mismatch for %s" % digest[:19])
+        sink.finish()

@@ -1,0 +1,153 @@
+# Measurement payloads: InfluxDB line protocol or JSON, written straight into a caller's buffer.
+#
+# The escaped prefix (measurement + tags, or the JSON head) is built once; each measurement then only
+# writes digits into a preallocated buffer, so the publish path allocates (almost) nothing. Values are
+# written with two decimals (fixed point), which covers the sensors' resolution.
+import json
+import math
+
+# field order on the wire; index = position in the values list the sensors fill
+FIELDS = ("temperature", "humidity", "pressure", "co2", "pm25", "pm10")
+TEMPERATURE = 0
+HUMIDITY = 1
+PRESSURE = 2
+CO2 = 3
+PM25 = 4
+PM10 = 5
+
+
+def escape_measurement(s):
+    # line protocol: measurement names escape comma and space
+    return s.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ")
+
+
+def escape_tag(s):
+    # line protocol: tag keys and values escape comma, equals sign and space; newlines cannot be
+    # represented at all, so they become spaces (escaped) rather than splitting the line
+    s = s.replace("\\", "\\\\").replace("\n", " ").replace("\r", " ")
+    return s.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+def _put(buf, pos, src):
+    for i in range(len(src)):
+        buf[pos + i] = src[i]
+    return pos + len(src)
+
+
+def _put_uint(buf, pos, v):
+    # decimal digits of a non-negative int, most significant first, without building a string
+    if v == 0:
+        buf[pos] = 48
+        return pos + 1
+    n = 0
+    t = v
+    while t:
+        t //= 10
+        n += 1
+    end = pos + n
+    i = end - 1
+    while v:
+        buf[i] = 48 + v % 10
+        v //= 10
+        i -= 1
+    return end
+
+
+def _put_fixed2(buf, pos, value):
+    # value with two decimals, e.g. -3.05 -> "-3.05"
+    c = int(round(value * 100))
+    if c < 0:
+        buf[pos] = 45
+        pos += 1
+        c = -c
+    pos = _put_uint(buf, pos, c // 100)
+    buf[pos] = 46
+    c %= 100
+    buf[pos + 1] = 48 + c // 10
+    buf[pos + 2] = 48 + c % 10
+    return pos + 3
+
+
+def _put_epoch(buf, pos, seconds, nanos):
+    # seconds can exceed a small int on 32-bit ports; split it so the digit loop stays on small ints
+    hi = seconds // 100000
+    if hi:
+        pos = _put_uint(buf, pos, hi)
+        lo = seconds % 100000
+        d = 10000
+        while d:
+            buf[pos] = 48 + (lo // d) % 10
+            pos += 1
+            d //= 10
+    else:
+        pos = _put_uint(buf, pos, seconds)
+    if nanos:
+        for _ in range(9):
+            buf[pos] = 48
+            pos += 1
+    return pos
+
+
+def _finite(v):
+    return v is not None and not (math.isnan(v) or math.isinf(v))
+
+
+class Encoder:
+    """encode(values, seconds, buf) -> number of bytes written into buf."""
+
+    def __init__(self, device, location, firmware, json_format=False, measurement="weather"):
+        self.json = json_format
+        if json_format:
+            head = "{%s:%s,%s:%s,%s:%s" % (
+                json.dumps("device"),
+                json.dumps(device),
+                json.dumps("location"),
+                json.dumps(location),
+                json.dumps("firmware"),
+                json.dumps(firmware),
+            )
+            self.prefix = head.encode()
+            self.names = tuple((',"%s":' % f).encode() for f in FIELDS)
+            self.time_key = b',"time":'
+        else:
+            # tags in lexical key order, as InfluxDB recommends
+            head = "%s,device=%s,firmware=%s,location=%s " % (
+                escape_measurement(measurement),
+                escape_tag(device),
+                escape_tag(firmware),
+                escape_tag(location),
+            )
+            self.prefix = head.encode()
+            self.names = tuple(("%s=" % f).encode() for f in FIELDS)
+
+    def max_size(self):
+        # prefix + six fields of up to 24 bytes each + a 30-byte timestamp and punctuation
+        return len(self.prefix) + sum(len(n) for n in self.names) + 6 * 24 + 40
+
+    def encode(self, values, seconds, buf):
+        pos = _put(buf, 0, self.prefix)
+        first = True
+        names = self.names
+        for i in range(len(names)):
+            v = values[i]
+            if not _finite(v):
+                continue
+            if self.json:
+                pos = _put(buf, pos, names[i])
+            else:
+                if not first:
+                    buf[pos] = 44
+                    pos += 1
+                # names[i] is "field="
+                pos = _put(buf, pos, names[i])
+            pos = _put_fixed2(buf, pos, v)
+            first = False
+        if first:
+            return 0  # no working sensor: nothing to publish
+        if self.json:
+            pos = _put(buf, pos, self.time_key)
+            pos = _put_epoch(buf, pos, seconds, False)
+            buf[pos] = 125
+            return pos + 1
+        buf[pos] = 32
+        return _put_epoch(buf, pos + 1, seconds, True)

@@ -1,0 +1,31 @@
+# JSON documents for sensors/<id>/status (retained) and sensors/<id>/ota (events), per
+# weatherfleet.messages.DeviceStatus / OtaEvent.
+import json
+
+
+def status(online, firmware=None, uptime=None, heap=None, rssi=None, boot=None, slot=None, sensors=None, dropped=None):
+    d = {"online": online}
+    if firmware is not None:
+        d["firmware"] = firmware
+        d["uptime"] = uptime
+        d["heap"] = heap
+        d["rssi"] = rssi
+        d["boot"] = boot
+        d["slot"] = slot
+        d["sensors"] = sensors or {}
+        if dropped:
+            d["dropped"] = dropped
+    return json.dumps(d)
+
+
+def event(name, version=None, percent=None, reason=None, time=None):
+    d = {"event": name}
+    if version is not None:
+        d["version"] = version
+    if percent is not None:
+        d["percent"] = percent
+    if reason is not None:
+        d["reason"] = reason
+    if time is not None:
+        d["time"] = time
+    return json.dumps(d)
