@@ -94,6 +94,19 @@ PATTERN_MEANINGS: dict[str, str] = {
     DNS1123_SUBDOMAIN: "a DNS name: lowercase labels of letters, digits and '-', separated by dots",
     DURATION_PATTERN: "a duration like '90s', '10m' or '1h30m'",
     SEMVER_PATTERN: "a semantic version like '1.2.3' or '1.3.0-rc.1'",
+    DNS1123_LABEL.replace("^[a-z0-9]", "^[a-z0-9.]"): "a Kubernetes object name: lowercase letters, digits, "
+    "'-' and '.'",
+    r"^[-._a-zA-Z0-9]+$": "a key: letters, digits, '-', '_' and '.'",
+    r"^[a-z][a-z0-9_-]{0,30}$": "a topic prefix: a lowercase word like 'sensors'",
+    r"^[a-zA-Z0-9_-]{1,40}$": "a Grafana uid: up to 40 letters, digits, '-' and '_'",
+    r"^-?[0-9]{1,20}$|^@[A-Za-z][A-Za-z0-9_]{4,31}$": "a Telegram chat id: a number like '-1001234567890' "
+    "or a channel like '@garden_alerts'",
+    r"^sha256:[a-f0-9]{64}$": "a digest: 'sha256:' and 64 lowercase hex digits",
+    r"^[a-z0-9.:-]+(/([a-z0-9._-]|\{deviceId\})+)+$": "an OCI repository like "
+    "'registry.example:5000/firmware/{deviceId}' (lowercase; '{deviceId}' stands for each device)",
+    r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$": "an OCI tag: letters, digits, '_', '.' and '-', at most 128",
+    r"^[a-z][a-z0-9-]{0,30}$": "a channel name: a lowercase word like 'stable' or 'beta'",
+    r"^[^\x00-\x1f]+$": "text without control characters",
 }
 
 
