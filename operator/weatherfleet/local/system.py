@@ -53,6 +53,7 @@ class UpOptions(BaseModel):
     registry: Literal["auto", "distribution", "layout"] = "auto"
     timing: Timing | None = None
     factory_version: str = "1.0.0"
+    day_seconds: float = 86400.0  # the emulated weather's day; the demo compresses it into minutes
 
 
 def _http_ok(url: str) -> bool:
@@ -73,7 +74,9 @@ class LocalSystem:
         self.rollouts = RolloutLoop(
             self.state, self.workdir.plan_path, self.timeline, options.factory_version
         )
-        self.view = FleetView()
+        self.view = FleetView(on_change=self._observed)
+        # every (device, OTA state, OTA version) the fleet view went through, for the demo's checks
+        self.ota_history: list[tuple[str, str, str | None]] = []
         self.ca: LocalCA | None = None
         self.broker: MosquittoBroker | None = None
         self.registry_url = ""
@@ -212,7 +215,7 @@ class LocalSystem:
     def _start_devices(self) -> None:
         from .devices import DeviceFleet
 
-        self.devices = DeviceFleet(self.supervisor, self.workdir)
+        self.devices = DeviceFleet(self.supervisor, self.workdir, self.options.day_seconds)
         self._install_devices()
         self.devices.start(self.resources.sensors)
 
@@ -234,6 +237,13 @@ class LocalSystem:
             )
 
     # --- the loop --------------------------------------------------------------------------------------
+
+    def _observed(self, device: str) -> None:
+        sighting = self.view.get(device)
+        if sighting and sighting.observation.ota_state:
+            entry = (device, sighting.observation.ota_state, sighting.observation.ota_version)
+            if not self.ota_history or self.ota_history[-1] != entry:
+                self.ota_history.append(entry)
 
     def observations(self) -> dict[str, DeviceObservation]:
         return {device: sighting.observation for device, sighting in self.view.snapshot().items()}
