@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(mosquitto docker-registry lua5.4 nginx chromium)
+APT_PACKAGES=(mosquitto docker-registry lua5.4 nginx chromium wrk)
 
 install_system_packages() {
   local missing=()
