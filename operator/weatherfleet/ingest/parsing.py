@@ -22,6 +22,7 @@ from .records import DEVICE_STATUS, OTA_EVENTS, WEATHER, Point
 NS = 1_000_000_000
 WEATHER_TAGS = ("device", "location", "firmware")
 JSON_META = ("device", "location", "firmware", "time")
+RANGES = {name: (low, high) for name, (_unit, low, high) in messages.FIELDS.items()}
 
 
 class Rejected(ValueError):
@@ -71,6 +72,8 @@ class MessageParser:
     # -- measurements -------------------------------------------------------------------------------
 
     def _line_protocol(self, device: str, text: str, received_ns: int) -> list[Point]:
+        if "\n" not in text and text.strip() and not text.lstrip().startswith("#"):
+            return [self._lp_line(device, text, received_ns)]  # the common case: one reading
         lines = [
             line.rstrip("\r")
             for line in text.split("\n")
@@ -156,21 +159,22 @@ class MessageParser:
         if not values:
             raise Rejected("no fields: a measurement needs at least one value")
         self._check_time(time_ns, received_ns)
-        fields: dict[str, float | str] = {}
-        flagged = []
+        flagged = None
         for key, value in values.items():
-            spec = messages.FIELDS.get(key)
-            if spec is None:
+            bounds = RANGES.get(key)
+            if bounds is None:
                 raise Rejected(_unknown_field(key))
-            if not math.isfinite(value):
-                raise Rejected(f"field {key!r} is {value} (not a finite number)")
-            if spec[1] <= value <= spec[2]:
-                fields[key] = value
-            else:
-                flagged.append(f"{key}={value!r}")
+            if not bounds[0] <= value <= bounds[1]:  # also true for NaN
+                if not math.isfinite(value):
+                    raise Rejected(f"field {key!r} is {value} (not a finite number)")
+                flagged = [*(flagged or ()), f"{key}={value!r}"]
         if flagged:
+            fields: dict[str, float | str] = {
+                k: v for k, v in values.items() if RANGES[k][0] <= v <= RANGES[k][1]
+            }
             fields["flagged"] = ",".join(flagged)
-        return Point(WEATHER, tags, fields, time_ns)
+            return Point(WEATHER, tags, fields, time_ns)
+        return Point(WEATHER, tags, values, time_ns)
 
     # -- status and OTA events ----------------------------------------------------------------------
 
@@ -248,17 +252,15 @@ class MessageParser:
 
 
 def _lp_number(key: str, raw: str) -> float:
+    try:
+        return float(raw)  # nan and inf parse here and are refused with the range check
+    except ValueError:
+        pass
     if raw[-1] in "iu" and raw[:-1].lstrip("-").isdigit():
         return float(int(raw[:-1]))
-    try:
-        value = float(raw)
-    except ValueError:
-        if key not in messages.FIELDS:
-            raise Rejected(_unknown_field(key)) from None
-        raise Rejected(f"field {key!r} must be a number, got {raw!r}") from None
-    if raw.lower().lstrip("+-") in ("nan", "inf", "infinity"):
-        raise Rejected(f"field {key!r} is {raw} (not a finite number)")
-    return value
+    if key not in messages.FIELDS:
+        raise Rejected(_unknown_field(key)) from None
+    raise Rejected(f"field {key!r} must be a number, got {raw!r}") from None
 
 
 def _unknown_field(key: str) -> str:

@@ -58,6 +58,7 @@ class Ingestor:
         self.clock = clock
         self._inbox: deque[Delivery] = deque()
         self._wake = threading.Event()
+        self._idle = True
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_replay = 0.0
@@ -71,8 +72,11 @@ class Ingestor:
     # -- input (any thread) -------------------------------------------------------------------------
 
     def submit(self, delivery: Delivery) -> None:
-        self._inbox.append(delivery)
-        if not self._wake.is_set():
+        inbox = self._inbox
+        inbox.append(delivery)
+        # wake the writer only when it waits for a first message or a batch is full: waking it for every
+        # message would cost a thread switch each (it polls at the linger interval while a batch fills)
+        if self._idle or len(inbox) >= self.policy.max_rows:
             self._wake.set()
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -85,7 +89,7 @@ class Ingestor:
     def stop(self, timeout: float = 30.0) -> None:
         """Commit and acknowledge what was received, then end the writer thread."""
         self._stopping.set()
-        self._wake.set()
+        self._wake.set()  # (a stop is always noticed: the writer re-checks at least every max_delay)
         if self._thread:
             self._thread.join(timeout)
 
@@ -121,17 +125,19 @@ class Ingestor:
             if stopping and not inbox and not deliveries:
                 return
             if not inbox:
+                self._idle = not deliveries
                 timeout = policy.wait_time(first_at, last_at, now) if deliveries else policy.max_delay
                 if self.spool:
                     timeout = min(timeout, max(0.0, self._next_replay - now))
                 self._wake.clear()
                 if not inbox:
                     self._wake.wait(timeout)
+                self._idle = False
 
     def _parse(self, delivery: Delivery, points: list[Point], dead: list[DeadLetter]) -> None:
-        parts = delivery.topic.split("/")
-        kind = parts[2] if len(parts) == 3 and parts[2] in ("measurements", "status", "ota") else "other"
-        self._kinds[kind].inc()
+        topic = delivery.topic
+        kinds = self._kinds
+        kinds.get(topic[topic.rfind("/") + 1 :], kinds["other"]).inc()
         try:
             parsed = self.parser.parse(delivery.topic, delivery.payload, delivery.received_ns)
         except Rejected as error:

@@ -77,7 +77,7 @@ class SQLiteStore:
                         t["device"],
                         t.get("location"),
                         t.get("firmware"),
-                        *(f.get(name) for name in WEATHER_FIELDS),
+                        *map(f.get, WEATHER_FIELDS),
                         f.get("flagged"),
                     )
                 )
