@@ -191,9 +191,10 @@ def next_status(
             update={**counts, "phase": "Paused", "percent": percent, "reason": "paused"}
         )
 
-    baked = current.wave_started_at is not None and (now - current.wave_started_at).total_seconds() >= (
-        parse_duration(spec.waves[wave].bake_time)
-    )
+    # A wave bakes for at least an instant: with a "0s" bake time, a second look at the same moment must not
+    # open the next wave too (next_status is idempotent; a restarted operator never advances twice).
+    elapsed = (now - current.wave_started_at).total_seconds() if current.wave_started_at is not None else -1.0
+    baked = elapsed > 0 and elapsed >= parse_duration(spec.waves[wave].bake_time)
     if baked and wave == len(spec.waves) - 1 and pending == 0:
         return current.model_copy(
             update={**counts, "phase": "Complete", "percent": 100.0, "reason": f"{updated} devices updated"}
