@@ -206,7 +206,7 @@ def test_ingest_accepts_the_deployments_configuration(
     assert config.client_id == identities.INGEST
     assert config.topic == "sensors/#"
     assert str(config.state_dir).endswith("var/lib/weatherfleet/ingest")
-    assert gb.find(deployment and infrastructure, "PersistentVolumeClaim", "ingest-state")
+    assert gb.find(infrastructure, "PersistentVolumeClaim", "ingest-state")
     assert _container(infrastructure, "Deployment", "ingest")["args"] == ["ingest"]
 
 
