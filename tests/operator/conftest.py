@@ -16,6 +16,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import contextlib
+
 from kubedouble import ApiServerDouble
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,10 +76,8 @@ def namespace(cluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A namespace of the test's own, so device ids (certificate names) never collide between tests."""
     name = "t-" + request.node.name.replace("_", "-").lower()[:40].strip("-")
     yield cluster.namespace(name)
-    try:
+    with contextlib.suppress(cluster.ApiException):
         cluster.core.delete_namespace(name)
-    except cluster.ApiException:
-        pass
 
 
 class OperatorProcess:

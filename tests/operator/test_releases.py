@@ -3,9 +3,9 @@ digest, size, CRC32, sha256 and the signature, with clear conditions when any of
 
 from __future__ import annotations
 
+import hashlib
 import os
 import zlib
-import hashlib
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -18,9 +18,11 @@ pytestmark = pytest.mark.slow
 
 
 def pem(key: ed25519.Ed25519PrivateKey) -> str:
-    return key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 @pytest.fixture
@@ -52,10 +54,14 @@ def make_release(cluster, ns: str, name: str, repository: str, tag: str = "1.2.0
     )
 
 
-def test_releases_are_resolved_and_their_signatures_checked(cluster, namespace, start_operator, pushed, monkeypatch):
+def test_releases_are_resolved_and_their_signatures_checked(
+    cluster, namespace, start_operator, pushed, monkeypatch
+):
     address, public_pem, payload, results = pushed
     ns = namespace
-    cluster.core.create_namespaced_config_map(ns, {"metadata": {"name": "firmware-key"}, "data": {"ed25519.pem": public_pem}})
+    cluster.core.create_namespaced_config_map(
+        ns, {"metadata": {"name": "firmware-key"}, "data": {"ed25519.pem": public_pem}}
+    )
     monkeypatch.setenv("WEATHERFLEET_REGISTRY_INSECURE_HOSTS", address)
     start_operator()
     make_release(cluster, ns, "good", f"{address}/fleet/good")
@@ -68,7 +74,11 @@ def test_releases_are_resolved_and_their_signatures_checked(cluster, namespace, 
         cond = cluster.condition(cluster.get("FirmwareRelease", ns, name), type_)
         return cond if cond and cond["reason"] not in ("NotResolved",) else None
 
-    good = wait_for(lambda: cluster.is_true("FirmwareRelease", ns, "good") and cluster.get("FirmwareRelease", ns, "good"), 90, "good Ready")
+    good = wait_for(
+        lambda: cluster.is_true("FirmwareRelease", ns, "good") and cluster.get("FirmwareRelease", ns, "good"),
+        90,
+        "good Ready",
+    )
     status = good["status"]
     assert status["digest"] == results["good"].digest
     assert status["size"] == len(payload) and status["crc32"] == zlib.crc32(payload)
@@ -79,9 +89,17 @@ def test_releases_are_resolved_and_their_signatures_checked(cluster, namespace, 
     assert forged["status"] == "False" and forged["reason"] == "SignatureInvalid"
     unsigned = wait_for(lambda: settled("unsigned"), 90, "unsigned checked")
     assert unsigned["status"] == "False" and unsigned["reason"] == "SignatureMissing"
-    missing = wait_for(lambda: cluster.condition(cluster.get("FirmwareRelease", ns, "missing-tag"), "Resolved"), 90, "missing-tag")
+    missing = wait_for(
+        lambda: cluster.condition(cluster.get("FirmwareRelease", ns, "missing-tag"), "Resolved"),
+        90,
+        "missing-tag",
+    )
     assert missing["status"] == "False" and missing["reason"] == "NotFound" and "9.9.9" in missing["message"]
-    down = wait_for(lambda: cluster.condition(cluster.get("FirmwareRelease", ns, "no-registry"), "Resolved"), 90, "no-registry")
+    down = wait_for(
+        lambda: cluster.condition(cluster.get("FirmwareRelease", ns, "no-registry"), "Resolved"),
+        90,
+        "no-registry",
+    )
     assert down["status"] == "False" and down["reason"] == "RegistryUnreachable"
     for name in ("forged", "unsigned", "missing-tag"):
         assert not cluster.get("FirmwareRelease", ns, name)["status"].get("signatureVerified")
@@ -90,10 +108,23 @@ def test_releases_are_resolved_and_their_signatures_checked(cluster, namespace, 
 
     # A fleet only rolls out a release whose required signature verified.
     cluster.broker_deployment(ns)
-    cluster.create("SensorFleet", ns, "f-good", {"selector": {"matchLabels": {"x": "y"}}, "rollout": {"release": "good"}})
-    cluster.create("SensorFleet", ns, "f-forged", {"selector": {"matchLabels": {"x": "z"}}, "rollout": {"release": "forged"}})
-    wait_for(lambda: cluster.is_true("SensorFleet", ns, "f-good", "ReleaseAvailable"), 60, "f-good ReleaseAvailable")
+    cluster.create(
+        "SensorFleet", ns, "f-good", {"selector": {"matchLabels": {"x": "y"}}, "rollout": {"release": "good"}}
+    )
+    cluster.create(
+        "SensorFleet",
+        ns,
+        "f-forged",
+        {"selector": {"matchLabels": {"x": "z"}}, "rollout": {"release": "forged"}},
+    )
+    wait_for(
+        lambda: cluster.is_true("SensorFleet", ns, "f-good", "ReleaseAvailable"),
+        60,
+        "f-good ReleaseAvailable",
+    )
     cond = wait_for(
-        lambda: cluster.condition(cluster.get("SensorFleet", ns, "f-forged"), "ReleaseAvailable"), 60, "f-forged condition"
+        lambda: cluster.condition(cluster.get("SensorFleet", ns, "f-forged"), "ReleaseAvailable"),
+        60,
+        "f-forged condition",
     )
     assert cond["status"] == "False" and cond["reason"] == "SignatureNotVerified"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import secrets
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--peering", default="weatherfleet", help="KopfPeering name: replicas sharing it elect one leader"
     )
-    parser.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority (highest acts, the others pause); default: WEATHERFLEET_PRIORITY or random",
+    )
     parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint")
     parser.add_argument("--log-format", choices=["json", "plain", "full"], default="json")
     parser.add_argument("--verbose", action="store_true")
@@ -29,6 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import kopf
 
+    from weatherfleet.controller.settings import OperatorSettings
+
+    priority = args.priority if args.priority is not None else OperatorSettings.from_env().priority
+    if priority is None:
+        # kopf pauses every peer when two share the highest priority: distinct random priorities make
+        # exactly one replica act; when it goes away, the next-highest resumes (failover).
+        priority = secrets.randbelow(1_000_000) + 1
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     importlib.import_module("weatherfleet.controller.handlers")
@@ -38,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         namespaces=args.namespace,
         clusterwide=args.all_namespaces or not args.namespace,
         peering_name=args.peering,
-        priority=args.priority,
+        priority=priority,
         liveness_endpoint=args.liveness or None,
     )
     return 0

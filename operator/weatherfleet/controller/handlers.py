@@ -41,7 +41,13 @@ class Runtime:
         self.view = FleetView(on_change=self._device_changed)
         mqtt = settings.mqtt()
         self.observer = (
-            MqttObserver(mqtt, self.view, settings.prefixes, settle_seconds=settings.mqtt_settle_seconds)
+            MqttObserver(
+                mqtt,
+                self.view,
+                settings.prefixes,
+                settle_seconds=settings.mqtt_settle_seconds,
+                password=settings.mqtt_password,
+            )
             if mqtt
             else None
         )

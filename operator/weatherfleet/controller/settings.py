@@ -28,11 +28,15 @@ class OperatorSettings(BaseModel):
     mqtt_ca: Path | None = None
     mqtt_cert: Path | None = None
     mqtt_key: Path | None = None
+    mqtt_password: str | None = Field(
+        default=None, repr=False, description="NanoMQ only: the operator's broker password (username = CN)"
+    )
     mqtt_prefixes: str = Field(default="sensors", description="comma-separated topic prefixes")
     mqtt_settle_seconds: float = Field(default=1.0, ge=0)
     registry_insecure_hosts: str = Field(default="", description="comma-separated hosts spoken to over HTTP")
     registry_timeout_seconds: float = 30.0
     release_resync_seconds: float = Field(default=600.0, gt=0, description="re-resolve releases this often")
+    priority: int | None = Field(default=None, description="peering priority; unset: random per replica")
     metrics_port: int = Field(default=9090, ge=0, description="0 disables the Prometheus endpoint")
 
     @classmethod

@@ -25,10 +25,14 @@ class MqttObserver:
         prefixes: tuple[str, ...] = ("sensors",),
         client_id: str = OPERATOR,
         settle_seconds: float = 1.0,
+        password: str | None = None,
     ) -> None:
         self.settings, self.view, self.prefixes = settings, view, prefixes
         self.settle_seconds = settle_seconds
         self.client = make_client(settings, client_id)
+        if password:
+            # NanoMQ cannot take the username from the certificate: it checks a password as well.
+            self.client.username_pw_set(client_id, password)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
