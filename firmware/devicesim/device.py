@@ -214,10 +214,9 @@ class Device:
         for wake in list(boot.wakers):
             wake.set()
         if self.loop and self._wake:
-            try:
+            # a closed loop raises RuntimeError: then nothing is left to wake
+            with contextlib.suppress(RuntimeError):
                 self.loop.call_soon_threadsafe(self._wake.set)
-            except RuntimeError:
-                pass  # the loop is closed: nothing left to wake
 
     async def _run(self) -> None:
         cause = PWRON_RESET
