@@ -1,7 +1,6 @@
 # Network plumbing: Wi-Fi station, TLS context from the provisioned files, and blocking byte streams for
 # the OTA HTTP client. MicroPython sockets already have readinto(buf, nbytes) with fill-or-EOF semantics;
 # on CPython (emulated devices) the socket is wrapped in a tiny adapter that behaves the same.
-import socket
 import sys
 import time
 
@@ -44,6 +43,8 @@ def ssl_context(tls, root=""):
 
 
 def open_stream(host, port, ctx=None, timeout_s=15):
+    import socket
+
     ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
     s = socket.socket(ai[0], ai[1], ai[2])
     try:

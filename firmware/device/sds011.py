@@ -21,8 +21,8 @@ class SensorError(Exception):
 
 
 class FrameParser:
-    """Byte-at-a-time frame assembly that resynchronises on garbage: any byte that cannot continue the
-    current frame restarts the search, and a frame with a bad checksum or tail is dropped."""
+    """Byte-at-a-time frame assembly that resynchronises on garbage: bytes before a header are skipped, a
+    frame with a bad checksum or tail is dropped, and parsing resumes at the next header inside it."""
 
     def __init__(self):
         self.frame = bytearray(10)
@@ -57,7 +57,21 @@ class FrameParser:
         if f[9] == _TAIL and (s & 0xFF) == f[8]:
             return True
         self.dropped += 1
+        self._resync()
         return False
+
+    def _resync(self):
+        # the real frame may begin inside the ten bytes just rejected (after a truncated frame, say):
+        # continue from the first later header instead of throwing those bytes away
+        f = self.frame
+        for k in range(1, 10):
+            if f[k] == _HEAD and (k == 9 or f[k + 1] == _DATA or f[k + 1] == _REPLY):
+                n = 10 - k
+                for i in range(n):
+                    f[i] = f[k + i]
+                self.pos = n
+                return
+        self.pos = 0
 
 
 def checksum(buf, start, end):
