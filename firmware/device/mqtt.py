@@ -242,7 +242,7 @@ class MQTTClient:
         self.will = will
         self.want_version = version
         self.version = version
-        self._open = open_connection or asyncio.open_connection
+        self._open = open_connection  # default: asyncio.open_connection, looked up when connecting
         self.tx = bytearray(buf_size)
         self.txv = memoryview(self.tx)
         self.on_message = on_message
@@ -296,6 +296,8 @@ class MQTTClient:
 
     async def _connect_once(self, version, clean):
         self.version = version
+        if self._open is None:
+            self._open = asyncio.open_connection
         if self.ssl is not None:
             self.reader, self.writer = await self._open(self.host, self.port, ssl=self.ssl, server_hostname=self.host)
         else:
