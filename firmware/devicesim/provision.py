@@ -77,6 +77,7 @@ def device_config(
 def provision(
     device: Device, config: dict[str, Any], bundle: dict[str, bytes], *, ca: Path, cert: Path, key: Path
 ) -> None:
+    import hashlib
     import json
 
     device.flash_firmware()
@@ -88,4 +89,12 @@ def provision(
             "certs/device.key": Path(key).read_bytes(),
         }
     )
+    # the file index the device's OTA client keeps per slot (slots.read_index): with it, the first update
+    # already fetches only the files whose digest changed
+    index = {
+        path: "sha256:" + hashlib.sha256(data).hexdigest()
+        for path, data in bundle.items()
+        if path != "manifest.json"
+    }
+    device.install({"files.json": json.dumps(index)})
     device.install({"config.json": json.dumps(config, indent=2)})

@@ -181,9 +181,15 @@ def make_asyncio(boot: Boot) -> types.ModuleType:
         except RuntimeError:
             return False
 
+    def _finished(task: host.Task) -> None:
+        boot.tasks.discard(task)
+        # a task that died because its boot ended (reset, power cut) has nobody left to look at it
+        if not task.cancelled() and not boot.alive:
+            task.exception()
+
     def track(task: host.Task) -> host.Task:
         boot.tasks.add(task)
-        task.add_done_callback(boot.tasks.discard)
+        task.add_done_callback(_finished)
         return task
 
     def create_task(coro) -> host.Task:
