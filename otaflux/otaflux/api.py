@@ -1,4 +1,4 @@
-"""The HTTP API devices and registries talk to (aiohttp; firmware sent with sendfile from the cache).
+"""The HTTP API devices and registries talk to (served by otaflux.http; files sent with sendfile).
 
 Legacy, wire-compatible with the original OtaFlux: /version, /firmware, /health, /webhooks/harbor.
 Extensions: /v1/manifest, /v1/blobs/<digest> (Range, ETag, HEAD), /webhooks/registry."""
@@ -11,23 +11,19 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from weatherfleet import oci
 
 from .cache import Firmware
-from .firmware import ArtifactUnusable, FirmwareService, InvalidDevice, RegistryDown, check_device
+from .firmware import MISS, ArtifactUnusable, FirmwareService, InvalidDevice, RegistryDown, check_device
+from .http import FileResponse, Request, Response, Result, text
 from .metrics import Metrics
 from .signatures import SignatureRejected
 
 log = logging.getLogger("otaflux.api")
 
-TEXT = "text/plain; charset=utf-8"
-OCTETS = "application/octet-stream"
-MAX_WEBHOOK_BYTES = 1 << 20
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+JSON = "application/json"
 
 
 # --- webhook payloads ----------------------------------------------------------------------------------
@@ -73,6 +69,9 @@ class RegistryEnvelope(BaseModel):
 
 
 class Api:
+    """Routes requests; `__call__` answers inline when it can (a fresh cached answer), else returns an
+    awaitable. `done` is called by the server once the response has gone out, for the metrics."""
+
     def __init__(
         self,
         service: FirmwareService,
@@ -82,146 +81,139 @@ class Api:
     ) -> None:
         self.service, self.metrics, self.secret, self.notify = service, metrics, webhook_secret, notify
         self._tasks: set[asyncio.Task] = set()
-        # Pre-bound metric children: labels() costs a lookup per request otherwise.
+        self.routes: dict[str, tuple[str, str, Callable]] = {
+            "/version": ("GET", "version", self.version),
+            "/firmware": ("GET", "firmware", self.firmware),
+            "/health": ("GET", "health", self.health),
+            "/v1/manifest": ("GET", "manifest", self.manifest),
+            "/webhooks/harbor": ("POST", "webhook_harbor", self.harbor),
+            "/webhooks/registry": ("POST", "webhook_registry", self.registry),
+        }
+        # Pre-bound metric children: labels() costs a dictionary lookup and a lock per request otherwise.
+        names = [name for _m, name, _h in self.routes.values()] + ["blob", "other"]
+        self._latency = {name: metrics.latency.labels(name) for name in names}
         self._counters: dict[tuple[str, int], object] = {}
-        self._latency = {}
-        self._served = {r: metrics.bytes_served.labels(r) for r in ("firmware", "blob")}
+        self._served = {r: metrics.bytes_served.labels(r).inc for r in ("firmware", "blob")}
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_WEBHOOK_BYTES, handler_args={"max_field_size": 8190})
-        routes = [
-            ("GET", "/version", self.version, "version"),
-            ("GET", "/firmware", self.firmware, "firmware"),
-            ("GET", "/health", self.health, "health"),
-            ("GET", "/v1/manifest", self.manifest, "manifest"),
-            ("GET", "/v1/blobs/{digest}", self.blob, "blob"),
-            ("POST", "/webhooks/harbor", self.harbor, "webhook_harbor"),
-            ("POST", "/webhooks/registry", self.registry, "webhook_registry"),
-        ]
-        for method, path, handler, name in routes:
-            if method == "GET":  # GET routes answer HEAD too (size and ETag without the body)
-                app.router.add_get(path, self._measured(name, handler))
-            else:
-                app.router.add_route(method, path, self._measured(name, handler))
-        app.on_shutdown.append(self._drain)
-        return app
+    def __call__(self, request: Request) -> Result | Awaitable[Result]:
+        request.started = time.perf_counter()  # type: ignore[attr-defined]
+        route = self.routes.get(request.path)
+        if route is not None:
+            method, name, handler = route
+        elif request.path.startswith("/v1/blobs/"):
+            method, name, handler = "GET", "blob", self.blob
+        else:
+            request.route = "other"  # type: ignore[attr-defined]
+            return text(404, "Not found")
+        request.route = name  # type: ignore[attr-defined]
+        if request.method != method and not (method == "GET" and request.method == "HEAD"):
+            return Response(
+                405, b"Method not allowed", headers=[("Allow", "GET, HEAD" if method == "GET" else method)]
+            )
+        return handler(request)
 
-    async def _drain(self, _app: web.Application) -> None:
+    def done(self, request: Request, status: int) -> None:
+        route = getattr(request, "route", "other")
+        self._latency[route].observe(time.perf_counter() - request.started)  # type: ignore[attr-defined]
+        counter = self._counters.get((route, status))
+        if counter is None:
+            counter = self._counters[(route, status)] = self.metrics.requests.labels(route, str(status))
+        counter.inc()
+
+    async def drain(self) -> None:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=10)
 
-    def _measured(self, route: str, handler: Handler) -> Handler:
-        latency = self.metrics.latency.labels(route)
+    # -- device endpoints: answered inline when the device's answer is fresh --
 
-        async def measured(request: web.Request) -> web.StreamResponse:
-            started = time.perf_counter()
-            try:
-                response = await handler(request)
-                status = response.status
-            except web.HTTPException as exc:
-                status = exc.status
-                raise
-            finally:
-                latency.observe(time.perf_counter() - started)
-                counter = self._counters.get((route, status))
-                if counter is None:
-                    counter = self._counters[(route, status)] = self.metrics.requests.labels(
-                        route, str(status)
-                    )
-                counter.inc()
-            return response
-
-        return measured
-
-    # -- helpers --
-
-    @staticmethod
-    def _text(status: int, body: str) -> web.Response:
-        return web.Response(status=status, text=body, content_type="text/plain", charset="utf-8")
-
-    async def _lookup(self, request: web.Request) -> tuple[Firmware | None, web.Response | None]:
-        """The device's firmware, or the error response to send instead."""
+    def _device_endpoint(
+        self, request: Request, render: Callable[[Request, Firmware], Result]
+    ) -> Result | Awaitable[Result]:
         device = request.query.get("device")
         try:
             check_device(device)
+            found = self.service.cached(device)
         except InvalidDevice as exc:
-            return None, self._text(400, str(exc))
+            return text(400, str(exc))
+        except Exception as exc:
+            return self._failure(device, exc)
+        if found is MISS:
+            return self._slow(request, device, render)
+        if found is None:
+            return text(404, f"No firmware for device '{device}'")
+        return render(request, found)
+
+    async def _slow(self, request: Request, device: str, render) -> Result:
         try:
             firmware = await self.service.firmware_for(device)
-        except SignatureRejected as exc:
-            return None, self._text(502, f"Firmware for device '{device}' refused: {exc}")
-        except ArtifactUnusable as exc:
-            return None, self._text(502, f"Firmware for device '{device}' unusable: {exc}")
-        except RegistryDown as exc:
-            return None, self._text(503, str(exc))
+        except Exception as exc:
+            return self._failure(device, exc)
         if firmware is None:
-            return None, self._text(404, f"No firmware for device '{device}'")
-        return firmware, None
+            return text(404, f"No firmware for device '{device}'")
+        return render(request, firmware)
 
-    def _file(self, request: web.Request, path, route: str, etag: str | None = None) -> web.StreamResponse:
-        if etag is not None and etag in (request.headers.get("If-None-Match") or ""):
-            return web.Response(status=304, headers={"ETag": etag})
-        response = DigestFileResponse(path, etag=etag, headers={"Content-Type": OCTETS})
-        response.on_sent = self._served[route].inc
-        return response
+    @staticmethod
+    def _failure(device: str, exc: Exception) -> Response:
+        if isinstance(exc, SignatureRejected):
+            return text(502, f"Firmware for device '{device}' refused: {exc}")
+        if isinstance(exc, ArtifactUnusable):
+            return text(502, f"Firmware for device '{device}' unusable: {exc}")
+        if isinstance(exc, RegistryDown):
+            return text(503, str(exc))
+        raise exc
 
-    # -- device endpoints --
+    def _file(self, request: Request, path, route: str, etag: str) -> Result:
+        if etag in (request.headers.get("if-none-match") or ""):
+            return Response(304, b"", "", [("ETag", etag)])
+        return FileResponse(path, etag=etag, on_sent=self._served[route])
 
-    async def version(self, request: web.Request) -> web.StreamResponse:
-        firmware, error = await self._lookup(request)
-        if error is not None:
-            return error
-        return web.Response(body=firmware.version_body(), content_type="text/plain", charset="utf-8")
+    def version(self, request: Request) -> Result | Awaitable[Result]:
+        return self._device_endpoint(request, lambda _r, fw: Response(200, fw.version_body()))
 
-    async def firmware(self, request: web.Request) -> web.StreamResponse:
-        firmware, error = await self._lookup(request)
-        if error is not None:
-            return error
-        return self._file(request, firmware.payload, "firmware", f'"{firmware.sha256}"')
+    def firmware(self, request: Request) -> Result | Awaitable[Result]:
+        return self._device_endpoint(
+            request, lambda r, fw: self._file(r, fw.payload, "firmware", f'"{fw.sha256}"')
+        )
 
-    async def manifest(self, request: web.Request) -> web.StreamResponse:
-        firmware, error = await self._lookup(request)
-        if error is not None:
-            return error
-        return web.Response(body=firmware.manifest_body(), content_type="application/json")
+    def manifest(self, request: Request) -> Result | Awaitable[Result]:
+        return self._device_endpoint(request, lambda _r, fw: Response(200, fw.manifest_body(), JSON))
 
-    async def blob(self, request: web.Request) -> web.StreamResponse:
-        digest = request.match_info["digest"]
+    def blob(self, request: Request) -> Result | Awaitable[Result]:
+        digest = request.path[len("/v1/blobs/") :]
         try:
             oci.check_digest(digest)
         except ValueError:
-            return self._text(400, "Invalid digest: expected sha256:<64 hex digits>")
-        firmware, error = await self._lookup(request)
-        if error is not None:
-            return error
-        path = firmware.blobs.get(digest)
-        if path is None:
-            return self._text(404, f"{digest} is not part of the firmware served to this device")
-        return self._file(request, path, "blob", f'"{digest}"')
+            return text(400, "Invalid digest: expected sha256:<64 hex digits>")
 
-    async def health(self, _request: web.Request) -> web.StreamResponse:
+        def render(r: Request, fw: Firmware) -> Result:
+            path = fw.blobs.get(digest)
+            if path is None:
+                return text(404, f"{digest} is not part of the firmware served to this device")
+            return self._file(r, path, "blob", f'"{digest}"')
+
+        return self._device_endpoint(request, render)
+
+    def health(self, _request: Request) -> Result:
         reason = self.service.degraded_reason
-        if reason:
-            return self._text(200, f"degraded: {reason}")
-        return self._text(200, "ok")
+        return text(200, f"degraded: {reason}" if reason else "ok")
 
     # -- webhooks --
 
-    def _authorized(self, request: web.Request) -> bool:
+    def _authorized(self, request: Request) -> bool:
         if not self.secret:
             return True
-        given = request.headers.get("Authorization", "")
+        given = request.headers.get("authorization", "")
         if given.lower().startswith("bearer "):
             given = given[7:]
         return hmac.compare_digest(given.encode(), self.secret.encode())
 
-    async def _payload(self, request: web.Request, model: type[BaseModel]) -> BaseModel | web.Response:
+    def _payload(self, request: Request, model: type[BaseModel]) -> BaseModel | Response:
         if not self._authorized(request):
-            return self._text(401, "Missing or wrong webhook secret")
+            return text(401, "Missing or wrong webhook secret")
         try:
-            return model.model_validate_json(await request.read())
+            return model.model_validate_json(request.body)
         except ValidationError as exc:
-            return self._text(400, f"Malformed payload: {' '.join(str(exc).split())[:300]}")
+            return text(400, f"Malformed payload: {' '.join(str(exc).split())[:300]}")
 
     def _device_of(self, repository: str) -> str | None:
         prefix = self.service.prefix
@@ -232,24 +224,24 @@ class Api:
         except InvalidDevice:
             return None
 
-    async def harbor(self, request: web.Request) -> web.StreamResponse:
-        payload = await self._payload(request, HarborEvent)
-        if isinstance(payload, web.Response):
+    def harbor(self, request: Request) -> Result:
+        payload = self._payload(request, HarborEvent)
+        if isinstance(payload, Response):
             return payload
         if payload.type != "PUSH_ARTIFACT":
-            return self._text(200, f"ignored {payload.type[:40]}")
+            return text(200, f"ignored {payload.type[:40]}")
         if payload.event_data is None:
-            return self._text(400, "Malformed payload: PUSH_ARTIFACT without event_data")
+            return text(400, "Malformed payload: PUSH_ARTIFACT without event_data")
         repo = payload.event_data.repository
         device = self._device_of(repo.repo_full_name) or self._device_of(self.service.prefix + repo.name)
         if device is None:
-            return self._text(200, "ignored: repository outside the prefix")
+            return text(200, "ignored: repository outside the prefix")
         self._schedule(device, announce=True)
-        return self._text(200, f"refreshing {device}")
+        return text(200, f"refreshing {device}")
 
-    async def registry(self, request: web.Request) -> web.StreamResponse:
-        payload = await self._payload(request, RegistryEnvelope)
-        if isinstance(payload, web.Response):
+    def registry(self, request: Request) -> Result:
+        payload = self._payload(request, RegistryEnvelope)
+        if isinstance(payload, Response):
             return payload
         devices: dict[str, bool] = {}
         expected: dict[str, tuple[str, str]] = {}
@@ -266,7 +258,7 @@ class Api:
                     expected[device] = (target.tag, target.digest)
         for device, announce in devices.items():
             self._schedule(device, announce, expected.get(device))
-        return self._text(200, f"refreshing {len(devices)} device(s)")
+        return text(200, f"refreshing {len(devices)} device(s)")
 
     def _schedule(self, device: str, announce: bool, expected: tuple[str, str] | None = None) -> None:
         # Answer the webhook at once (registries time out quickly); refresh and notify in the background.
@@ -301,27 +293,3 @@ class Api:
         # A changed digest was announced by the service's on_change already.
         if firmware is not None and announce and self.notify and (old_key is None or old_key == firmware.key):
             self.notify(firmware)
-
-
-class DigestFileResponse(web.FileResponse):
-    """FileResponse whose ETag is the content digest (stable across replicas and cache refills) rather
-    than aiohttp's mtime-size tag; `on_sent` counts the bytes handed to sendfile."""
-
-    def __init__(self, path, etag: str | None = None, **kwargs) -> None:
-        super().__init__(path, **kwargs)
-        self._fixed_etag = etag
-        self.on_sent: Callable[[int], None] | None = None
-
-    @property
-    def etag(self):  # type: ignore[override]
-        return super().etag
-
-    @etag.setter
-    def etag(self, value) -> None:
-        web.StreamResponse.etag.fset(self, self._fixed_etag.strip('"') if self._fixed_etag else value)
-
-    async def _sendfile(self, request, fobj, offset, count):
-        writer = await super()._sendfile(request, fobj, offset, count)
-        if self.on_sent is not None:
-            self.on_sent(count)
-        return writer

@@ -29,6 +29,7 @@ log = logging.getLogger("otaflux.firmware")
 # What a device id may look like before anything is built from it (repository name, path, topic).
 DEVICE_ID = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$")
 RETRY_AFTER_FAILURE = 5.0
+MISS = object()
 
 
 class InvalidDevice(ValueError):
@@ -95,17 +96,28 @@ class FirmwareService:
         ttl = RETRY_AFTER_FAILURE if answer.error is not None else self.refresh_interval
         return now - answer.checked < ttl
 
+    def cached(self, device: str) -> Firmware | object | None:
+        """The answer without waiting, when a fresh one is known; MISS otherwise. Raises like
+        firmware_for. This is the hot path of /version: no task, no thread, no registry."""
+        self.plan.current()  # re-reads the plan when it changed; bumps plan.generation
+        answer = self._answers.get(device)
+        if not self._fresh(answer, time.monotonic()):
+            return MISS
+        self.metrics.cache_hits.inc()
+        return self._outcome(answer)
+
     async def firmware_for(self, device: str) -> Firmware | None:
         """The firmware to serve (None: nothing known). Raises SignatureRejected, ArtifactUnusable,
         RegistryDown. `device` must have passed check_device."""
-        self.plan.current()  # re-reads the plan when it changed; bumps plan.generation
-        self.metrics.plan_generation.set(self.plan.generation)
-        answer = self._answers.get(device)
-        if self._fresh(answer, time.monotonic()):
-            self.metrics.cache_hits.inc()
-        else:
-            self.metrics.cache_misses.inc()
-            answer = await self.refresh(device)
+        found = self.cached(device)
+        if found is not MISS:
+            return found  # type: ignore[return-value]
+        self.metrics.cache_misses.inc()
+        return self._outcome(await self.refresh(device))
+
+    @staticmethod
+    def _outcome(answer: Answer) -> Firmware | None:
+        # While the registry is unreachable, what was served before is served on.
         if answer.error is not None and (
             answer.firmware is None or not isinstance(answer.error, oci.Unreachable)
         ):

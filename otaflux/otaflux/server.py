@@ -18,6 +18,7 @@ from aiohttp import web
 from weatherfleet import oci
 
 from .config import LOG_LEVELS, Settings
+from .http import start_server
 
 log = logging.getLogger("otaflux")
 HEALTH_PROBE_INTERVAL = 5.0
@@ -69,10 +70,7 @@ async def serve(
         on_change=notify,
     )
     api = Api(service, metrics, settings.webhook_secret, notify)
-    runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.listen_host, settings.listen_port, reuse_port=True, backlog=1024)
-    await site.start()
+    server = await start_server(api, settings.listen_host, settings.listen_port, api.done)
     metrics_runner = None
     if metrics_in_process:
         metrics_runner = await start_metrics(settings, metrics.registry)
@@ -99,7 +97,8 @@ async def serve(
     await stop.wait()
     log.info("worker %d stopping", worker)
     await asyncio.gather(*watchers)
-    await runner.cleanup()
+    server.close()
+    await api.drain()
     if metrics_runner is not None:
         await metrics_runner.cleanup()
     if notifier is not None:
