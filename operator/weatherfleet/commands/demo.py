@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
 
         Supervisor(Workdir(workdir)).reap_stale()
         shutil.rmtree(workdir)
-    console = Console()
+    # a log or a pipe gets wide tables too (rich assumes 80 columns when it cannot ask a terminal)
+    console = Console() if sys.stdout.isatty() else Console(width=150)
     story = Story(workdir, config, console, registry=args.registry)
     ok = False
     with stop_on_signals():

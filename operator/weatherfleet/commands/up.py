@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     options = UpOptions(
         directory=args.dir, workdir=args.workdir, sensors=args.sensors, registry=args.registry, timing=timing
     )
-    console = Console()
+    # a log or a pipe gets wide tables too (rich assumes 80 columns when it cannot ask a terminal)
+    console = Console() if sys.stdout.isatty() else Console(width=150)
     system = LocalSystem(options)
     with stop_on_signals():
         try:

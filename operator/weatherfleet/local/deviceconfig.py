@@ -41,6 +41,7 @@ def device_config(
     signing_keys: list[str],
     timing: Timing | None = None,
     wifi: dict[str, str] | None = None,
+    firmware_version: str | None = None,
 ) -> dict:
     timing = timing or Timing()
     spec = sensor.spec
@@ -89,6 +90,8 @@ def device_config(
     }
     if wifi:
         config["wifi"] = wifi
+    if firmware_version:
+        config["firmwareVersion"] = firmware_version  # what the device reports until its first OTA
     return config
 
 

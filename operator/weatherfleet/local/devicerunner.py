@@ -32,12 +32,12 @@ class RunnerSpec(BaseModel):
     echo: bool = True
 
 
-def location_environment(location: str, day_seconds: float, seed: int) -> Environment:
-    """Devices of one location share a climate (a greenhouse is warmer and damper than a balcony); each
-    still has its own noise from its seed."""
+def location_environment(location: str, day_seconds: float) -> Environment:
+    """Devices of one location share its weather (a greenhouse is warmer and damper than a balcony); each
+    device's sensors still add their own noise."""
     h = hashlib.sha256(location.encode()).digest()
     return Environment(
-        seed=seed,
+        seed=int.from_bytes(h[8:12], "big"),
         temperature=14.0 + h[0] % 16,
         humidity=35.0 + h[1] % 40,
         pressure=1000.0 + h[2] % 25,
@@ -56,7 +56,7 @@ async def run(spec: RunnerSpec) -> None:
             item.device,
             item.root,
             sensors=tuple(item.sensors),
-            environment=location_environment(item.location, spec.day_seconds, seed),
+            environment=location_environment(item.location, spec.day_seconds),
             seed=seed,
             echo=spec.echo,
         )

@@ -6,7 +6,6 @@ lines are tested without a board; `--dry-run` prints the same plan."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shlex
 from pathlib import Path
@@ -114,19 +113,13 @@ def plan_provision(
     return ProvisionPlan(device=device, port=port, files=files, commands=commands)
 
 
-def bundle_board_files(bundle_dir: Path) -> dict[str, bytes]:
-    """Board path -> content of a built firmware bundle (the `weatherfleet firmware build --out` folder,
-    with its manifest.json listing the files)."""
-    manifest_path = Path(bundle_dir) / "manifest.json"
-    if not manifest_path.exists():
-        raise ValueError(f"{bundle_dir}: no manifest.json, not a firmware bundle folder")
-    manifest = json.loads(manifest_path.read_text())
-    files = {}
-    for entry in manifest.get("files", []):
-        path = Path(bundle_dir) / entry["path"]
-        data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != entry["sha256"].removeprefix("sha256:"):
-            raise ValueError(f"{path}: content does not match the bundle manifest's sha256")
-        files[entry["path"]] = data
-    files["manifest.json"] = manifest_path.read_bytes()
-    return files
+def bundle_board_files(bundle_dir: Path) -> tuple[dict[str, bytes], str]:
+    """(board path -> content, version) of a built firmware bundle (`weatherfleet firmware build --out`):
+    its files flat in the board's root, where boot.py finds a first install (no slot yet)."""
+    from ..firmware.build import BuildError, load_bundle
+
+    try:
+        manifest, files = load_bundle(Path(bundle_dir))
+    except BuildError as error:
+        raise ValueError(str(error)) from None
+    return {name: path.read_bytes() for name, path in files.items()}, manifest.version

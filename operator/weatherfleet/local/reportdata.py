@@ -12,13 +12,15 @@ from .system import LocalSystem
 
 
 def location_series(
-    system: LocalSystem, start: datetime, end: datetime, points: int = 90
+    system: LocalSystem, start: datetime, end: datetime, points: int = 90, min_bucket: float = 10.0
 ) -> dict[str, dict[str, list[tuple[float, float]]]]:
-    """field -> location -> [(t, mean over the location's devices)], bucketed so a long run stays light."""
+    """field -> location -> [(t, mean over the location's devices)], bucketed so a long run stays light;
+    a bucket spans at least `min_bucket` seconds (two measurement intervals, so that every device of the
+    location is in every bucket and the mean does not jump with who happened to report)."""
     store = system.store()
     if store is None:
         return {}
-    bucket = max(1.0, (end - start).total_seconds() / points)
+    bucket = max(min_bucket, (end - start).total_seconds() / points)
     sums: dict[tuple[str, str, int], list[float]] = defaultdict(list)
     for sensor in system.resources.sensors:
         fields = [f for s in sensor.spec.sensors for f in SENSOR_FIELDS[s.type]]
@@ -34,7 +36,11 @@ def location_series(
 
 
 def collect(
-    system: LocalSystem, title: str, checks: list[Check] | None = None, start: datetime | None = None
+    system: LocalSystem,
+    title: str,
+    checks: list[Check] | None = None,
+    start: datetime | None = None,
+    min_bucket: float = 10.0,
 ) -> ReportData:
     end = datetime.now(UTC) + timedelta(seconds=1)
     events = system.timeline.events()
@@ -57,7 +63,7 @@ def collect(
         )
     return ReportData(
         title=title,
-        measurements=location_series(system, start, end),
+        measurements=location_series(system, start, end, min_bucket=min_bucket),
         timeline=[e for e in events if e.time >= start],
         devices=devices,
         checks=checks or [],

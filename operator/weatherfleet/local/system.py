@@ -230,7 +230,14 @@ class LocalSystem:
         )
         for sensor in self.resources.sensors:
             fleet = next((f for f in self.resources.fleets if sensor in self.resources.members(f)), None)
-            config = device_config(sensor, fleet, self.endpoints, [key], self.options.timing)
+            config = device_config(
+                sensor,
+                fleet,
+                self.endpoints,
+                [key],
+                self.options.timing,
+                firmware_version=self.options.factory_version,
+            )
             bundle = factory.get(sensor.spec.device_id)
             self.devices.install(
                 sensor, device_files(self.ca, config), bundle_files(bundle) if bundle else None
