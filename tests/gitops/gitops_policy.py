@@ -269,8 +269,11 @@ def check_rbac(objects: list[dict]) -> list[str]:
             for field in ("apiGroups", "resources", "verbs"):
                 if "*" in rule.get(field, []):
                     problems.append(f"{name(role)}: wildcard in {field}")
-            if "secrets" in rule.get("resources", []) and {"list", "watch"} & set(rule.get("verbs", [])):
-                problems.append(f"{name(role)}: may list or watch every Secret")
+            reads_secrets = "secrets" in rule.get("resources", []) and {"list", "watch"} & set(
+                rule.get("verbs", [])
+            )
+            if reads_secrets and role["kind"] == "ClusterRole":
+                problems.append(f"{name(role)}: may list or watch every Secret of the cluster")
     return problems
 
 
