@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 
 import gitops_build as gb
+import gitops_schemas as gs
+import jsonschema
 import pytest
 
 HEALTH = gb.GITOPS / "argocd" / "config" / "health"
@@ -246,3 +248,18 @@ def test_argocd_cm_carries_each_script_under_its_resource_key() -> None:
         "argoproj.io_Application": "application.lua",
     }.items():
         assert config["data"][f"resource.customizations.health.{group_kind}"] == (HEALTH / script).read_text()
+
+
+@pytest.mark.parametrize(
+    ("kind", "cases"),
+    [("WeatherSensor", SENSOR_CASES), ("SensorFleet", FLEET_CASES), ("FirmwareRelease", RELEASE_CASES)],
+)
+def test_samples_use_the_status_fields_the_crds_define(kind: str, cases: dict) -> None:
+    """The health checks read real field names: every sample status validates against the CRD."""
+    schemas = gs.CrdSchemas()
+    schemas.add_files(sorted(gb.CRDS.glob("*.yaml")))
+    status_schema = schemas._schemas[("weatherfleet.io", kind, "v1alpha1")]["properties"]["status"]
+    for name, (status, _) in cases.items():
+        if status is not None:
+            errors = [e.message for e in jsonschema.Draft4Validator(status_schema).iter_errors(status)]
+            assert errors == [], f"{kind} sample {name!r}: {errors}"

@@ -158,3 +158,35 @@ def test_database_init_runs_between_the_database_and_its_readers(infrastructure:
     assert waves[("Job", "influxdb3-init")] < waves[("Deployment", "grafana")]
     assert waves[("Job", "influxdb3-init")] < waves[("Deployment", "ingest")]
     assert waves[("Namespace", "weatherfleet")] < waves[("StatefulSet", "influxdb3")]
+
+
+def _allowed(whitelist: list[dict], obj: dict) -> bool:
+    group = obj["apiVersion"].split("/")[0] if "/" in obj["apiVersion"] else ""
+    return any(w["group"] == group and w["kind"] in (obj["kind"], "*") for w in whitelist)
+
+
+def test_the_project_admits_everything_its_applications_deploy() -> None:
+    """Argo CD refuses to sync a kind the AppProject does not whitelist, or a namespace it does not list."""
+    project = yaml.safe_load((gb.GITOPS / "argocd" / "bootstrap" / "project.yaml").read_text())["spec"]
+    namespaces = {d["namespace"] for d in project["destinations"]}
+    for app in _apps():
+        for obj in gb.build(gb.REPO / app["spec"]["source"]["path"]):
+            namespace = obj["metadata"].get("namespace")
+            if namespace is None and obj["kind"] in {
+                "Namespace",
+                "CustomResourceDefinition",
+                "ClusterIssuer",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "ClusterKopfPeering",
+            }:
+                assert _allowed(project["clusterResourceWhitelist"], obj), (
+                    app["metadata"]["name"],
+                    gb.key(obj),
+                )
+            else:
+                assert _allowed(project["namespaceResourceWhitelist"], obj), (
+                    app["metadata"]["name"],
+                    gb.key(obj),
+                )
+                assert (namespace or app["spec"]["destination"]["namespace"]) in namespaces, gb.key(obj)
