@@ -35,6 +35,8 @@ for _name, _value in {
     "WEATHERFLEET_BACKOFF_MAX_SECONDS": "8",
     "WEATHERFLEET_STATUS_REFRESH_SECONDS": "5",
     "WEATHERFLEET_METRICS_PORT": "0",
+    "WEATHERFLEET_FLEET_DEBOUNCE_SECONDS": "0.3",
+    "WEATHERFLEET_STATUS_SETTLE_SECONDS": "2",
 }.items():
     os.environ.setdefault(_name, _value)
 MQTT_ENV = (

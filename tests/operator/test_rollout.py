@@ -83,7 +83,7 @@ def test_rollout_advances_on_healthy_reports_and_halts_on_failures(
         plan = plan_reader(cluster, ns)()
         assert plan.stable == "2.0.0" and plan.candidate is None
         assert reasons(cluster, ns).count("RolloutAdvanced") == 1
-        assert "RolloutComplete" in reasons(cluster, ns)
+        wait_for(lambda: "RolloutComplete" in reasons(cluster, ns), 30, "a RolloutComplete event")
         # Every sensor shows what it runs and what it should run (kubectl get ws columns).
         ws = wait_for(
             lambda: (
@@ -108,7 +108,7 @@ def test_rollout_advances_on_healthy_reports_and_halts_on_failures(
         plan = wait_for(lambda: (p := plan_reader(cluster, ns)()) and p.halted and p, 30, "the plan closed")
         assert plan.percent == 0 and plan.stable == "2.0.0"
         assert all(plan.version_for(d) == "2.0.0" for d in DEVICES)  # nobody else is offered 3.0.0
-        assert "RolloutHalted" in reasons(cluster, ns)
+        wait_for(lambda: "RolloutHalted" in reasons(cluster, ns), 30, "a RolloutHalted event")
         tried = {d for d, v, _ in fleet.updates if v == "3.0.0"}
         assert set(failed) <= tried and len(tried) < len(DEVICES) / 2  # only the first wave ever tried it
         fleet_status = cluster.get("SensorFleet", ns, "field")

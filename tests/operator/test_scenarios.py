@@ -44,6 +44,13 @@ def test_fleet_with_sensors_gets_every_child_and_becomes_ready(
     start_operator()
     make_fleet(cluster, ns, "alpha", devices)
 
+    # Until cert-manager issues the certificate, the sensor says so (after a short settle time).
+    def pending():
+        cond = cluster.condition(cluster.get("WeatherSensor", ns, "ws-a1"), "CertificateReady")
+        return cond if cond and cond["status"] == "Unknown" else None
+
+    assert wait_for(pending, 60, "CertificateReady Unknown while not issued")["reason"] == "Pending"
+    assert not cluster.is_true("WeatherSensor", ns, "ws-a1")
     wait_for(lambda: all_ready(cluster, ns, devices), 90, "every sensor Ready")
     wait_for(lambda: cluster.is_true("SensorFleet", ns, "alpha"), 60, "the fleet Ready")
     wait_for(lambda: fleet_total(cluster, ns, "alpha") == 3, 60, "the fleet counting its sensors")
@@ -73,7 +80,9 @@ def test_fleet_with_sensors_gets_every_child_and_becomes_ready(
     ws = cluster.get("WeatherSensor", ns, "ws-a1")
     assert ws["status"]["fleet"] == "alpha" and ws["status"]["observedGeneration"] == 1
     assert cluster.condition(ws, "CertificateReady")["reason"] == "Issued"
-    assert any(e.reason == "CertificateReady" for e in cluster.events(ns, "ws-a1"))
+    wait_for(
+        lambda: any(e.reason == "CertificateReady" for e in cluster.events(ns, "ws-a1")), 30, "the event"
+    )
     fleet = cluster.get("SensorFleet", ns, "alpha")
     assert fleet["status"]["sensors"]["total"] == 3
 
@@ -186,7 +195,11 @@ def test_an_invalid_resource_gets_a_clear_condition_and_others_are_unaffected(
     cond = wait_for(invalid_condition, 60, "Ready=False InvalidSpec on ws-d2")
     assert cond["status"] == "False"
     assert "spec.sensors[0]" in cond["message"] and "I2C" in cond["message"]
-    assert any(e.reason == "InvalidSpec" for e in cluster.events(ns, "ws-d2"))
+    wait_for(
+        lambda: any(e.reason == "InvalidSpec" for e in cluster.events(ns, "ws-d2")),
+        30,
+        "an InvalidSpec event",
+    )
     # The valid sensor of the same fleet is not held up.
     wait_for(lambda: all_ready(cluster, ns, ["ws-d1"]), 90, "ws-d1 Ready")
     # A missing reference is a condition too, naming what is missing.

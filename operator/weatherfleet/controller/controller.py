@@ -80,6 +80,14 @@ def _certificate_ready(cert: Object | None) -> tuple[bool | None, str]:
     return None, ""
 
 
+def _created(body: Object, default: datetime) -> datetime:
+    text = body["metadata"].get("creationTimestamp")
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else default
+    except ValueError:
+        return default
+
+
 class Controller:
     def __init__(
         self,
@@ -244,9 +252,17 @@ class Controller:
         result = reconcile_sensor(sensor, fleet, observation, password)
         for child in result.children:
             self._apply(child)
+        first = not body.get("status")
+        if first and fleet is not None and ready is None:
+            # A brand-new sensor whose certificate is not issued yet: its first status would be
+            # outdated within seconds. Wait a moment for cert-manager (one write instead of two).
+            age = (now - _created(body, now)).total_seconds()
+            if age < self.settings.status_settle_seconds:
+                return self.settings.status_settle_seconds - age
         status = result.status.model_dump(by_alias=True, mode="json", exclude_none=True)
         self._write_status(body, status)
-        self._events(body, result.events)
+        # On the first status, a Normal event repeats what the conditions already say; warnings always go.
+        self._events(body, [e for e in result.events if not first or e.type == "Warning"])
         seen = result.status.last_seen
         if result.status.online and seen is not None:
             # Look again when the silence would turn the sensor offline.

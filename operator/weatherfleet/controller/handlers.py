@@ -65,6 +65,9 @@ class Runtime:
         self.queue.add(key)
         metrics.QUEUE_DEPTH.set(len(self.queue._queued))
 
+    def enqueue_later(self, key: Key, delay: float) -> None:
+        self.queue.add_after(key, delay)
+
     def enqueue_threadsafe(self, key: Key) -> None:
         self.loop.call_soon_threadsafe(self.enqueue, key)
 
@@ -162,9 +165,12 @@ async def sensor_event(event: kopf.RawEvent, **_: Any) -> None:
     if not deleted:
         rt.enqueue(("WeatherSensor", ns, name))
     if deleted or _spec_changed(old, obj):
-        # Membership, ACL and dashboards of the fleets in the namespace may change.
+        # Membership, ACL and dashboards of the fleets in the namespace may change. Debounced: 500
+        # sensors created at once cost a handful of fleet reconciles, not 500.
         for fleet in rt.controller.cache.list("SensorFleet", ns):
-            rt.enqueue(("SensorFleet", ns, fleet["metadata"]["name"]))
+            rt.enqueue_later(
+                ("SensorFleet", ns, fleet["metadata"]["name"]), rt.settings.fleet_debounce_seconds
+            )
 
 
 @kopf.on.event(GROUP, VERSION, "sensorfleets")
@@ -208,7 +214,7 @@ def _child_event(event: kopf.RawEvent) -> None:
         # A device's broker password feeds its fleet's password file.
         fleet = (obj["metadata"].get("labels") or {}).get("weatherfleet.io/fleet")
         if fleet:
-            rt.enqueue(("SensorFleet", ns, fleet))
+            rt.enqueue_later(("SensorFleet", ns, fleet), rt.settings.fleet_debounce_seconds)
 
 
 @kopf.on.event("cert-manager.io", "v1", "certificates", labels=MANAGED)

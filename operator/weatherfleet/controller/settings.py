@@ -20,6 +20,14 @@ class OperatorSettings(BaseModel):
     status_refresh_seconds: float = Field(
         default=60.0, ge=0, description="lastSeen moves in status at most this often (write budget)"
     )
+    fleet_debounce_seconds: float = Field(
+        default=1.0, ge=0, description="sensor changes within this window cost one fleet reconcile"
+    )
+    status_settle_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="a new sensor's first status waits this long for its certificate (saves a write)",
+    )
     workers: int = Field(default=8, ge=1, le=64)
     backoff_seconds: float = Field(default=1.0, gt=0, description="first retry delay of a failing resource")
     backoff_max_seconds: float = Field(default=300.0, gt=0)

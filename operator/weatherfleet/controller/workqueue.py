@@ -20,6 +20,7 @@ class WorkQueue:
         self._dirty: set[Hashable] = set()
         self._failures: dict[Hashable, int] = {}
         self._delayed: list[tuple[float, int, Hashable]] = []
+        self._due: dict[Hashable, float] = {}
         self._seq = itertools.count()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -35,8 +36,14 @@ class WorkQueue:
             self._ready.put_nowait(key)
 
     def add_after(self, key: Hashable, delay: float) -> None:
+        """Queue `key` in `delay` seconds; a key already waiting keeps its earlier time (debouncing a burst
+        of events into one reconcile)."""
         loop = asyncio.get_running_loop()
-        heapq.heappush(self._delayed, (loop.time() + delay, next(self._seq), key))
+        due = loop.time() + delay
+        if self._due.get(key, float("inf")) <= due:
+            return
+        self._due[key] = due
+        heapq.heappush(self._delayed, (due, next(self._seq), key))
         self._idle.clear()
         self._wakeup.set()
 
@@ -52,14 +59,20 @@ class WorkQueue:
     def failures(self, key: Hashable) -> int:
         return self._failures.get(key, 0)
 
+    def busy(self) -> bool:
+        """Anything queued or running now (delayed keys do not count)."""
+        return bool(self._queued or self._processing)
+
     async def _promote_delayed(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             self._wakeup.clear()
             now = loop.time()
             while self._delayed and self._delayed[0][0] <= now:
-                _, _, key = heapq.heappop(self._delayed)
-                self.add(key)
+                due, _, key = heapq.heappop(self._delayed)
+                if self._due.get(key) == due:  # else superseded by an earlier time
+                    del self._due[key]
+                    self.add(key)
             timeout = self._delayed[0][0] - now if self._delayed else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
