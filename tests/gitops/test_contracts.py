@@ -320,3 +320,26 @@ def test_one_project_image_pinned_everywhere(example: list[dict]) -> None:
 def _pod_specs(obj: dict):
     if obj["kind"] in {"Deployment", "StatefulSet", "Job", "DaemonSet"}:
         yield obj["spec"]["template"]["spec"]
+
+
+def test_project_containers_run_weatherfleet_subcommands(example: list[dict]) -> None:
+    """The image's entrypoint is `weatherfleet`, so a container's args name a subcommand of the CLI;
+    the Jobs override the entrypoint with the image's Python."""
+    from weatherfleet.cli import COMMANDS
+
+    dockerfile = (gb.REPO / "Dockerfile").read_text()
+    assert re.search(r'^ENTRYPOINT \["weatherfleet"\]', dockerfile, re.M), (
+        "the image no longer starts the CLI"
+    )
+    seen = 0
+    for obj in example:
+        for spec in _pod_specs(obj):
+            for container in spec["containers"]:
+                if container["image"].split(":")[0] != PROJECT_IMAGE:
+                    continue
+                seen += 1
+                if "command" in container:
+                    assert container["command"][0] == "python" and obj["kind"] == "Job", gb.key(obj)
+                else:
+                    assert container["args"][0] in COMMANDS, gb.key(obj)
+    assert seen >= 5
