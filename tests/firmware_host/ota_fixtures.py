@@ -90,8 +90,9 @@ class OtaFlux:
             "METRICS_LISTEN_ADDR": f"127.0.0.1:{free_port()}",
             "CACHE_DIR": str(directory / "cache"),
             "REFRESH_INTERVAL": "1",
-            "SIGNATURE_PUBLIC_KEYS": ",".join(str(p) for p in public_keys),
         }
+        if public_keys:  # without keys OtaFlux serves unchecked (lets a test play a compromised server)
+            env["SIGNATURE_PUBLIC_KEYS"] = ",".join(str(p) for p in public_keys)
         self.process = ManagedProcess(
             "otaflux", [sys.executable, "-m", "otaflux"], directory / "otaflux.log", self._ready, env=env
         )

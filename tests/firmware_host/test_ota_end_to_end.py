@@ -5,6 +5,7 @@ raises on boot."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -110,3 +111,124 @@ async def test_update_reboot_confirm_and_report_every_step(
         60,
         device,
     )
+
+
+def failed_reasons(events: list[dict], version: str) -> list[str]:
+    return [
+        e.get("reason") or ""
+        for e in events
+        if e["event"] == "failed" and e.get("version") in (version, None)
+    ]
+
+
+async def test_one_corrupted_byte_is_refused_and_the_next_check_succeeds(
+    devices, mosquitto, mqtt_subscriber, local_ca, registry, prefix, keys, proxy, tmp_path
+) -> None:
+    device_id = "dev-08"
+    store = oci.connect(registry.url)
+    collector = mqtt_subscriber(mosquitto, f"sensors/{device_id}/#")
+    release(
+        store,
+        prefix + device_id,
+        "1.1.0",
+        source_variant(tmp_path, "1.1.0", appends={"payload.py": "\n# 1.1.0\n"}),
+        keys,
+        tmp_path,
+    )
+    proxy.faults.corrupt_blob_byte = True
+    device = await start_device(devices, device_id, mosquitto, local_ca, proxy, keys)
+    await wait_for(collector, lambda ms: "confirmed" in names(ota_events(collector, device_id)), 150, device)
+    sequence = names(ota_events(collector, device_id))
+    assert "failed" in sequence and sequence.index("failed") < sequence.index("installed"), sequence
+    reasons = failed_reasons(ota_events(collector, device_id), "1.1.0")
+    assert any("sha256" in r or "crc" in r.lower() or "digest" in r for r in reasons), reasons
+
+
+async def test_a_wrong_signature_is_refused_before_any_download(
+    devices, mosquitto, mqtt_subscriber, local_ca, registry, prefix, keys, tmp_path
+) -> None:
+    """OtaFlux checks signatures too (it answers 502 for this release); here it does not, as a
+    compromised or misconfigured server would not: the device's own check must hold."""
+    device_id = "dev-09"
+    server = OtaFlux(tmp_path / "unchecked", registry.url, prefix, []).start()
+    proxy = FaultProxy(server.port)
+    store = oci.connect(registry.url)
+    collector = mqtt_subscriber(mosquitto, f"sensors/{device_id}/#")
+    stranger = Keys.make(tmp_path / "stranger", "stranger")
+    release(
+        store,
+        prefix + device_id,
+        "1.1.0",
+        source_variant(tmp_path, "1.1.0", appends={"payload.py": "\n# 1.1.0\n"}),
+        stranger,
+        tmp_path,
+    )
+    device = await start_device(devices, device_id, mosquitto, local_ca, proxy, keys)
+    await wait_for(collector, lambda ms: "failed" in names(ota_events(collector, device_id)), 90, device)
+    reasons = failed_reasons(ota_events(collector, device_id), "1.1.0")
+    assert any("signature" in r or "key" in r for r in reasons), reasons
+    assert proxy.blob_requests() == [], "nothing may be downloaded for an untrusted manifest"
+    assert "installed" not in names(ota_events(collector, device_id))
+    assert len(device.boots) == 1
+    await device.stop()
+    proxy.close()
+    server.stop()
+
+
+async def test_a_download_cut_mid_file_resumes_and_completes(
+    devices, mosquitto, mqtt_subscriber, local_ca, registry, prefix, keys, proxy, tmp_path
+) -> None:
+    device_id = "dev-10"
+    store = oci.connect(registry.url)
+    collector = mqtt_subscriber(mosquitto, f"sensors/{device_id}/#")
+    release(
+        store,
+        prefix + device_id,
+        "1.1.0",
+        source_variant(tmp_path, "1.1.0", appends={"payload.py": "\n# 1.1.0\n"}),
+        keys,
+        tmp_path,
+    )
+    proxy.faults.close_blob_after = 700
+    device = await start_device(devices, device_id, mosquitto, local_ca, proxy, keys)
+    await wait_for(collector, lambda ms: "confirmed" in names(ota_events(collector, device_id)), 150, device)
+    assert proxy.faults.close_blob_after is None, "the cut happened"
+    ranges = [r for _m, _p, r in proxy.blob_requests() if r]
+    assert ranges and ranges[0].startswith("bytes=700-"), f"expected a resume from byte 700, got {ranges}"
+
+
+async def test_a_release_that_raises_on_boot_is_rolled_back_and_never_fetched_again(
+    devices, mosquitto, mqtt_subscriber, local_ca, registry, prefix, keys, proxy, tmp_path
+) -> None:
+    device_id = "dev-11"
+    store = oci.connect(registry.url)
+    collector = mqtt_subscriber(mosquitto, f"sensors/{device_id}/#")
+    broken = source_variant(tmp_path, "1.1.0", appends={"app.py": "\nraise RuntimeError('broken release')\n"})
+    release(store, prefix + device_id, "1.1.0", broken, keys, tmp_path)
+    device = await start_device(devices, device_id, mosquitto, local_ca, proxy, keys)
+    await wait_for(
+        collector, lambda ms: "rolled_back" in names(ota_events(collector, device_id)), 180, device
+    )
+    rolled = [e for e in ota_events(collector, device_id) if e["event"] == "rolled_back"]
+    assert rolled[0].get("version") == "1.1.0"
+    assert "confirmed" not in names(ota_events(collector, device_id))
+    assert "broken release" in device.console_text()
+    blobs_after_rollback = len(proxy.blob_requests())
+    manifests_after_rollback = sum(p.startswith("/v1/manifest") for _m, p, _r in proxy.faults.requests)
+    # at least one more check (every 10 s) happens; it must not download the bad version again
+    await device.wait_for(
+        lambda: (
+            sum(p.startswith("/v1/manifest") for _m, p, _r in proxy.faults.requests)
+            > manifests_after_rollback
+        ),
+        60,
+        "another OTA check",
+    )
+    await asyncio.sleep(1)
+    assert len(proxy.blob_requests()) == blobs_after_rollback
+    downloads = [
+        e for e in ota_events(collector, device_id) if e["event"] == "downloading" and e.get("percent") == 0
+    ]
+    assert len(downloads) == 1, downloads
+    status = [json.loads(m.payload) for m in collector.messages if m.topic == f"sensors/{device_id}/status"]
+    assert status[-1]["firmware"] == "1.0.0" and status[-1]["online"] is True
