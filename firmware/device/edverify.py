@@ -169,7 +169,7 @@ def verify(public_key, message, signature):
     neg_a = ((_P - a[0]) % _P, a[1], a[2], (_P - a[3]) % _P)
     both = _add(b, neg_a)
     q = (0, 1, 1, 0)
-    i = max(s.bit_length(), k.bit_length()) - 1
+    i = 252  # s, k < L < 2**253 (MicroPython ints have no bit_length)
     while i >= 0:
         q = _double(q)
         bs = (s >> i) & 1

@@ -45,10 +45,10 @@ class Plan:
 
 def decode_key(text):
     """A raw 32-byte Ed25519 public key from hex (64 chars) or base64."""
-    text = text.strip()
+    text = text.strip()  # binascii gets bytes: some ports' binascii reject str
     if len(text) == 64:
-        return binascii.unhexlify(text)
-    raw = binascii.a2b_base64(text)
+        return binascii.unhexlify(text.encode())
+    raw = binascii.a2b_base64(text.encode())
     if len(raw) != 32:
         raise ValueError("an Ed25519 public key is 32 bytes")
     return raw
@@ -248,7 +248,7 @@ class Updater:
         if sig.get("algorithm") != "ed25519":
             raise OtaError("signature algorithm %s not supported on the device" % sig.get("algorithm"))
         try:
-            raw = binascii.a2b_base64(sig.get("signature", ""))
+            raw = binascii.a2b_base64(str(sig.get("signature", "")).encode())
         except ValueError:
             raise OtaError("signature is not base64")
         import edverify  # loaded only for this check
@@ -311,9 +311,11 @@ class Updater:
         slots.set_pending_bundle(st, plan.version, new, root)
 
     def _install_image(self, plan):
-        import esp32
+        part = self.partition
+        if part is None:
+            import esp32
 
-        part = self.partition or esp32.Partition(esp32.Partition.RUNNING).get_next_update()
+            part = esp32.Partition(esp32.Partition.RUNNING).get_next_update()
         block_size = part.ioctl(5, 0)
         if block_size != len(self.buf):
             raise OtaError("flash block size %d != buffer %d" % (block_size, len(self.buf)))
@@ -402,7 +404,7 @@ class Updater:
                     sha = hashlib.sha256()
                     crc.reset()
                     sink.reset()
-                    done = filled = 0
+                    done = filled = start = 0
                 elif status == 206:
                     if self.head.range_start() != start:
                         raise OtaError("server resumed at the wrong offset")

@@ -240,7 +240,7 @@ class _FakeHttpStream:
                     start = int(line[13:].split("-")[0])
             head, body = self.server.respond(path, start)
             self.resp = head + body
-            if self.server.close_after is not None and path.startswith("/v1/blobs/"):
+            if self.server.close_after is not None and path.startswith("/v1/blobs/") and len(body) > self.server.close_after:
                 self.limit = len(head) + self.server.close_after
                 self.server.close_after = None
         return len(data)
