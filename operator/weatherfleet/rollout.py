@@ -202,6 +202,21 @@ def next_status(
     if baked and wave < len(spec.waves) - 1:
         nxt = spec.waves[wave + 1].percent
         updated, failed, pending, failures = _tally(devices, rid, release_version, nxt)
+        if spec.failure_threshold.breached(failed, updated + failed + pending):
+            # Devices of the next share already failed this version (from an earlier attempt or a pin
+            # lifted since): halt here rather than open to them, so a second look decides the same.
+            names = ", ".join(f"{f.device_id} ({f.reason})" for f in failures)
+            return current.model_copy(
+                update={
+                    "updated": updated,
+                    "failed": failed,
+                    "pending": pending,
+                    "failed_devices": failures,
+                    "phase": "Halted",
+                    "percent": percent,
+                    "reason": f"failure threshold reached before opening {nxt:g}%: {names}",
+                }
+            )
         return current.model_copy(
             update={
                 "updated": updated,

@@ -194,6 +194,7 @@ def build_dashboard(fleet: SensorFleet, sensors: list[WeatherSensor]) -> dict[st
         )
         .with_panel(
             table.Panel()
+            .id(panel_id + 4)
             .title("Firmware versions")
             .datasource(ds)
             .with_target(SqlTarget("A", uid, latest, "table"))
