@@ -57,9 +57,9 @@ class App:
         self.encoder = payload.Encoder(cfg["device"], cfg["location"], self.version, "json" in self.features)
         self.ring = ring.Ring(cfg["bufferSize"], max(_SLOT_SIZE, self.encoder.max_size()))
         self.values = [None] * len(payload.FIELDS)
-        self.sensors = None
-        self._make_i2c = make_i2c
-        self._make_uart = make_uart
+        import sensors
+
+        self.sensors = sensors.Sensors(cfg["sensors"], cfg["measurementIntervalSeconds"], make_i2c, make_uart)
         self.wifi = net.Wifi(cfg.get("wifi"))
         self.started = time.ticks_ms()
         self.alive = self.started
@@ -214,18 +214,19 @@ class App:
             r.pop()
             await self.health_passed()
 
-    async def measure_task(self):
-        import sensors
+    async def measure_once(self):
+        """Read every sensor, buffer the encoded measurement, publish what the broker can take."""
+        await self.sensors.read(self.values)
+        n = self.encoder.encode(self.values, epoch(), self.ring.slot_for_write())
+        self.ring.commit(n)
+        await self.drain()
 
-        self.sensors = sensors.Sensors(self.cfg["sensors"], self.cfg["measurementIntervalSeconds"], self._make_i2c, self._make_uart)
+    async def measure_task(self):
         interval = self.cfg["measurementIntervalSeconds"]
         while True:
             start = time.ticks_ms()
             self.alive = start
-            await self.sensors.read(self.values)
-            n = self.encoder.encode(self.values, epoch(), self.ring.slot_for_write())
-            self.ring.commit(n)
-            await self.drain()
+            await self.measure_once()
             self.alive = time.ticks_ms()
             gc.collect()
             left = interval * 1000 - time.ticks_diff(time.ticks_ms(), start)
