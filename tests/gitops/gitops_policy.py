@@ -75,12 +75,31 @@ def image_problem(image: str) -> str | None:
     return None
 
 
+# Volume types the Pod Security "restricted" profile admits (no hostPath and friends).
+RESTRICTED_VOLUME_TYPES = {
+    "configMap",
+    "secret",
+    "emptyDir",
+    "persistentVolumeClaim",
+    "projected",
+    "downwardAPI",
+    "csi",
+    "ephemeral",
+}
+
+
 def check_containers(objects: list[dict]) -> list[str]:
     problems: list[str] = []
     for obj in objects:
         for spec in pod_specs(obj):
             where = name(obj)
             pod_sc = spec.get("securityContext", {})
+            for volume in spec.get("volumes", []):
+                kinds = set(volume) - {"name"}
+                if not kinds <= RESTRICTED_VOLUME_TYPES:
+                    problems.append(
+                        f"{where}: volume {volume['name']} is {sorted(kinds)}, not allowed in restricted"
+                    )
             for flag in ("hostNetwork", "hostPID", "hostIPC"):
                 if spec.get(flag):
                     problems.append(f"{where}: {flag} is set")

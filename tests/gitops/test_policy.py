@@ -85,6 +85,12 @@ def _otaflux_container(deployment: dict) -> dict:
             "seccompProfile",
         ),
         (lambda d: d["spec"]["template"]["spec"].update(hostNetwork=True), "hostNetwork"),
+        (
+            lambda d: d["spec"]["template"]["spec"]["volumes"].append(
+                {"name": "h", "hostPath": {"path": "/"}}
+            ),
+            "hostPath",
+        ),
     ],
 )
 def test_container_checks_catch_each_fault(infrastructure: list[dict], change, expected: str) -> None:
