@@ -89,10 +89,7 @@ class Api:
             "/webhooks/harbor": ("POST", "webhook_harbor", self.harbor),
             "/webhooks/registry": ("POST", "webhook_registry", self.registry),
         }
-        # Pre-bound metric children: labels() costs a dictionary lookup and a lock per request otherwise.
-        names = [name for _m, name, _h in self.routes.values()] + ["blob", "other"]
-        self._latency = {name: metrics.latency.labels(name) for name in names}
-        self._counters: dict[tuple[str, int], object] = {}
+        self.stats = service.stats
         self._served = {r: metrics.bytes_served.labels(r).inc for r in ("firmware", "blob")}
 
     def __call__(self, request: Request) -> Result | Awaitable[Result]:
@@ -113,12 +110,7 @@ class Api:
         return handler(request)
 
     def done(self, request: Request, status: int) -> None:
-        route = getattr(request, "route", "other")
-        self._latency[route].observe(time.perf_counter() - request.started)  # type: ignore[attr-defined]
-        counter = self._counters.get((route, status))
-        if counter is None:
-            counter = self._counters[(route, status)] = self.metrics.requests.labels(route, str(status))
-        counter.inc()
+        self.stats.record(request.route, status, time.perf_counter() - request.started)  # type: ignore[attr-defined]
 
     async def drain(self) -> None:
         if self._tasks:

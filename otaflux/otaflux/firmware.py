@@ -20,7 +20,7 @@ from pathlib import Path
 from weatherfleet import oci, semver
 
 from .cache import Firmware, FirmwareCache
-from .metrics import Metrics
+from .metrics import Metrics, RequestStats
 from .plan import PlanSource
 from .signatures import SignaturePolicy, SignatureRejected
 
@@ -77,6 +77,7 @@ class FirmwareService:
         self.store, self.prefix, self.cache, self.plan, self.policy = store, prefix, cache, plan, policy
         self.metrics, self.refresh_interval = metrics, refresh_interval
         self.on_change = on_change or (lambda firmware: None)
+        self.stats = RequestStats(metrics)
         self._answers: dict[str, Answer] = {}
         self._inflight: dict[str, asyncio.Future[Answer]] = {}
         self.degraded_reason: str | None = None
@@ -103,7 +104,7 @@ class FirmwareService:
         answer = self._answers.get(device)
         if not self._fresh(answer, time.monotonic()):
             return MISS
-        self.metrics.cache_hits.inc()
+        self.stats.hits += 1
         return self._outcome(answer)
 
     async def firmware_for(self, device: str) -> Firmware | None:

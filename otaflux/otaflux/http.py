@@ -41,7 +41,7 @@ class Request:
     def __init__(self, method: str, target: str, version: str, headers: dict[str, str], body: bytes) -> None:
         self.method, self.version, self.headers, self.body = method, version, headers, body
         path, _, self.query_string = target.partition("?")
-        self.path = unquote(path)
+        self.path = unquote(path) if "%" in path else path
         self._query: dict[str, str] | None = None
         connection = headers.get("connection", "").lower()
         self.keep_alive = "close" not in connection and (version == "HTTP/1.1" or "keep-alive" in connection)
@@ -49,7 +49,11 @@ class Request:
     @property
     def query(self) -> dict[str, str]:
         if self._query is None:
-            self._query = dict(parse_qsl(self.query_string, keep_blank_values=True))
+            qs = self.query_string
+            if qs.startswith("device=") and not any(c in qs for c in "&%+;"):
+                self._query = {"device": qs[7:]}  # what every device sends; same result as parse_qsl
+            else:
+                self._query = dict(parse_qsl(qs, keep_blank_values=True))
         return self._query
 
 
@@ -222,13 +226,16 @@ class HttpProtocol(asyncio.Protocol):
             self._fail(400, "Bad request line")
             return None
         method, target, version = parts
-        if any(ord(c) < 0x21 or ord(c) > 0x7E for c in target):
+        if not (target.isascii() and target.isprintable()):
             self._fail(400, "Bad characters in the request target")
+            return None
+        if "\n" in head.replace("\r\n", "") or "\r" in head.replace("\r\n", "") or "\x00" in head:
+            self._fail(400, "Bad characters in the request head")  # bare CR or LF, NUL: smuggling attempts
             return None
         headers: dict[str, str] = {}
         for line in lines[1:]:
             name, colon, value = line.partition(":")
-            if not colon or not name or name != name.strip() or any(c in value for c in "\r\n\x00"):
+            if not colon or not name or name != name.strip():
                 self._fail(400, "Bad header line")
                 return None
             headers[name.lower()] = value.strip()

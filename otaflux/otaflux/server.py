@@ -73,7 +73,7 @@ async def serve(
     server = await start_server(api, settings.listen_host, settings.listen_port, api.done)
     metrics_runner = None
     if metrics_in_process:
-        metrics_runner = await start_metrics(settings, metrics.registry)
+        metrics_runner = await start_metrics(settings, metrics.registry, before=service.stats.flush)
     log.info(
         "worker %d serving on %s:%d (registry %s, prefix %r, plan %s, %d signature key(s))",
         worker,
@@ -93,6 +93,7 @@ async def serve(
     watchers = [
         asyncio.create_task(_watch_plan(service.plan, metrics, stop)),
         asyncio.create_task(_probe_registry(service, stop)),
+        asyncio.create_task(_every(1.0, service.stats.flush, stop)),
     ]
     await stop.wait()
     log.info("worker %d stopping", worker)
@@ -124,10 +125,19 @@ async def _probe_registry(service, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), HEALTH_PROBE_INTERVAL)
 
 
-async def start_metrics(settings: Settings, registry) -> web.AppRunner:
+async def _every(seconds: float, action, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+        action()
+
+
+async def start_metrics(settings: Settings, registry, before=None) -> web.AppRunner:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     async def metrics_handler(_request: web.Request) -> web.Response:
+        if before is not None:
+            before()
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
