@@ -8,6 +8,7 @@ Only modules MicroPython also has are importable: CPython-only imports fail here
 from __future__ import annotations
 
 import builtins
+import hashlib
 import contextlib
 import importlib
 import posixpath
@@ -37,6 +38,19 @@ PASSTHROUGH = {
 }
 U_ALIASES = {"u" + name: name for name in [*PASSTHROUGH, "asyncio", "os", "socket", "ssl", "sys", "time"]}
 U_ALIASES["uasyncio"] = "asyncio"
+
+
+_CODE_CACHE: dict[tuple[str, bytes], types.CodeType] = {}
+
+
+def compiled(source: bytes, filename: str) -> types.CodeType:
+    """Code objects are immutable, so devices running the same file share one compilation (hundreds of
+    devices boot the same firmware; compiling it once per device would dominate start-up)."""
+    key = (filename.rsplit("/", 1)[-1], hashlib.sha256(source).digest())
+    code = _CODE_CACHE.get(key)
+    if code is None:
+        code = _CODE_CACHE[key] = compile(source, filename, "exec")
+    return code
 
 
 class DeviceImporter:
@@ -134,7 +148,7 @@ class DeviceImporter:
                 module.__package__ = name.rpartition(".")[0]
             self.modules[name] = module
             try:
-                exec(compile(source, filename, "exec"), module.__dict__)
+                exec(compiled(source, filename), module.__dict__)
             except BaseException:
                 self.modules.pop(name, None)
                 raise
@@ -148,5 +162,5 @@ class DeviceImporter:
             return False
         namespace.setdefault("__builtins__", self.builtins)
         namespace.setdefault("__name__", "__main__")
-        exec(compile(host.read_bytes(), str(host), "exec"), namespace)
+        exec(compiled(host.read_bytes(), str(host)), namespace)
         return True
