@@ -334,7 +334,8 @@ class Controller:
         result = reconcile_fleet(fleet, observation)
         for child in [*result.children, *service_secrets]:
             self._apply(child)
-        plan_changed = self._write_plan(namespace, name, result.plan_key, plan_json(result.plan))
+        old_plan = self.plan_for(namespace, name)
+        self._write_plan(namespace, name, result.plan_key, plan_json(result.plan))
         if result.broker_patch is not None:
             self._restart_broker_on_change(result.broker_patch, result.config_hash)
         status = result.status.model_dump(by_alias=True, mode="json", exclude_none=True)
@@ -343,8 +344,11 @@ class Controller:
         rollout = result.status.rollout
         metrics.ROLLOUT_PERCENT.labels(fleet=f"{namespace}/{name}").set(rollout.percent)
         metrics.ROLLOUT_FAILED.labels(fleet=f"{namespace}/{name}").set(rollout.failed)
-        if plan_changed:
-            for sensor in members:
+        for sensor in members:
+            # Only sensors whose desired version moved need their status (Desired column) updated.
+            device_id = sensor.spec.device_id
+            before = old_plan.version_for(device_id) if old_plan and device_id in old_plan.devices else None
+            if result.plan.version_for(device_id) != before:
                 self.enqueue(("WeatherSensor", namespace, sensor.metadata.name))
         if rollout.phase in ("Progressing", "Paused") and rollout.wave_started_at is not None:
             wave = fleet.spec.rollout.waves[min(rollout.wave, len(fleet.spec.rollout.waves) - 1)]

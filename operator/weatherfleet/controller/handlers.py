@@ -150,10 +150,11 @@ def _observe(event: kopf.RawEvent) -> tuple[dict, bool]:
 
 
 def _spec_changed(old: dict | None, new: dict) -> bool:
+    """Anything but the status changed (or the object is new): what our own status writes never do."""
     if old is None:
         return True
     om, nm = old["metadata"], new["metadata"]
-    return om.get("generation") != nm.get("generation") or om.get("labels") != nm.get("labels")
+    return any(om.get(k) != nm.get(k) for k in ("generation", "labels", "annotations", "deletionTimestamp"))
 
 
 @kopf.on.event(GROUP, VERSION, "weathersensors")
@@ -162,9 +163,11 @@ async def sensor_event(event: kopf.RawEvent, **_: Any) -> None:
     ns, name = _key(event["object"])
     old = rt.controller.cache.get("WeatherSensor", ns, name)
     obj, deleted = _observe(event)
-    if not deleted:
-        rt.enqueue(("WeatherSensor", ns, name))
-    if deleted or _spec_changed(old, obj):
+    changed = deleted or _spec_changed(old, obj)
+    if changed:
+        # Our own status writes come back as events too; they need no reconcile.
+        if not deleted:
+            rt.enqueue(("WeatherSensor", ns, name))
         # Membership, ACL and dashboards of the fleets in the namespace may change. Debounced: 500
         # sensors created at once cost a handful of fleet reconciles, not 500.
         for fleet in rt.controller.cache.list("SensorFleet", ns):
@@ -179,8 +182,8 @@ async def fleet_event(event: kopf.RawEvent, **_: Any) -> None:
     ns, name = _key(event["object"])
     old = rt.controller.cache.get("SensorFleet", ns, name)
     obj, deleted = _observe(event)
-    rt.enqueue(("SensorFleet", ns, name))
     if deleted or _spec_changed(old, obj):
+        rt.enqueue(("SensorFleet", ns, name))
         # Issuer, broker kind, selector: every sensor of the namespace may get other children.
         for sensor in rt.controller.cache.list("WeatherSensor", ns):
             rt.enqueue(("WeatherSensor", ns, sensor["metadata"]["name"]))

@@ -86,9 +86,20 @@ def _field(path: Any) -> str:
     return text
 
 
+_VALIDATORS: dict[int, tuple[dict[str, Any], jsonschema.Draft7Validator]] = {}
+
+
+def _validator(schema: dict[str, Any]) -> jsonschema.Draft7Validator:
+    cached = _VALIDATORS.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        cached = (schema, jsonschema.Draft7Validator(to_json_schema(schema)))
+        _VALIDATORS[id(schema)] = cached
+    return cached[1]
+
+
 def validate(obj: dict[str, Any], schema: dict[str, Any]) -> list[tuple[str, str]]:
     """(field, message) for every violation, in the style of kube-apiserver's field errors."""
-    validator = jsonschema.Draft7Validator(to_json_schema(schema))
+    validator = _validator(schema)
     causes = []
     for error in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path))):
         field = _field(error.absolute_path)
