@@ -6,7 +6,7 @@ import ssl
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 
 class MqttSettings(BaseModel):
@@ -16,6 +16,10 @@ class MqttSettings(BaseModel):
     cert: Path
     key: Path
     keepalive: int = 30
+    # NanoMQ cannot take the username from the certificate (nanomq issue 2023): with it, services log in
+    # with a username and password as well. Mosquitto ignores them (use_identity_as_username).
+    username: str | None = None
+    password: SecretStr | None = None
 
 
 def tls_context(settings: MqttSettings) -> ssl.SSLContext:
@@ -37,5 +41,9 @@ def make_client(
         protocol=protocol,
     )
     client.tls_set_context(tls_context(settings))
+    if settings.username:
+        client.username_pw_set(
+            settings.username, settings.password.get_secret_value() if settings.password else None
+        )
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     return client
