@@ -399,6 +399,7 @@ def test_one_no_data_rule_per_sensor_routed_to_telegram(build, fleet, sensors):
         "weatherfleet.io/telegram-token-secret": "tg/token",
     }
     (doc,) = _alert_docs(result.children)
+    assert "\\u0000" not in next(iter(cm["data"].values()))  # every per-sensor marker was filled in
     assert doc["apiVersion"] == 1
     rules = doc["groups"][0]["rules"]
     assert [r["title"] for r in rules] == [

@@ -280,41 +280,67 @@ def _literal(text: str) -> str:
     return text.replace("$", "$$")
 
 
-def _rule(
-    template: dict[str, Any], fleet: SensorFleet, sensor: WeatherSensor, window: float
-) -> dict[str, Any]:
-    device = sensor.spec.device_id
-    seconds = int(window)
-    # No `$` anywhere: Grafana expands environment variables in provisioning files.
-    sql = (
-        f"SELECT date_bin(INTERVAL '1 minute', time) AS time, count(*) AS readings FROM {MEASUREMENT} "
-        f"WHERE device = {_sql_literal(device)} AND time >= now() - INTERVAL '{seconds} seconds' GROUP BY 1"
-    )
-    after = sensor.spec.alerting.no_data_after or fleet.spec.alerting.no_data_after
-    rule = {**template}
-    rule["uid"] = rule_uid(fleet, device)
-    rule["title"] = f"no data from {device} for {after}"
-    data = [dict(q) for q in template["data"]]
-    data[0] = {
-        **data[0],
-        "relativeTimeRange": {"from": seconds, "to": 0},
-        "model": {**data[0]["model"], "rawSql": sql},
-    }
-    rule["data"] = data
-    location = _literal(sensor.spec.location)
-    rule["labels"] = {"weatherfleet_fleet": fleet.metadata.name, "device": device, "location": location}
-    rule["annotations"] = {"summary": f"No data from {device} ({location}) for {after}"}
-    if fleet.spec.alerting.telegram is not None:
-        rule["notification_settings"] = {"receiver": contact_point_name(fleet)}
-    return rule
+class EncodedRule(str):
+    """One alert rule, already encoded as compact JSON (see `_RuleTemplate`)."""
+
+
+_MARK = re.compile(r'"\\u0000(\w+)\\u0000"')
+
+
+class _RuleTemplate:
+    """The rule built once with the SDK and encoded once, with markers where per-sensor values go; each
+    sensor's rule is then one substitution in a string. Building and encoding 10,000 rules one by one
+    took most of the render time of a 10,000-sensor fleet."""
+
+    def __init__(self, fleet: SensorFleet) -> None:
+        rule = _rule_template(fleet)
+        rule["uid"] = "\x00uid\x00"
+        rule["title"] = "\x00title\x00"
+        query = dict(rule["data"][0])
+        query["relativeTimeRange"] = {"from": "\x00seconds\x00", "to": 0}
+        query["model"] = {**query["model"], "rawSql": "\x00sql\x00"}
+        rule["data"] = [query, *rule["data"][1:]]
+        rule["labels"] = {
+            "weatherfleet_fleet": fleet.metadata.name,
+            "device": "\x00device\x00",
+            "location": "\x00location\x00",
+        }
+        rule["annotations"] = {"summary": "\x00summary\x00"}
+        if fleet.spec.alerting.telegram is not None:
+            rule["notification_settings"] = {"receiver": contact_point_name(fleet)}
+        self.text = _compact(rule)
+        self.fleet = fleet
+
+    def render(self, sensor: WeatherSensor, window: float) -> EncodedRule:
+        fleet = self.fleet
+        device = sensor.spec.device_id
+        seconds = int(window)
+        # No `$` anywhere: Grafana expands environment variables in provisioning files.
+        sql = (
+            f"SELECT date_bin(INTERVAL '1 minute', time) AS time, count(*) AS readings FROM {MEASUREMENT} "
+            f"WHERE device = {_sql_literal(device)} AND time >= now() - INTERVAL '{seconds} seconds' GROUP BY 1"
+        )
+        after = sensor.spec.alerting.no_data_after or fleet.spec.alerting.no_data_after
+        location = _literal(sensor.spec.location)
+        values = {
+            "uid": _compact(rule_uid(fleet, device)),
+            "title": _compact(f"no data from {device} for {after}"),
+            "seconds": str(seconds),
+            "sql": _compact(sql),
+            "device": _compact(device),
+            "location": _compact(location),
+            "summary": _compact(f"No data from {device} ({location}) for {after}"),
+        }
+        return EncodedRule(_MARK.sub(lambda m: values[m.group(1)], self.text))
 
 
 def alert_files(fleet: SensorFleet, sensors: list[WeatherSensor]) -> list[dict[str, Any]]:
-    """Grafana alerting file-provisioning documents (`apiVersion: 1`), each holding at most
+    """Grafana alerting file-provisioning documents (`apiVersion: 1`; rules as `EncodedRule` JSON text,
+    write them with `alert_file_text`), each holding at most
     RULES_PER_CONFIGMAP rules: one "no data from <device> for <noDataAfter>" rule per sensor with
     noDataState Alerting. The first also carries the Telegram contact point (bot token as `$ENV`) and the
     notification policy routing this fleet's alerts to it."""
-    template = _rule_template(fleet)
+    template = _RuleTemplate(fleet)
     ordered = sorted(sensors, key=lambda s: s.spec.device_id)
     fleet_window = parse_duration(fleet.spec.alerting.no_data_after)
     chunks = [ordered[i : i + RULES_PER_CONFIGMAP] for i in range(0, len(ordered), RULES_PER_CONFIGMAP)] or [
@@ -323,9 +349,7 @@ def alert_files(fleet: SensorFleet, sensors: list[WeatherSensor]) -> list[dict[s
     files: list[dict[str, Any]] = []
     for n, chunk in enumerate(chunks):
         rules = [
-            _rule(
-                template,
-                fleet,
+            template.render(
                 s,
                 parse_duration(s.spec.alerting.no_data_after)
                 if s.spec.alerting.no_data_after
@@ -405,7 +429,10 @@ def alert_file_text(doc: dict[str, Any]) -> str:
             lines.append("  " + _compact(head)[:-1] + ', "rules": [')
             rules = group.get("rules", [])
             lines.extend(
-                "   " + _compact(r) + ("," if i < len(rules) - 1 else "") for i, r in enumerate(rules)
+                "   "
+                + (r if isinstance(r, EncodedRule) else _compact(r))
+                + ("," if i < len(rules) - 1 else "")
+                for i, r in enumerate(rules)
             )
             lines.append("  ]}" + ("," if g < len(doc["groups"]) - 1 else ""))
         lines.append(" ]" + comma)
