@@ -37,7 +37,7 @@ from weatherfleet.services.mosquitto import MosquittoBroker
 from weatherfleet.services.process import free_port, wait_until
 
 START_NS = time.time_ns() - 24 * 3600 * 10**9
-RECEIVE_MAXIMUM = 2000  # both consumers ask the broker for the same in-flight window
+RECEIVE_MAXIMUM = 4000  # both consumers ask the broker for the same in-flight window
 
 
 def settings_for(ca: LocalCA, broker: MosquittoBroker, identity: str) -> dict:

@@ -229,7 +229,8 @@ class HttpProtocol(asyncio.Protocol):
         if not (target.isascii() and target.isprintable()):
             self._fail(400, "Bad characters in the request target")
             return None
-        if "\n" in head.replace("\r\n", "") or "\r" in head.replace("\r\n", "") or "\x00" in head:
+        joined = "".join(lines)
+        if "\n" in joined or "\r" in joined or "\x00" in joined:
             self._fail(400, "Bad characters in the request head")  # bare CR or LF, NUL: smuggling attempts
             return None
         headers: dict[str, str] = {}
@@ -265,20 +266,19 @@ class HttpProtocol(asyncio.Protocol):
     def _head(
         self, request: Request, status: int, content_type: str, length: int, extra: list[tuple[str, str]]
     ) -> bytes:
-        lines = [
-            f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}",
-            f"Date: {_Date.now(self.loop)}",
-            "Server: otaflux",
-            f"Content-Length: {length}",
-        ]
+        head = (
+            f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\nDate: {_Date.now(self.loop)}\r\n"
+            f"Server: otaflux\r\nContent-Length: {length}\r\n"
+        )
         if content_type:
-            lines.append(f"Content-Type: {content_type}")
-        lines.extend(f"{k}: {v}" for k, v in extra)
+            head += f"Content-Type: {content_type}\r\n"
+        for name, value in extra:
+            head += f"{name}: {value}\r\n"
         if not request.keep_alive:
-            lines.append("Connection: close")
+            head += "Connection: close\r\n"
         elif request.version == "HTTP/1.0":
-            lines.append("Connection: keep-alive")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+            head += "Connection: keep-alive\r\n"
+        return (head + "\r\n").encode("latin-1")
 
     def _write(self, request: Request, response: Response) -> None:
         head = self._head(

