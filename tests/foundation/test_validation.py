@@ -195,7 +195,7 @@ CASES = [
         "spec.rollout",
         {"waves": [{"percent": 10}, {"percent": 5}, {"percent": 100}]},
         "spec.rollout",
-        "wave percentages must be strictly increasing, got [10.0, 5.0, 100.0]",
+        "wave percentages must be strictly increasing, got 10, 5, 100",
     ),
     (
         "fleet",

@@ -150,9 +150,10 @@ class RolloutSpec(Model):
     def _waves_increase_to_100(self) -> RolloutSpec:
         percents = [w.percent for w in self.waves]
         if any(b <= a for a, b in itertools.pairwise(percents)):
-            raise ValueError(f"wave percentages must be strictly increasing, got {percents}")
+            shown = ", ".join(f"{p:g}" for p in percents)
+            raise ValueError(f"wave percentages must be strictly increasing, got {shown}")
         if percents[-1] != 100:
-            raise ValueError(f"the last wave must open the rollout to 100 percent, got {percents[-1]}")
+            raise ValueError(f"the last wave must open the rollout to 100 percent, got {percents[-1]:g}")
         return self
 
 
