@@ -213,3 +213,26 @@ def test_other_objects_and_kustomization_are_skipped_with_warnings(tmp_path, bui
     assert ("Certificate", "dev-01") in kinds and ("Certificate", "lonely") not in kinds
     assert "warning: WeatherSensor weatherfleet/lonely: no SensorFleet selects it" in result.stderr
     assert "FirmwareRelease fw-9-9-9 not found" in result.stderr
+
+
+def test_hidden_folders_are_not_read(tmp_path, build):
+    (tmp_path / ".git").mkdir()
+    _write(tmp_path / ".git", "junk.yaml", "not: [valid")
+    (tmp_path / "fleet").mkdir()
+    _write(tmp_path / "fleet", "s.yaml", yaml.safe_dump_all([build.fleet(), build.sensor("dev-01")]))
+    result = run_render(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "name: dev-01" in result.stdout  # found in the subfolder
+
+
+def test_scale_bench_runs(build):
+    """A tiny run of bench/render_scale.py so the benchmark keeps working (figures are not asserted)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("render_scale", build.repo / "bench" / "render_scale.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    row = bench.measure(30)
+    # 30 certificates, the broker certificate, ACL, dashboard, one alert ConfigMap and the plan.
+    assert row["objects"] == 30 + 5
+    assert row["total"] > 0

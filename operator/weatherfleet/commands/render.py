@@ -48,8 +48,15 @@ class InvalidResources(Exception):
 
 
 def resource_files(folder: Path) -> list[Path]:
-    """YAML files below `folder`, in a stable order, without kustomize's own files."""
-    files = [p for p in folder.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()]
+    """YAML files below `folder`, in a stable order, without kustomize's own files and without hidden
+    files or folders (`.git`, editor backups)."""
+    files = [
+        p
+        for p in folder.rglob("*")
+        if p.suffix in (".yaml", ".yml")
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    ]
     return sorted(p for p in files if p.name not in _KUSTOMIZE_FILES)
 
 
