@@ -210,3 +210,33 @@ def _wait(condition, timeout: float = 30.0) -> None:
     from weatherfleet.services.process import wait_until
 
     wait_until(condition, timeout, "condition")
+
+
+def test_influxdb_outage_spools_and_replays_into_influxdb(write_lp, tmp_path) -> None:
+    from weatherfleet.ingest.batching import BatchPolicy
+    from weatherfleet.services.process import wait_until
+
+    acked: list[Delivery] = []
+    ingestor = Ingestor(
+        make_store(write_lp),
+        Spool(tmp_path / "spool"),
+        DeadLetterStore(tmp_path / "dead.db"),
+        policy=BatchPolicy(max_rows=4, max_delay=0.1, retry_interval=0.2),
+        ack=acked.extend,
+    )
+    write_lp.available = False
+    ingestor.start()
+    try:
+        for i in range(10):
+            payload = f"weather,device=dev-06 pm25={i}.5 {T0 + i}".encode()
+            ingestor.submit(Delivery("sensors/dev-06/measurements", payload, T0 + 10**9, i))
+        wait_until(lambda: len(acked) == 10, 30, "acks while InfluxDB answers 503")
+        assert ingestor.spool.points == 10 and write_lp.row_count("weather") == 0
+        assert {r.status for r in write_lp.requests} == {503}
+        write_lp.available = True
+        wait_until(lambda: not ingestor.spool, 30, "the spool to drain into InfluxDB")
+    finally:
+        ingestor.stop()
+    assert write_lp.row_count("weather") == 10
+    written = [line for r in write_lp.requests if r.status == 204 for line in r.body.split("\n")]
+    assert [int(line.rsplit(" ", 1)[1]) for line in written] == [T0 + i for i in range(10)]  # in order

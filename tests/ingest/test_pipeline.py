@@ -214,3 +214,12 @@ def test_batch_policy(size, first, last, now, due) -> None:
 def test_invalid_batch_policy() -> None:
     with pytest.raises(ValueError):
         BatchPolicy(max_rows=0)
+
+
+def test_a_dying_writer_is_reported_not_silent(tmp_path: Path) -> None:
+    ingestor, acked, _ = make(tmp_path, RecordingStore())
+    ingestor.ack = None  # a bug: the ack callback is unusable
+    ingestor.submit(message(1))
+    ingestor.start()
+    assert ingestor.failed.wait(10)
+    assert acked == []

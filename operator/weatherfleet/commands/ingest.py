@@ -221,7 +221,10 @@ def run(args: argparse.Namespace) -> int:
         config.spool_dir,
     )
     consumer.start()
-    done.wait()
+    while not done.wait(1.0):
+        if consumer.ingestor.failed.is_set():
+            consumer.client.loop_stop()
+            return 1
     log.info("stopping: committing and acknowledging what arrived")
     consumer.stop()
     consumer.ingestor.store.close()

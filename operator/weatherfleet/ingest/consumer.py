@@ -35,8 +35,9 @@ class MqttConsumer:
     ) -> None:
         self.settings, self.ingestor, self.topic = settings, ingestor, topic
         self.session_expiry_s = session_expiry_s
-        # the broker holds back further messages while this many are unacknowledged: a full batch fits
-        self.receive_maximum = min(65535, receive_maximum or 2 * ingestor.policy.max_rows)
+        # the broker holds back further messages while this many are unacknowledged: room for the batch
+        # being committed and the ones filling behind it (and the bound of ingest's memory)
+        self.receive_maximum = min(65535, receive_maximum or 4 * ingestor.policy.max_rows)
         self.client = make_client(settings, client_id, clean_start=False, protocol=mqtt.MQTTv5)
         self.client.manual_ack_set(True)
         self.client.on_connect = self._on_connect

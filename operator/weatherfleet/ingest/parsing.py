@@ -45,6 +45,7 @@ class MessageParser:
     def __init__(self, policy: ValidationPolicy | None = None, prefix: str = "sensors") -> None:
         self.policy = policy or ValidationPolicy()
         self.prefix = prefix
+        self._heads: dict[tuple[str, str], dict[str, str]] = {}
 
     def parse(self, topic: str, payload: bytes, received_ns: int) -> list[Point]:
         """Points of one message; raises Rejected."""
@@ -94,15 +95,37 @@ class MessageParser:
         if "\\" in line or '"' in line:
             head, field_text, stamp = _split_lp_slow(line)
             parts = _split_unescaped(head, ",")
-            measurement, tag_parts = _unescape(parts[0]), parts[1:]
+            tags = self._lp_tags(device, _unescape(parts[0]), parts[1:])
             field_parts = _split_unescaped(field_text, ",", quotes=True)
         else:
             pieces = line.strip().split(" ")
             if len(pieces) != 3:
                 raise Rejected(_lp_shape_error(pieces))
             head, field_text, stamp = pieces
-            measurement, *tag_parts = head.split(",")
+            # a device repeats the same measurement+tags in every reading: validate it once (the dict is
+            # shared by its points, which never change their tags)
+            cache_key = (device, head)
+            tags = self._heads.get(cache_key)
+            if tags is None:
+                measurement, *tag_parts = head.split(",")
+                tags = self._lp_tags(device, measurement, tag_parts)
+                if len(self._heads) >= 4096:
+                    self._heads.clear()
+                self._heads[cache_key] = tags
             field_parts = field_text.split(",")
+        fields: dict[str, float] = {}
+        for part in field_parts:
+            key, sep, raw = part.partition("=") if "\\" not in part else _split_pair(part)
+            if not sep or not key or not raw:
+                raise Rejected(f"malformed field {part!r}")
+            fields[key] = _lp_number(key, raw)
+        try:
+            time_ns = int(stamp)
+        except ValueError:
+            raise Rejected(f"timestamp {stamp!r} is not an integer (nanoseconds)") from None
+        return self._weather_point(tags, fields, time_ns, received_ns)
+
+    def _lp_tags(self, device: str, measurement: str, tag_parts: list[str]) -> dict[str, str]:
         if measurement != WEATHER:
             raise Rejected(f"unknown measurement {measurement!r}: expected {WEATHER!r}")
         tags: dict[str, str] = {}
@@ -115,17 +138,7 @@ class MessageParser:
             tags[key] = value
         self._check_device(device, tags.get("device"))
         tags["device"] = device
-        fields: dict[str, float] = {}
-        for part in field_parts:
-            key, sep, raw = part.partition("=") if "\\" not in part else _split_pair(part)
-            if not sep or not key or not raw:
-                raise Rejected(f"malformed field {part!r}")
-            fields[key] = _lp_number(key, raw)
-        try:
-            time_ns = int(stamp)
-        except ValueError:
-            raise Rejected(f"timestamp {stamp!r} is not an integer (nanoseconds)") from None
-        return self._weather_point(tags, fields, time_ns, received_ns)
+        return tags
 
     def _json_measurement(self, device: str, text: str, received_ns: int) -> Point:
         data = _json_object(text)

@@ -65,7 +65,9 @@ class Ingestor:
         self._kinds = {
             k: self.metrics.messages_in.labels(k) for k in ("measurements", "status", "ota", "other")
         }
+        self._kind_counts = dict.fromkeys(self._kinds, 0)  # added to the metric per batch, not per message
         self._rows = {t: self.metrics.rows_written.labels(t) for t in TABLES}
+        self.failed = threading.Event()  # the writer died: the process must exit (and be restarted)
         self.committed = 0  # messages made durable and handed to `ack` (for tests and benchmarks)
         self._update_spool_gauges()
 
@@ -96,16 +98,26 @@ class Ingestor:
     # -- the writer loop ----------------------------------------------------------------------------
 
     def run(self) -> None:
+        try:
+            self._run()
+        except BaseException:
+            # nothing more would be acknowledged: the broker would just stop sending. Say so loudly and
+            # let the command exit, so that the supervisor restarts ingest (unacked messages are redelivered)
+            log.critical("the ingest writer failed; exiting", exc_info=True)
+            self.failed.set()
+
+    def _run(self) -> None:
         deliveries: list[Delivery] = []
         points: list[Point] = []
         dead: list[DeadLetter] = []
         first_at = last_at = None
         policy, inbox = self.policy, self._inbox
         while True:
-            while inbox and len(deliveries) < policy.max_rows:
-                delivery = inbox.popleft()
-                deliveries.append(delivery)
-                self._parse(delivery, points, dead)
+            if inbox:
+                while inbox and len(deliveries) < policy.max_rows:
+                    delivery = inbox.popleft()
+                    deliveries.append(delivery)
+                    self._parse(delivery, points, dead)
                 last_at = self.clock()
                 if first_at is None:
                     first_at = last_at
@@ -136,8 +148,8 @@ class Ingestor:
 
     def _parse(self, delivery: Delivery, points: list[Point], dead: list[DeadLetter]) -> None:
         topic = delivery.topic
-        kinds = self._kinds
-        kinds.get(topic[topic.rfind("/") + 1 :], kinds["other"]).inc()
+        kind = topic[topic.rfind("/") + 1 :]
+        self._kind_counts[kind if kind in self._kinds else "other"] += 1
         try:
             parsed = self.parser.parse(delivery.topic, delivery.payload, delivery.received_ns)
         except Rejected as error:
@@ -159,6 +171,10 @@ class Ingestor:
     def _commit(self, deliveries: list[Delivery], points: list[Point], dead: list[DeadLetter]) -> bool:
         """Make the batch durable, then acknowledge it. False when even that failed (retry later)."""
         started = time.perf_counter()
+        for kind, count in self._kind_counts.items():
+            if count:
+                self._kinds[kind].inc(count)
+                self._kind_counts[kind] = 0
         try:
             if dead:
                 self.dead_letters.add_many(dead)
