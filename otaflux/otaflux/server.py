@@ -9,6 +9,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import tempfile
 from pathlib import Path
@@ -199,5 +200,6 @@ def _supervise(settings: Settings, cache_root: Path) -> int:
                 process.terminate()
         for process in workers:
             process.join(10)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     failed = [p.exitcode for p in workers if p.exitcode not in (0, -signal.SIGTERM)]
     return 1 if failed else 0

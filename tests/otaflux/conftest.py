@@ -129,13 +129,13 @@ class OtaFlux:
         finally:
             connection.close()
 
-    def metric(self, name: str) -> float:
-        """Sum of every sample of `name` (with any labels) on the metrics port."""
+    def metric(self, name: str, having: str = "") -> float:
+        """Sum of every sample of `name` (with any labels, or those containing `having`)."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
             text = response.read().decode()
         total = 0.0
         for line in text.splitlines():
-            if line.startswith(name) and (line[len(name)] in " {"):
+            if line.startswith(name) and (line[len(name)] in " {") and having in line:
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
