@@ -306,7 +306,11 @@ def test_nanomq_acl_grants_exactly_the_contract(build, fleet, sensors):
 
 
 def test_nanomq_auth_block_is_hocon_with_deny_defaults():
-    auth = ConfigFactory.parse_string(NANOMQ_AUTH_BLOCK)["auth"]
+    # The include paths are the contract with the gitops NanoMQ Deployment's mounts (contracts.md).
+    assert 'password = {include "/etc/nanomq/pwd/nanomq_pwd.conf"}' in NANOMQ_AUTH_BLOCK
+    assert 'acl = {include "/etc/nanomq/acl/nanomq_acl.conf"}' in NANOMQ_AUTH_BLOCK
+    block = "\n".join(line for line in NANOMQ_AUTH_BLOCK.splitlines() if "include" not in line)
+    auth = ConfigFactory.parse_string(block)["auth"]
     assert auth["allow_anonymous"] is False and auth["no_match"] == "deny"
 
 
