@@ -112,12 +112,20 @@ async def test_measurements_buffered_while_the_broker_is_down_arrive_in_order(
 
     device_id = "dev-12"
     broker = mosquitto_factory()
-    subscriber = PersistentSubscriber(mqtt_settings(broker, identities.INGEST), f"sensors/{device_id}/measurements")
+    subscriber = PersistentSubscriber(
+        mqtt_settings(broker, identities.INGEST), f"sensors/{device_id}/measurements"
+    )
     assert await asyncio.to_thread(subscriber.subscribed.wait, 10)
     issued = local_ca.issue(device_id)
     features = ("bme280", "tls", "mtls", "influx")
-    config = device_config(device_id, broker=(broker.host, broker.port), version="1.0.0", features=features,
-                           interval=1, bufferSize=64)
+    config = device_config(
+        device_id,
+        broker=(broker.host, broker.port),
+        version="1.0.0",
+        features=features,
+        interval=1,
+        bufferSize=64,
+    )
     device = devices(device_id)
     provision(device, config, build_bundle("1.0.0", features), ca=issued.ca, cert=issued.cert, key=issued.key)
     device.start()
@@ -131,12 +139,20 @@ async def test_measurements_buffered_while_the_broker_is_down_arrive_in_order(
         parser = MessageParser()
 
         def times() -> list[int]:
-            return [p.time_ns for m in list(subscriber.messages)
-                    for p in parser.parse(m.topic, m.payload, time.time_ns())]
+            return [
+                p.time_ns
+                for m in list(subscriber.messages)
+                for p in parser.parse(m.topic, m.payload, time.time_ns())
+            ]
 
-        await device.wait_for(lambda: sum(stopped_at < t < restarted_at for t in times()) >= 6, 90,
-                              "measurements taken during the outage")
-        await device.wait_for(lambda: any(t > restarted_at + 10**9 for t in times()), 60, "fresh measurements")
+        await device.wait_for(
+            lambda: sum(stopped_at < t < restarted_at for t in times()) >= 6,
+            90,
+            "measurements taken during the outage",
+        )
+        await device.wait_for(
+            lambda: any(t > restarted_at + 10**9 for t in times()), 60, "fresh measurements"
+        )
         stamps = times()
         assert stamps == sorted(stamps), "buffered measurements must arrive oldest first"
         assert len(set(stamps)) == len(stamps), "no duplicates"
