@@ -4,6 +4,7 @@
 # publishing allocates (almost) nothing. Only asyncio stream calls that CPython also has are used
 # (open_connection, readexactly, write, drain), so the same file runs on CPython against real brokers.
 from micropython import const
+import array
 import asyncio
 import random
 import time
@@ -251,7 +252,9 @@ class MQTTClient:
         self.connected = False
         self.error = None
         self._pid = 0
-        self.acked = 0  # last PUBACKed packet id
+        # packet ids of the last PUBACKs: several tasks may wait at once, each for its own id
+        self.recent_acks = array.array("H", bytes(16))  # 8 ids
+        self._ack_pos = 0
         self.ack_event = asyncio.Event()
         self._ticks = ticks_ms or time.ticks_ms
         self.last_rx = 0
@@ -327,27 +330,27 @@ class MQTTClient:
         """Send a PUBLISH; topic is bytes. Returns the packet id (0 for QoS 0)."""
         pid = self.next_pid() if qos else 0
         length = encode_publish(self.tx, topic, payload, n, qos, retain, pid, self.version)
-        if qos:
-            self.ack_event.clear()
-        await self._send(length)
+        # _send() inlined: one coroutine frame less per measurement
+        self.writer.write(self.txv[:length])
+        await self.writer.drain()
+        self.last_tx = self._ticks()
         return pid
 
-    async def wait_puback(self, pid, timeout_s=10):
-        """True once the broker acknowledged pid (the reader task calls handle())."""
-        if self.acked == pid:
-            return True
-        try:
-            await asyncio.wait_for(self._wait_ack(pid), timeout_s)
-            return True
-        except asyncio.TimeoutError:
-            return False
+    def is_acked(self, pid):
+        r = self.recent_acks
+        for i in range(8):
+            if r[i] == pid:
+                return True
+        return False
 
-    async def _wait_ack(self, pid):
-        while self.acked != pid:
-            await self.ack_event.wait()
-            self.ack_event.clear()
+    async def wait_puback(self, pid):
+        """Return once the broker acknowledged pid; raise MQTTError if the connection drops first (the
+        keepalive check closes a silent connection, so this cannot wait forever)."""
+        while not self.is_acked(pid):
             if not self.connected:
                 raise MQTTError("connection lost while waiting for PUBACK")
+            await self.ack_event.wait()
+        return True
 
     async def subscribe(self, topic, qos=1):
         n = encode_subscribe(self.tx, self.next_pid(), topic, qos, self.version)
@@ -361,8 +364,11 @@ class MQTTClient:
     async def handle(self, ptype, flags, body):
         """Dispatch one incoming packet."""
         if ptype == PUBACK:
-            self.acked = (body[0] << 8) | body[1]
+            self.recent_acks[self._ack_pos] = (body[0] << 8) | body[1]
+            self._ack_pos = (self._ack_pos + 1) & 7
+            # a pulse: wakes every waiter, each re-checks its own id
             self.ack_event.set()
+            self.ack_event.clear()
         elif ptype == PUBLISH:
             topic, payload, qos, pid, retain = parse_publish(flags, body, self.version)
             if qos == 1:
@@ -416,4 +422,5 @@ class MQTTClient:
                 pass
         self.reader = None
         self.writer = None
-        self.ack_event.set()
+        self.ack_event.set()  # waiters wake up and see the connection is gone
+        self.ack_event.clear()

@@ -259,6 +259,11 @@ class Updater:
             if edverify.verify(key, message, raw):
                 ok = True
                 break
+        # ~10 KB of bytecode and tables needed once per update: let the collector have them back
+        del edverify
+        import sys
+
+        sys.modules.pop("edverify", None)
         if not ok:
             raise OtaError("signature does not verify with any provisioned key")
 

@@ -83,9 +83,27 @@ except BaseException as __e:
     sys.print_exception(__e, sys.stderr)
     __rc = 1
 `;
+// Optional stepping: if the script defined __step__(), call it from here again and again (each call a
+// fresh runPython) until it returns a false value. The WebAssembly port's gc.collect() cannot reclaim
+// objects while a runPython call is on the stack (stale pointers on the C stack pin them); at the start of
+// each step the stack is shallow, so gc.collect() there measures the live heap faithfully.
+const stepper = `
+__more = False
+if __rc == 0 and '__step__' in __g:
+    try:
+        __more = bool(__g['__step__']())
+    except SystemExit as __e:
+        __rc = __e.args[0] if __e.args else 0
+    except BaseException as __e:
+        sys.print_exception(__e, sys.stderr)
+        __rc = 1
+`;
 let rc = 0;
 try {
   mp.runPython(wrapper);
+  do {
+    mp.runPython(stepper);
+  } while (mp.globals.get("__more"));
   rc = mp.globals.get("__rc");
 } catch (e) {
   process.stderr.write("runner: " + (e && e.message ? e.message : String(e)) + "\n");

@@ -200,65 +200,73 @@ class FakeOtaFlux:
         self.requests.append((path, start))
         if path.startswith("/v1/manifest"):
             if self.doc is None:
-                return b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", b""
+                return b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", b"", 0
             body = json.dumps(self.doc).encode()
-            return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body), body
+            return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body), body, 0
         if path.startswith("/v1/blobs/"):
             digest = path[len("/v1/blobs/") :].split("?")[0]
             data = self.blobs.get(digest)
             if data is None:
-                return b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", b""
+                return b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", b"", 0
             if digest in self.corrupt:
                 data = bytearray(data)
                 data[self.corrupt[digest]] ^= 0x40
                 data = bytes(data)
             if start and not self.ignore_range:
-                body = data[start:]
                 head = b"HTTP/1.1 206 Partial Content\r\nContent-Length: %d\r\nContent-Range: bytes %d-%d/%d\r\nETag: %s\r\n\r\n" % (
-                    len(body), start, len(data) - 1, len(data), digest.encode())
-                return head, body
-            return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nETag: %s\r\n\r\n" % (len(data), digest.encode()), data
-        return b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", b""
+                    len(data) - start, start, len(data) - 1, len(data), digest.encode())
+                return head, data, start
+            return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nETag: %s\r\n\r\n" % (len(data), digest.encode()), data, 0
+        return b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", b"", 0
 
 
 class _FakeHttpStream:
+    """One connection. The response head and body are kept apart (the body is the server's own blob
+    object, never copied) so the fake network adds nothing to the device's heap figures."""
+
     def __init__(self, server):
         self.server = server
         self.req = bytearray()
-        self.resp = None
+        self.head = None
+        self.body = b""
         self.pos = 0
         self.limit = None
 
     def write(self, data):
         self.req.extend(data)
-        if self.resp is None and b"\r\n\r\n" in self.req:
+        if self.head is None and b"\r\n\r\n" in self.req:
             lines = bytes(self.req).decode().split("\r\n")
             path = lines[0].split(" ")[1]
             start = 0
             for line in lines[1:]:
                 if line.lower().startswith("range: bytes="):
                     start = int(line[13:].split("-")[0])
-            head, body = self.server.respond(path, start)
-            self.resp = head + body
-            if self.server.close_after is not None and path.startswith("/v1/blobs/") and len(body) > self.server.close_after:
-                self.limit = len(head) + self.server.close_after
+            self.head, self.body, self.offset = self.server.respond(path, start)
+            if self.server.close_after is not None and path.startswith("/v1/blobs/") and len(self.body) - self.offset > self.server.close_after:
+                self.limit = len(self.head) + self.server.close_after
                 self.server.close_after = None
         return len(data)
 
     def readinto(self, buf, n=-1):
         if n < 0:
             n = len(buf)
-        end = len(self.resp)
+        head = self.head
+        hl = len(head)
+        end = hl + len(self.body) - self.offset
         if self.limit is not None and self.limit < end:
             end = self.limit
-        k = min(n, end - self.pos)
+        k = end - self.pos
+        if k > n:
+            k = n
         if k <= 0:
             return 0
-        r = self.resp
         p = self.pos
+        body = self.body
+        off = self.offset - hl
         for i in range(k):
-            buf[i] = r[p + i]
-        self.pos += k
+            q = p + i
+            buf[i] = head[q] if q < hl else body[q + off]
+        self.pos = p + k
         self.server.body_bytes += k
         return k
 
