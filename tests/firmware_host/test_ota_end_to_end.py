@@ -232,3 +232,56 @@ async def test_a_release_that_raises_on_boot_is_rolled_back_and_never_fetched_ag
     assert len(downloads) == 1, downloads
     status = [json.loads(m.payload) for m in collector.messages if m.topic == f"sensors/{device_id}/status"]
     assert status[-1]["firmware"] == "1.0.0" and status[-1]["online"] is True
+
+
+async def test_image_update_goes_through_the_partitions_and_the_bootloader(
+    devices, mosquitto, mqtt_subscriber, local_ca, registry, prefix, keys, proxy, tmp_path
+) -> None:
+    """kind=image: the device streams an ESP32 app image into esp32.Partition.get_next_update(),
+    set_boot() verifies it, the bootloader boots it as PENDING_VERIFY, and the app's first publish marks
+    it valid (mark_app_valid_cancel_rollback)."""
+    from devicesim import esp_image
+    from devicesim.partition import STATE_VALID
+    from weatherfleet.firmware import push, signing
+
+    device_id = "dev-14"
+    store = oci.connect(registry.url)
+    collector = mqtt_subscriber(mosquitto, f"sensors/{device_id}/#")
+    binary = tmp_path / "micropython-1.1.0.bin"
+    binary.write_bytes(
+        esp_image.build_image(
+            esp_image.application_zip({"fwinfo.py": "VERSION = '1.1.0'\n", "pad.bin": bytes(9000)})
+        )
+    )
+    push.push_image(
+        store,
+        push.Reference("unused", prefix + device_id, "1.1.0"),
+        binary,
+        version="1.1.0",
+        board="esp32-devkit-v1",
+        features=list(OTA_FEATURES),
+        key=signing.read_private_key(keys.private),
+    )
+    issued = local_ca.issue(device_id)
+    config = device_config(
+        device_id,
+        broker=(mosquitto.host, mosquitto.port),
+        version="1.0.0",
+        features=OTA_FEATURES,
+        interval=1,
+        ota=("127.0.0.1", proxy.port),
+        signing_keys=[keys.device_text],
+    )
+    config["ota"]["kind"] = "image"
+    device = devices(device_id)
+    provision(
+        device, config, build_bundle("1.0.0", OTA_FEATURES), ca=issued.ca, cert=issued.cert, key=issued.key
+    )
+    device.start()
+    await wait_for(collector, lambda ms: "confirmed" in names(ota_events(collector, device_id)), 120, device)
+    assert [b.slot for b in device.boots[:2]] == ["ota_0", "ota_1"]
+    assert device.partitions.application("ota_1") == esp_image.parse_image(
+        lambda o, n: binary.read_bytes()[o : o + n]
+    )
+    newest = max(device.partitions.entries(), key=lambda e: e.seq)
+    assert newest.state == STATE_VALID and device.partitions.slot_of(newest) == "ota_1"
