@@ -14,7 +14,6 @@ Prints:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 import tempfile
@@ -24,19 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "firmware_device"))
 
 from mpy_harness import DEVICE, make_release, mpy_cross, raw_public_key, run_micropython  # noqa: E402
-
-# which device files each build feature brings in (the app imports feature modules lazily)
-BASE = ["boot.py", "main.py", "app.py", "config.py", "mqtt.py", "net.py", "payload.py", "report.py", "ring.py",
-        "sensors.py", "slots.py"]
-FEATURE_FILES = {
-    "bme280": ["bme280.py"],
-    "scd30": ["scd30.py"],
-    "sds011": ["sds011.py"],
-    "ota": ["ota.py", "httpc.py", "crc32.py", "edverify.py"],
-    "tls": [],
-    "influx": [],
-    "json": [],
-}
 
 CHUNK_SCRIPT = """
 import gc, json, hashlib, binascii, os, sys
@@ -238,14 +224,16 @@ def build(files: list[str], out: Path, patch: dict[str, str] | None = None) -> d
 
 
 def files_for(features: list[str]) -> list[str]:
-    names = list(BASE)
-    for f in features:
-        names += FEATURE_FILES[f]
-    return names
+    """The build pipeline's own feature -> file table (weatherfleet.firmware.features)."""
+    from weatherfleet.firmware.features import files_for as pipeline_files
+
+    return pipeline_files(features, {p.name for p in DEVICE.glob("*.py")})
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
     args = parser.parse_args()
     from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -260,30 +248,46 @@ def main() -> int:
     steady = deltas[2:]
     base = out["baseline"][2:]
     print(f"OTA chunk loop ({out['chunks']} chunks of 4096 B, {image_kib} KiB bundle file)")
-    print(f"  bytes allocated per chunk after warm-up: mean {sum(steady) / len(steady):.1f}, max {max(steady)}"
-          f"  (goal 0; first two chunks: {deltas[:2]} - slot preparation, file open)")
+    print(
+        f"  bytes allocated per chunk after warm-up: mean {sum(steady) / len(steady):.1f}, max {max(steady)}"
+        f"  (goal 0; first two chunks: {deltas[:2]} - slot preparation, file open)"
+    )
     print(f"  baseline naive loop (read() + binascii.crc32): mean {sum(base) / len(base):.1f} B/chunk")
-    up_live, up_alloc = out["updater"]
-    ck_live, ck_alloc = out["check"]
+    _, up_alloc = out["updater"]
+    _, ck_alloc = out["check"]
     vf_live, vf_alloc, vf_ok = out["verify"]
     print(f"  heap above idle: updater with its 4 KiB buffer {up_alloc} B; live after check {vf_live} B")
     print(f"  download phase peak (live + allocated, every chunk): {max(out['peaks'])} B  (goal <= 16384)")
-    print(f"  check phase: {ck_alloc} B allocated in total (upper bound of its peak), of which Ed25519 verify "
-          f"{vf_alloc} B of short-lived big-int temporaries (verified={vf_ok})")
+    print(
+        f"  check phase: {ck_alloc} B allocated in total (upper bound of its peak), of which Ed25519 verify "
+        f"{vf_alloc} B of short-lived big-int temporaries (verified={vf_ok})"
+    )
     print(f"  live after the update: {out['after']} B")
 
     # 3: publish path
     import struct
 
-    c00 = list(struct.pack("<HhhHhhhhhhhh", 27504, 26435, -1000, 36477, -10685, 3024, 2855, 140, -7, 15500,
-                           -14600, 6000) + bytes([0, 75]))
+    c00 = list(
+        struct.pack(
+            "<HhhHhhhhhhhh", 27504, 26435, -1000, 36477, -10685, 3024, 2855, 140, -7, 15500, -14600, 6000
+        )
+        + bytes([0, 75])
+    )
     raw = [0x65, 0x5A, 0xC0, 0x7E, 0xED, 0x00, 0x75, 0x30]
-    cfg = {"device": "dev-01", "location": "garden", "broker": {"host": "b", "tls": False},
-           "features": ["bme280", "influx"], "sensors": [{"type": "bme280"}], "bufferSize": 8}
+    cfg = {
+        "device": "dev-01",
+        "location": "garden",
+        "broker": {"host": "b", "tls": False},
+        "features": ["bme280", "influx"],
+        "sensors": [{"type": "bme280"}],
+        "bufferSize": 8,
+    }
     n = 50 if args.quick else 300
     pub = run_micropython(PUBLISH_SCRIPT, {"config": cfg, "c00": c00, "raw": raw, "n": n}).check().json()
     print(f"measurement publish (QoS 1, line protocol, {n} runs)")
-    print(f"  bytes allocated per publish (encode + PUBLISH + PUBACK wait): {pub['per_publish']:.0f}  (goal <= 512)")
+    print(
+        f"  bytes allocated per publish (encode + PUBLISH + PUBACK wait): {pub['per_publish']:.0f}  (goal <= 512)"
+    )
     print(f"  bytes allocated per full cycle incl. BME280 read and compensation: {pub['per_cycle']:.0f}")
 
     # 4: bundle sizes
@@ -303,12 +307,22 @@ def main() -> int:
         # 5: one-file change
         v2 = build(files_for(full_features), tmpdir / "full2", patch={"payload.py": "\nBUILD = 'v2'\n"})
         changed = [k for k in full if full[k] != v2[k]]
-        d = run_micropython(DELTA_SCRIPT, {
-            "v1": make_release(full, "1.1.0", key), "v2": make_release(v2, "1.2.0", key),
-            "key": raw_public_key(key)}).check().json()
+        d = (
+            run_micropython(
+                DELTA_SCRIPT,
+                {
+                    "v1": make_release(full, "1.1.0", key),
+                    "v2": make_release(v2, "1.2.0", key),
+                    "key": raw_public_key(key),
+                },
+            )
+            .check()
+            .json()
+        )
         print(f"one-file change ({', '.join(changed)})")
-        print(f"  downloaded {d['delta']} B vs full bundle {d['full']} B = {100 * d['delta'] / d['full']:.1f} %  (goal <= 10 %)")
-    _ = hashlib
+        print(
+            f"  downloaded {d['delta']} B vs full bundle {d['full']} B = {100 * d['delta'] / d['full']:.1f} %  (goal <= 10 %)"
+        )
     return 0
 
 

@@ -48,7 +48,9 @@ def node() -> str:
     if path is None:
         raise RuntimeError("node is not installed: run ./dev.sh (installs nodejs and npm packages)")
     if not PACKAGE.exists():
-        raise RuntimeError("npm package @micropython/micropython-webassembly-pyscript missing: run `npm install`")
+        raise RuntimeError(
+            "npm package @micropython/micropython-webassembly-pyscript missing: run `npm install`"
+        )
     return path
 
 
@@ -92,7 +94,9 @@ BUNDLE_ARTIFACT = "application/vnd.weatherfleet.firmware.bundle.v1"
 IMAGE_ARTIFACT = "application/vnd.weatherfleet.firmware.image.v1"
 
 
-def make_release(files: dict[str, bytes], version: str, private_key, device: str = "dev-01", kind: str = "bundle") -> dict:
+def make_release(
+    files: dict[str, bytes], version: str, private_key, device: str = "dev-01", kind: str = "bundle"
+) -> dict:
     """The /v1/manifest document and blobs for a release, signed like `weatherfleet firmware sign` does."""
     from weatherfleet import artifacts
 
@@ -110,7 +114,9 @@ def make_release(files: dict[str, bytes], version: str, private_key, device: str
         }
         layers.append(layer)
         entries.append({"path": path, "digest": digest, "size": len(data), "crc32": zlib.crc32(data)})
-    config = json.dumps({"version": version, "board": "esp32-devkit-v1", "features": ["bme280"], "files": []}).encode()
+    config = json.dumps(
+        {"version": version, "board": "esp32-devkit-v1", "features": ["bme280"], "files": []}
+    ).encode()
     manifest = {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",

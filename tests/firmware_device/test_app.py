@@ -72,7 +72,10 @@ def test_config_errors_are_clear_and_idle_recovers() -> None:
         ["bad_interval", json.dumps(dict(GOOD, measurementIntervalSeconds=0))],
         ["bad_sensor", json.dumps(dict(GOOD, sensors=[{"type": "dht22"}]))],
         ["tls_missing", json.dumps(dict(GOOD, broker={"host": "b", "tls": True}))],
-        ["tls_paths", json.dumps(dict(GOOD, broker={"host": "b", "tls": True}, tls={"ca": "ca.pem", "key": "k"}))],
+        [
+            "tls_paths",
+            json.dumps(dict(GOOD, broker={"host": "b", "tls": True}, tls={"ca": "ca.pem", "key": "k"})),
+        ],
     ]
     r = run_micropython(CONFIG_SCRIPT, {"cases": cases, "good": good}).check()
     out = r.json()
@@ -172,7 +175,9 @@ def test_buffered_measurements_publish_in_order_and_confirm_the_release() -> Non
     stamps = [int(m[1].rsplit(" ", 1)[1]) for m in measurements]
     assert stamps == sorted(stamps)  # oldest first
     for m in measurements:
-        assert m[1].startswith("weather,device=dev-01,firmware=1.1.0,location=garden\\ shed pm25=7.50,pm10=11.00 ")
+        assert m[1].startswith(
+            "weather,device=dev-01,firmware=1.1.0,location=garden\\ shed pm25=7.50,pm10=11.00 "
+        )
         assert m[2] == 1 and m[3] is False
     # first successful publish = health check: the pending release is confirmed and reported
     # (the "confirmed" event left the persistent queue once it was published)

@@ -13,7 +13,9 @@ SOURCES = sorted(p.name for p in DEVICE.glob("*.py"))
 
 
 def test_every_device_file_is_listed() -> None:
-    assert {"boot.py", "main.py", "app.py", "ota.py", "mqtt.py", "bme280.py", "scd30.py", "sds011.py"} <= set(SOURCES)
+    assert {"boot.py", "main.py", "app.py", "ota.py", "mqtt.py", "bme280.py", "scd30.py", "sds011.py"} <= set(
+        SOURCES
+    )
 
 
 @pytest.mark.parametrize("name", SOURCES)

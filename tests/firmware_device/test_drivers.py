@@ -85,7 +85,9 @@ print('RESULT', json.dumps({'t': t, 't_fine': t_fine, 'p_q24_8': p, 'temp': temp
 
 def test_bme280_datasheet_example_and_forced_mode() -> None:
     c00, c26 = _calib_bytes()
-    r = run_micropython(BME_SCRIPT, {"c00": c00, "c26": c26, "adc": [EXAMPLE_ADC_T, EXAMPLE_ADC_P, ADC_H]}).check()
+    r = run_micropython(
+        BME_SCRIPT, {"c00": c00, "c26": c26, "adc": [EXAMPLE_ADC_T, EXAMPLE_ADC_P, ADC_H]}
+    ).check()
     out = r.json()
     # datasheet: t_fine = 128422, T = 25.08 degC, p = 100653.27 Pa
     assert out["t_fine"] == 128422

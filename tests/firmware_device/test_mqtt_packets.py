@@ -111,13 +111,25 @@ def test_mqtt_packets_and_client_behaviour() -> None:
     flags = 0x02 | 0x04 | (1 << 3) | 0x20
     v4 = s(b"MQTT") + bytes([4, flags, 0, 60]) + s(b"dev-01") + s(WILL_T) + s(WILL_P)
     assert bytes.fromhex(out["connect4"]) == packet(0x10, v4)
-    v5 = (s(b"MQTT") + bytes([5, flags | 0x80 | 0x40, 0, 60, 0]) + s(b"dev-01") + b"\x00" + s(WILL_T) + s(WILL_P)
-          + s(b"dev-01") + s(b"pw"))
+    v5 = (
+        s(b"MQTT")
+        + bytes([5, flags | 0x80 | 0x40, 0, 60, 0])
+        + s(b"dev-01")
+        + b"\x00"
+        + s(WILL_T)
+        + s(WILL_P)
+        + s(b"dev-01")
+        + s(b"pw")
+    )
     assert bytes.fromhex(out["connect5"]) == packet(0x10, v5)
-    assert bytes.fromhex(out["publish5"]) == packet(0x32, s(b"sensors/dev-01/measurements") + b"\x00\x07" + b"\x00" + b"abc")
+    assert bytes.fromhex(out["publish5"]) == packet(
+        0x32, s(b"sensors/dev-01/measurements") + b"\x00\x07" + b"\x00" + b"abc"
+    )
     long = bytes.fromhex(out["publish_long"])
     assert long == packet(0x31, s(b"t") + b"x" * 200) and long[1:3] == bytes([0xCB, 0x01])  # 2-byte length
-    assert bytes.fromhex(out["subscribe5"]) == packet(0x82, b"\x00\x03" + b"\x00" + s(b"ota/dev-01/#") + b"\x01")
+    assert bytes.fromhex(out["subscribe5"]) == packet(
+        0x82, b"\x00\x03" + b"\x00" + s(b"ota/dev-01/#") + b"\x01"
+    )
     assert out["too_big"] == "rejected"
     # tried MQTT 5 first, fell back to 3.1.1 on the refusal, on a fresh connection
     assert out["attempts"] == ["10/5", "10/4"] and out["fallback_version"] == 4 and out["first_closed"]

@@ -102,7 +102,9 @@ def releases(key: ed25519.Ed25519PrivateKey) -> dict:
 
 
 def test_good_update_boot_confirm_and_one_file_delta(releases: dict) -> None:
-    script = PRELUDE + """
+    script = (
+        PRELUDE
+        + """
 fresh_dir()
 st = slots.default_state('1.0.0')
 srv = server(D['v11'])
@@ -127,6 +129,7 @@ OUT['slot_b'] = {n: sha('slots/b/' + n) for n in listing('slots/b') if n != 'fil
 OUT['pending2'] = slots.load()['pending']
 done()
 """
+    )
     out = run_micropython(script, releases).check().json()
     assert out["result"] == "installed"
     assert out["events"] == ["checking", "verifying", "installed"]
@@ -146,7 +149,9 @@ done()
 
 
 def test_corrupted_byte_is_caught_by_crc_then_by_sha256(releases: dict) -> None:
-    script = PRELUDE + """
+    script = (
+        PRELUDE
+        + """
 fresh_dir()
 st = slots.default_state('1.0.0')
 rel = D['v11']
@@ -168,6 +173,7 @@ d, st2 = slots.select_boot_slot()
 OUT['boot_dir'] = d
 done()
 """
+    )
     out = run_micropython(script, releases).check().json()
     assert out["with_crc"].startswith("error: crc32 mismatch")
     assert out["without_crc"].startswith("error: sha256 mismatch")
@@ -176,7 +182,9 @@ done()
 
 
 def test_wrong_signature_and_tampered_manifest_fetch_nothing(releases: dict) -> None:
-    script = PRELUDE + """
+    script = (
+        PRELUDE
+        + """
 fresh_dir()
 srv = server(D['forged'])
 u, r = update(srv, slots.default_state('1.0.0'), '1.0.0')
@@ -195,6 +203,7 @@ OUT['unsafe'] = [update(srv, slots.default_state('1.0.0'), '1.0.0')[1], listing(
 OUT['pending'] = slots.load()['pending']
 done()
 """
+    )
     out = run_micropython(script, releases).check().json()
     assert out["forged"][0].startswith("error: signature does not verify") and out["forged"][1] == []
     assert out["tampered"][0] == "error: manifest digest mismatch" and out["tampered"][1] == []
@@ -204,7 +213,9 @@ done()
 
 
 def test_server_closing_mid_download_resumes_with_range(releases: dict) -> None:
-    script = PRELUDE + """
+    script = (
+        PRELUDE
+        + """
 fresh_dir()
 srv = server(D['v11'])
 srv.close_after = 6000
@@ -220,6 +231,7 @@ OUT['no_range'] = [r, blob_requests(srv)]
 OUT['slot_a2'] = {n: sha('slots/a/' + n) for n in listing('slots/a') if n != 'files.json'}
 done()
 """
+    )
     out = run_micropython(script, releases).check().json()
     result, requests, downloaded = out["resumed"]
     assert result == "installed"
@@ -234,7 +246,9 @@ done()
 
 
 def test_unconfirmed_release_falls_back_and_is_never_fetched_again(releases: dict) -> None:
-    script = PRELUDE + """
+    script = (
+        PRELUDE
+        + """
 fresh_dir()
 srv = server(D['v11'])
 u, r = update(srv, slots.default_state('1.0.0'), '1.0.0')
@@ -259,6 +273,7 @@ except ota.OtaError as e:
     OUT['install_refused'] = str(e)
 done()
 """
+    )
     out = run_micropython(script, releases).check().json()
     assert out["boots"] == [["slots/a", "ota"], ["slots/a", "ota"], [".", "rollback"]]
     active, pending, bad, events = out["state"]
@@ -273,7 +288,9 @@ def test_interrupted_at_any_chunk_always_boots_a_good_slot(releases: dict) -> No
     """Power lost after any chunk of the download (or between the last chunk and the switch): the next boot
     runs the old, complete release; a retry then installs cleanly. (Byte-level power cuts inside flash
     writes are exercised by the CPython emulation's flash model.)"""
-    script = PRELUDE + """
+    script = (
+        PRELUDE
+        + """
 import random
 random.seed(D['seed'])
 class PowerCut(BaseException):
@@ -312,6 +329,7 @@ OUT['results'] = results
 OUT['chunks'] = chunks
 done()
 """
+    )
     data = dict(releases, seed=int.from_bytes(os.urandom(2), "big"))
     out = run_micropython(script, data).check().json()
     results = out["results"]
@@ -326,7 +344,9 @@ done()
 
 
 def test_image_update_through_partition_and_bootloader_rollback(releases: dict) -> None:
-    script = PRELUDE + """
+    script = (
+        PRELUDE
+        + """
 fresh_dir()
 rel = D['image']
 part = FakePartition('ota_1', blocks=8)
@@ -351,6 +371,7 @@ OUT['too_big'] = update(server(rel), slots.default_state('1.0.0'), '1.0.0', kind
 OUT['kind_mismatch'] = update(server(rel), slots.default_state('1.0.0'), '1.0.0', kind='bundle')[1]
 done()
 """
+    )
     out = run_micropython(script, releases).check().json()
     result, writes, booted, same, padded, pending = out["image"]
     assert result == "installed" and writes == 3 and booted and same and padded

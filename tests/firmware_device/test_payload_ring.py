@@ -19,16 +19,46 @@ print('RESULT', json.dumps(out))
 """
 
 CASES = [
-    {"device": "dev-01", "location": "garden", "firmware": "1.2.0", "json": False,
-     "values": [21.5, 40.126, 1013.2, 415, 3.1, 5.2], "time": 1764000000},
-    {"device": "dev-02", "location": "roof top, north=1", "firmware": "1.2.0-rc.1", "json": False,
-     "values": [-3.05, None, None, None, 0.0, "nan"], "time": 1764000001},
-    {"device": "dev-03", "location": 'back\\slash "quoted"\nnewline', "firmware": "1.0.0", "json": False,
-     "values": [0.004, None, None, None, None, None], "time": 5},
-    {"device": "dev-04", "location": 'K\u00fcche "Nord"\\\n', "firmware": "2.0.0", "json": True,
-     "values": [19.99, 55.5, None, 1234.5, None, None], "time": 1764000002},
-    {"device": "dev-05", "location": "x", "firmware": "1.0.0", "json": False,
-     "values": [None, None, None, None, None, None], "time": 1764000003},
+    {
+        "device": "dev-01",
+        "location": "garden",
+        "firmware": "1.2.0",
+        "json": False,
+        "values": [21.5, 40.126, 1013.2, 415, 3.1, 5.2],
+        "time": 1764000000,
+    },
+    {
+        "device": "dev-02",
+        "location": "roof top, north=1",
+        "firmware": "1.2.0-rc.1",
+        "json": False,
+        "values": [-3.05, None, None, None, 0.0, "nan"],
+        "time": 1764000001,
+    },
+    {
+        "device": "dev-03",
+        "location": 'back\\slash "quoted"\nnewline',
+        "firmware": "1.0.0",
+        "json": False,
+        "values": [0.004, None, None, None, None, None],
+        "time": 5,
+    },
+    {
+        "device": "dev-04",
+        "location": 'K\u00fcche "Nord"\\\n',
+        "firmware": "2.0.0",
+        "json": True,
+        "values": [19.99, 55.5, None, 1234.5, None, None],
+        "time": 1764000002,
+    },
+    {
+        "device": "dev-05",
+        "location": "x",
+        "firmware": "1.0.0",
+        "json": False,
+        "values": [None, None, None, None, None, None],
+        "time": 1764000003,
+    },
 ]
 
 
@@ -103,8 +133,15 @@ def test_line_protocol_and_json_escaping() -> None:
     assert tags["location"] == 'back\\slash "quoted" newline'
     assert fields == {"temperature": 0.0} and ts == 5 * 10**9
     doc = json.loads(out[3])
-    assert doc == {"device": "dev-04", "location": 'K\u00fcche "Nord"\\\n', "firmware": "2.0.0",
-                   "temperature": 19.99, "humidity": 55.5, "co2": 1234.5, "time": 1764000002}
+    assert doc == {
+        "device": "dev-04",
+        "location": 'K\u00fcche "Nord"\\\n',
+        "firmware": "2.0.0",
+        "temperature": 19.99,
+        "humidity": 55.5,
+        "co2": 1234.5,
+        "time": 1764000002,
+    }
     assert out[4] == ""  # no working sensor: nothing to publish
 
 

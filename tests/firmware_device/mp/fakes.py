@@ -202,7 +202,12 @@ class FakeOtaFlux:
             if self.doc is None:
                 return b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", b"", 0
             body = json.dumps(self.doc).encode()
-            return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body), body, 0
+            return (
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                % len(body),
+                body,
+                0,
+            )
         if path.startswith("/v1/blobs/"):
             digest = path[len("/v1/blobs/") :].split("?")[0]
             data = self.blobs.get(digest)
@@ -213,10 +218,16 @@ class FakeOtaFlux:
                 data[self.corrupt[digest]] ^= 0x40
                 data = bytes(data)
             if start and not self.ignore_range:
-                head = b"HTTP/1.1 206 Partial Content\r\nContent-Length: %d\r\nContent-Range: bytes %d-%d/%d\r\nETag: %s\r\n\r\n" % (
-                    len(data) - start, start, len(data) - 1, len(data), digest.encode())
+                head = (
+                    b"HTTP/1.1 206 Partial Content\r\nContent-Length: %d\r\nContent-Range: bytes %d-%d/%d\r\nETag: %s\r\n\r\n"
+                    % (len(data) - start, start, len(data) - 1, len(data), digest.encode())
+                )
                 return head, data, start
-            return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nETag: %s\r\n\r\n" % (len(data), digest.encode()), data, 0
+            return (
+                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nETag: %s\r\n\r\n" % (len(data), digest.encode()),
+                data,
+                0,
+            )
         return b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", b"", 0
 
 
@@ -242,7 +253,11 @@ class _FakeHttpStream:
                 if line.lower().startswith("range: bytes="):
                     start = int(line[13:].split("-")[0])
             self.head, self.body, self.offset = self.server.respond(path, start)
-            if self.server.close_after is not None and path.startswith("/v1/blobs/") and len(self.body) - self.offset > self.server.close_after:
+            if (
+                self.server.close_after is not None
+                and path.startswith("/v1/blobs/")
+                and len(self.body) - self.offset > self.server.close_after
+            ):
                 self.limit = len(self.head) + self.server.close_after
                 self.server.close_after = None
         return len(data)
