@@ -37,6 +37,7 @@ for _name, _value in {
     "WEATHERFLEET_METRICS_PORT": "0",
     "WEATHERFLEET_FLEET_DEBOUNCE_SECONDS": "0.3",
     "WEATHERFLEET_STATUS_SETTLE_SECONDS": "2",
+    "WEATHERFLEET_LEADER_SETTLE_SECONDS": "2",
 }.items():
     os.environ.setdefault(_name, _value)
 MQTT_ENV = (

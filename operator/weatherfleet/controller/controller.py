@@ -102,6 +102,7 @@ class Controller:
         self.cache = ObjectCache()
         self.releases = ReleaseResolver(settings, kube)
         self.devices: dict[str, Key] = {}  # deviceId -> its WeatherSensor key, for MQTT-driven requeues
+        self.fleet_cost: dict[tuple[str, str], float] = {}  # seconds the last reconcile of a fleet took
 
     def now(self) -> datetime:
         return datetime.now(UTC)
@@ -126,8 +127,11 @@ class Controller:
             metrics.RECONCILES.labels(kind=kind, outcome="error").inc()
             log.exception("reconcile failed, will retry with backoff", extra={"key": "/".join(key)})
             raise
+        took = time.perf_counter() - started
         metrics.RECONCILES.labels(kind=kind, outcome="ok").inc()
-        metrics.RECONCILE_SECONDS.labels(kind=kind).observe(time.perf_counter() - started)
+        metrics.RECONCILE_SECONDS.labels(kind=kind).observe(took)
+        if kind == "SensorFleet":
+            self.fleet_cost[(namespace, name)] = took
         return again
 
     # -- shared glue ------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,6 +21,7 @@ from ..observe import FleetView, MqttObserver
 from ..reconcilers.common import DEVICE_LABEL, MANAGED_BY
 from ..reconcilers.plan import PLAN_CONFIGMAP
 from . import metrics
+from .cache import resource_version
 from .controller import Controller, Key, child_owner
 from .kube import KubeClient
 from .settings import OperatorSettings
@@ -28,6 +30,8 @@ from .workqueue import WorkQueue
 log = logging.getLogger(__name__)
 SETTINGS = OperatorSettings.from_env()
 MANAGED = {MANAGED_BY: "weatherfleet"}
+# Set by `weatherfleet operator` to kopf's peering name; empty when running standalone.
+PEERING = os.environ.get("WEATHERFLEET_PEERING", "")
 
 
 class Runtime:
@@ -60,6 +64,9 @@ class Runtime:
             self.observer.ready if self.observer else lambda: True,
         )
         self.task: asyncio.Task | None = None
+        # Set while this replica leads (always when standalone). Reconciles wait for it, so a paused
+        # replica never writes, even for work queued before kopf paused it.
+        self.active = asyncio.Event()
 
     def enqueue(self, key: Key) -> None:
         self.queue.add(key)
@@ -67,6 +74,14 @@ class Runtime:
 
     def enqueue_later(self, key: Key, delay: float) -> None:
         self.queue.add_after(key, delay)
+
+    def enqueue_fleet_later(self, namespace: str, name: str) -> None:
+        """Debounced: at least fleet_debounce_seconds, and three times what this fleet's last reconcile
+        took, so a large fleet spends at most a third of the time re-rendering itself during a burst."""
+        cost = self.controller.fleet_cost.get((namespace, name), 0.0)
+        self.queue.add_after(
+            ("SensorFleet", namespace, name), max(self.settings.fleet_debounce_seconds, 3 * cost)
+        )
 
     def enqueue_threadsafe(self, key: Key) -> None:
         self.loop.call_soon_threadsafe(self.enqueue, key)
@@ -85,7 +100,14 @@ class Runtime:
                 self.enqueue_threadsafe(("SensorFleet", key[1], fleet))
 
     async def handle(self, key: Any) -> float | None:
+        await self.active.wait()
         return await self.loop.run_in_executor(self.executor, self.controller.reconcile, key)
+
+    def resync_all(self) -> None:
+        """Queue every known object (after taking over the lead: nothing was reconciled meanwhile)."""
+        for kind in ("SensorFleet", "WeatherSensor", "FirmwareRelease"):
+            for obj in self.controller.cache.list(kind):
+                self.enqueue((kind, obj["metadata"].get("namespace") or "", obj["metadata"]["name"]))
 
     def start(self) -> None:
         if self.observer:
@@ -119,9 +141,50 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     RUNTIME = Runtime(OperatorSettings.from_env())
+    if settings.peering.standalone or not PEERING:
+        RUNTIME.active.set()
     metrics.serve(RUNTIME.settings.metrics_port)
     RUNTIME.start()
     log.info("weatherfleet operator started", extra={"namespace": RUNTIME.settings.namespace})
+
+
+async def _lead(stopped: kopf.DaemonStopped) -> None:
+    rt = runtime()
+    rt.active.set()
+    log.info("leading: this replica reconciles")
+    rt.resync_all()
+    try:
+        await stopped.wait()
+    finally:
+        rt.active.clear()
+        log.info("paused: another replica leads")
+
+
+# kopf stops every daemon when peering pauses this replica, and starts them again when it resumes: a
+# daemon on the peering object itself is therefore "am I the leader". The initial delay lets peering
+# settle at startup, so two replicas starting together do not both act for a moment.
+@kopf.daemon(
+    "kopf.dev",
+    "v1",
+    "kopfpeerings",
+    when=lambda name, **_: bool(PEERING) and name == PEERING,
+    initial_delay=SETTINGS.leader_settle_seconds,
+    cancellation_timeout=5,
+)
+async def leadership(stopped: kopf.DaemonStopped, **_: Any) -> None:
+    await _lead(stopped)
+
+
+@kopf.daemon(
+    "kopf.dev",
+    "v1",
+    "clusterkopfpeerings",
+    when=lambda name, **_: bool(PEERING) and name == PEERING,
+    initial_delay=SETTINGS.leader_settle_seconds,
+    cancellation_timeout=5,
+)
+async def cluster_leadership(stopped: kopf.DaemonStopped, **_: Any) -> None:
+    await _lead(stopped)
 
 
 @kopf.on.cleanup()
@@ -207,7 +270,12 @@ def _child_event(event: kopf.RawEvent) -> None:
     """A child changed (cert-manager marked a Certificate Ready, someone edited or deleted a child):
     reconcile its owner, which re-applies drifted children and picks up certificate readiness."""
     rt = runtime()
+    new = event["object"]
+    cached = rt.controller.cache.get(new["kind"], new["metadata"].get("namespace"), new["metadata"]["name"])
+    echo = event["type"] != "DELETED" and resource_version(cached) >= resource_version(new)
     obj, _deleted = _observe(event)
+    if echo:
+        return  # the watch echoing a write of ours: the cache already had it, nothing to do
     owner = child_owner(obj)
     ns = obj["metadata"].get("namespace") or ""
     if owner is not None:
@@ -217,7 +285,7 @@ def _child_event(event: kopf.RawEvent) -> None:
         # A device's broker password feeds its fleet's password file.
         fleet = (obj["metadata"].get("labels") or {}).get("weatherfleet.io/fleet")
         if fleet:
-            rt.enqueue_later(("SensorFleet", ns, fleet), rt.settings.fleet_debounce_seconds)
+            rt.enqueue_fleet_later(ns, fleet)
 
 
 @kopf.on.event("cert-manager.io", "v1", "certificates", labels=MANAGED)

@@ -9,6 +9,8 @@ import copy
 import hashlib
 import json
 import logging
+import os
+import socket
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -24,7 +26,8 @@ from . import metrics
 log = logging.getLogger(__name__)
 Object = dict[str, Any]
 APPLIED_HASH = "weatherfleet.io/applied-hash"
-USER_AGENT = f"weatherfleet-operator/{__version__}"
+# The replica (pod name, pid) is in the user agent, so audit logs tell replicas apart.
+USER_AGENT = f"weatherfleet-operator/{__version__} ({socket.gethostname()}/{os.getpid()})"
 
 
 def load_config() -> client.ApiClient:

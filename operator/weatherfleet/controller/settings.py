@@ -28,6 +28,9 @@ class OperatorSettings(BaseModel):
         ge=0,
         description="a new sensor's first status waits this long for its certificate (saves a write)",
     )
+    leader_settle_seconds: float = Field(
+        default=5.0, ge=0, description="after peering settles, the leader starts reconciling"
+    )
     workers: int = Field(default=8, ge=1, le=64)
     backoff_seconds: float = Field(default=1.0, gt=0, description="first retry delay of a failing resource")
     backoff_max_seconds: float = Field(default=300.0, gt=0)

@@ -228,7 +228,8 @@ class ApiServerDouble:
             )
         else:
             obj = store.delete(rt, namespace, name)
-        store.writes.append(Write(actor, verb, rt.plural, namespace, name, sub, changed))
+        agent = request.headers.get("User-Agent", "")
+        store.writes.append(Write(actor, verb, rt.plural, namespace, name, sub, changed, agent))
         headers = {}
         return _json(obj, status, headers)
 

@@ -149,6 +149,7 @@ class Write:
     name: str | None
     subresource: str | None
     changed: bool
+    agent: str = ""
 
 
 class Store:
