@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -145,8 +146,8 @@ class FirmwareService:
 
     async def _refresh(self, device: str) -> Answer:
         previous = self._answers.get(device)
-        generation = self.plan.generation
         plan = self.plan.current()
+        generation = self.plan.generation  # after current(): the answer belongs to the plan it used
         try:
             firmware, new = await asyncio.to_thread(self._lookup, device, plan)
             if new:
@@ -246,7 +247,12 @@ class FirmwareService:
         self.metrics.registry_fetches.inc()
         directory = self.cache.directory_for(repository, digest)
         directory.mkdir(parents=True, exist_ok=True)
-        resolved = oci.resolve_manifest(self.store, repository, version, manifest, directory)
+        try:
+            resolved = oci.resolve_manifest(self.store, repository, version, manifest, directory)
+        except BaseException:
+            if (repository, digest) not in self.cache:  # half a download must not linger on disk
+                shutil.rmtree(directory, ignore_errors=True)
+            raise
         blobs: dict[str, Path] = {}
         if kind == "image":
             payload = directory / "image"
