@@ -8,8 +8,8 @@ Only modules MicroPython also has are importable: CPython-only imports fail here
 from __future__ import annotations
 
 import builtins
-import hashlib
 import contextlib
+import hashlib
 import importlib
 import posixpath
 import types
