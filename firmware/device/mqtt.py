@@ -251,6 +251,7 @@ class MQTTClient:
         self.writer = None
         self.connected = False
         self.error = None
+        self.refused = 0  # PUBACKs with an MQTT 5 failure reason
         self._pid = 0
         # packet ids of the last PUBACKs: several tasks may wait at once, each for its own id
         self.recent_acks = array.array("H", bytes(16))  # 8 ids
@@ -364,6 +365,11 @@ class MQTTClient:
     async def handle(self, ptype, flags, body):
         """Dispatch one incoming packet."""
         if ptype == PUBACK:
+            if self.version == V5 and len(body) > 2 and body[2] >= 0x80:
+                # MQTT 5 tells us when the broker dropped the message (0x87: not authorized by the ACL);
+                # retrying would not help, so it counts as handled, but it is logged
+                self.refused += 1
+                print("weatherfleet: broker refused a publish, reason 0x%02x" % body[2])
             self.recent_acks[self._ack_pos] = (body[0] << 8) | body[1]
             self._ack_pos = (self._ack_pos + 1) & 7
             # a pulse: wakes every waiter, each re-checks its own id

@@ -65,10 +65,22 @@ def stream_factory(ctx=None, timeout_s=15):
     return factory
 
 
+def sync_clock():
+    """Best effort: set the RTC from NTP (MicroPython's ntptime). Payload timestamps need a real clock."""
+    try:
+        import ntptime
+
+        ntptime.settime()
+        return True
+    except Exception:  # no ntptime (CPython), no answer: keep the clock as it is
+        return False
+
+
 class Wifi:
     def __init__(self, wifi_cfg):
         self.cfg = wifi_cfg
         self.wlan = None
+        self.clock_set = False
 
     def connect(self, feed=None, timeout_s=30):
         """True when associated (or when no Wi-Fi is configured: the network is assumed up)."""
@@ -89,6 +101,8 @@ class Wifi:
             if feed:
                 feed()
             time.sleep_ms(200)
+        if not self.clock_set:
+            self.clock_set = sync_clock()
         return True
 
     def rssi(self):

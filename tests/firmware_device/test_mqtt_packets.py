@@ -99,6 +99,9 @@ body = b'\\x00\\x03a/b' + props + b'hello'
 c5.on_message = lambda t, p, r: got.append([t, bytes(p).decode(), r])
 drive(c5.handle(3, 1, body))
 out['v5_message'] = got[-1]
+# MQTT 5 PUBACK with reason 0x87 (not authorized): handled (no endless retry) but counted and logged
+drive(c5.handle(4, 0, b'\\x00\\x2a\\x87\\x00'))
+out['refused'] = [c5.refused, c5.is_acked(42)]
 
 out['backoff'] = [mqtt.backoff_ms(a, 1000, 60000, rand) for a, rand in ((0, 0.0), (0, 0.999), (3, 0.5), (30, 0.0), (30, 0.999))]
 out['jitter_spread'] = len(set(mqtt.backoff_ms(4) for _ in range(50)))
@@ -139,6 +142,7 @@ def test_mqtt_packets_and_client_behaviour() -> None:
     assert out["ping"] == "c000"
     assert "refused" in out["suback"]
     assert out["v5_message"] == ["a/b", "hello", True]
+    assert out["refused"] == [1, True]
     b = out["backoff"]
     assert b[0] == 500 and 999 <= b[1] <= 1000 and b[2] == 6000 and b[3] == 30000 and b[4] < 60000
     assert out["jitter_spread"] > 10
