@@ -12,14 +12,21 @@ from .supervisor import Supervisor
 from .workdir import Workdir, write_atomically
 
 RUNNER = "devices"
+# one asyncio loop keeps up with a few hundred boards publishing every few seconds (bench/fleet.py)
+DEVICES_PER_RUNNER = 250
 
 
 class DeviceFleet:
-    def __init__(self, supervisor: Supervisor, workdir: Workdir, day_seconds: float = 86400.0) -> None:
+    def __init__(
+        self, supervisor: Supervisor, workdir: Workdir, day_seconds: float = 86400.0, name: str = RUNNER
+    ) -> None:
         self.supervisor = supervisor
         self.workdir = workdir
         self.day_seconds = day_seconds
-        self.spec_path = workdir.root / "devices.json"
+        self.name = name  # one runner process per DeviceFleet: a big fleet spreads over several
+        self.echo = True  # device consoles into the runner's log
+        self.per_runner = DEVICES_PER_RUNNER
+        self.running: list[str] = []
 
     def root(self, device_id: str) -> Path:
         return self.workdir.device_dir(device_id)
@@ -41,7 +48,18 @@ class DeviceFleet:
             flash.install(factory)
 
     def start(self, sensors: list[WeatherSensor]) -> None:
-        """(Re)start the runner with this device list; a restart is a power cycle for every board."""
+        """(Re)start the runners with this device list; a restart is a power cycle for every board. A big
+        fleet is spread over several runner processes (one asyncio loop each), so it uses every core."""
+        chunks = [sensors[i : i + self.per_runner] for i in range(0, len(sensors), self.per_runner)] or [[]]
+        names = [self.name] if len(chunks) == 1 else [f"{self.name}-{i + 1}" for i in range(len(chunks))]
+        for old in self.running:
+            self.supervisor.stop(old)
+        self.running = []
+        for name, chunk in zip(names, chunks, strict=True):
+            self._start_runner(name, chunk)
+            self.running.append(name)
+
+    def _start_runner(self, name: str, sensors: list[WeatherSensor]) -> None:
         spec = RunnerSpec(
             devices=[
                 DeviceSpec(
@@ -53,15 +71,17 @@ class DeviceFleet:
                 for s in sensors
             ],
             day_seconds=self.day_seconds,
+            echo=self.echo,
         )
-        write_atomically(self.spec_path, spec.model_dump_json(indent=2))
-        self.supervisor.stop(RUNNER)
-        log = self.workdir.logs / f"{RUNNER}.log"
+        spec_path = self.workdir.root / f"{name}.json"
+        write_atomically(spec_path, spec.model_dump_json(indent=2))
+        log = self.workdir.logs / f"{name}.log"
         offset = log.stat().st_size if log.exists() else 0
         self.supervisor.start(
-            RUNNER,
-            [sys.executable, "-m", "weatherfleet.local.devicerunner", str(self.spec_path)],
+            name,
+            [sys.executable, "-m", "weatherfleet.local.devicerunner", str(spec_path)],
             lambda: b"devices powered on" in _tail(log, offset),
+            timeout=300,
         )
 
 
