@@ -121,7 +121,11 @@ def run_fleet(double: ApiServerDouble, cluster: Cluster, ns: str, count: int) ->
         marker.join(5)
         # Let in-flight work finish, then count what creating the fleet cost.
         rt = handlers.RUNTIME
-        wait_for(lambda: not rt.queue._queued and not rt.queue._processing, 120, "the queue drained")
+        wait_for(
+            lambda: not rt.queue._queued and not rt.queue._processing and not rt.queue._due,
+            120,
+            "the queue drained",
+        )
         create_writes = operator_writes(double)[writes_before:]
 
         # A no-op resync: every sensor, the fleet, everything requeued, as the resync timer does.
@@ -139,7 +143,11 @@ def run_fleet(double: ApiServerDouble, cluster: Cluster, ns: str, count: int) ->
             300,
             "the resync",
         )
-        wait_for(lambda: not rt.queue._queued and not rt.queue._processing, 120, "the queue drained")
+        wait_for(
+            lambda: not rt.queue._queued and not rt.queue._processing and not rt.queue._due,
+            120,
+            "the queue drained",
+        )
         resync_seconds = time.perf_counter() - resync_started
         resync_writes = operator_writes(double)[before:]
     finally:
@@ -162,6 +170,10 @@ def run_fleet(double: ApiServerDouble, cluster: Cluster, ns: str, count: int) ->
         "writes_per_sensor": len(create_writes) / count,
         "breakdown": kinds,
         "resync_writes": len(resync_writes),
+        "resync_detail": [
+            f"{w.verb} {w.resource}/{w.name}{'/' + w.subresource if w.subresource else ''}"
+            for w in resync_writes
+        ],
         "resync_seconds": resync_seconds,
         "reconcile_seconds": seconds,
     }

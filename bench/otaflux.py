@@ -120,6 +120,7 @@ def main() -> int:
                     "WORKERS": str(args.workers),
                     "LOG_LEVEL": "warn",
                     "CACHE_DIR": str(root / "cache"),
+                    "OTAFLUX_LOOP": os.environ.get("OTAFLUX_LOOP", ""),
                 },
             )
             otaflux.start(timeout=30)
