@@ -40,7 +40,9 @@ class Ingest:
             self.dead,
             policy=policy or BatchPolicy(max_rows=200, max_delay=0.2, retry_interval=0.3),
         )
-        self.consumer = MqttConsumer(settings, self.ingestor, client_id=client_id, session_expiry_s=600)
+        # short-lived sessions: the session broker is shared with other suites, and a leftover session
+        # would queue their messages until it expires
+        self.consumer = MqttConsumer(settings, self.ingestor, client_id=client_id, session_expiry_s=30)
 
     def start(self) -> Ingest:
         self.consumer.start()
@@ -132,6 +134,8 @@ def test_readings_status_and_ota_events_are_stored(
         wait_until(lambda: sqlite_store.count("device_status") == 1, 30, "retained status")
     finally:
         ingest.stop()
+        one.publish("status", "", retain=True)  # clear the retained status on the shared broker
+        wait_until(one.all_acknowledged, 30, "the retained status to be cleared")
     latest = sqlite_store.latest_readings()
     assert latest["dev-01"].values == {"temperature": 1.25}
     assert latest["dev-02"].flagged == "temperature=200.0"
