@@ -81,7 +81,7 @@ def _certificate_ready(cert: Object | None) -> tuple[bool | None, str]:
 
 
 def _created(body: Object, default: datetime) -> datetime:
-    text = body["metadata"].get("creationTimestamp")
+    text = (body.get("metadata") or {}).get("creationTimestamp")
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else default
     except ValueError:
@@ -259,8 +259,10 @@ class Controller:
         first = not body.get("status")
         if first and fleet is not None and ready is None:
             # A brand-new sensor whose certificate is not issued yet: its first status would be
-            # outdated within seconds. Wait a moment for cert-manager (one write instead of two).
-            age = (now - _created(body, now)).total_seconds()
+            # outdated within seconds. Give cert-manager a moment from when the Certificate appeared
+            # (one status write instead of two); after that, report Pending as usual.
+            cert = self.cache.get("Certificate", namespace, device_id)
+            age = (now - _created(cert, now)).total_seconds() if cert else 0.0
             if age < self.settings.status_settle_seconds:
                 return self.settings.status_settle_seconds - age
         status = result.status.model_dump(by_alias=True, mode="json", exclude_none=True)
