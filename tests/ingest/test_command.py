@@ -54,6 +54,27 @@ def test_tls_dir_and_token_file(local_ca, tmp_path: Path) -> None:
     assert config.influx_token == "s3cret-token"
     assert "s3cret" not in repr(config) and "s3cret" not in str(config)
     assert config.spool_dir == Path("ingest-state") / "spool"
+    assert config.mqtt.username is None
+
+
+def test_nanomq_username_and_password_from_env_or_file(local_ca, tmp_path: Path) -> None:
+    issued = local_ca.issue(identities.INGEST)
+    tls = ["--ca", str(issued.ca), "--cert", str(issued.cert), "--key", str(issued.key)]
+    config = command.load_config(
+        parse([*tls, "--mqtt-username", identities.INGEST]), environ={"MQTT_PASSWORD": "pw-env"}
+    )
+    assert config.mqtt.username == identities.INGEST
+    assert config.mqtt.password.get_secret_value() == "pw-env"
+    assert "pw-env" not in repr(config)
+    secret = tmp_path / "password"
+    secret.write_text("pw-file\n")
+    argv = [*tls, "--mqtt-username", "u", "--mqtt-password-file", str(secret)]
+    assert (
+        command.load_config(parse(argv), environ={"MQTT_PASSWORD": "pw-env"}).mqtt.password.get_secret_value()
+        == "pw-file"
+    )
+    with pytest.raises(command.ConfigError, match="without --mqtt-username"):
+        command.load_config(parse(tls), environ={"MQTT_PASSWORD": "pw"})
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 Every option has an environment variable (the Deployment sets those); flags win. The InfluxDB token is
 read only from the environment (INFLUX_TOKEN) or a file (a mounted Secret), never from a flag, so it does
-not show in process listings."""
+not show in process listings; the same holds for the MQTT password NanoMQ needs (MQTT_PASSWORD)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cert", type=Path, default=_env("MQTT_CERT"), help="client certificate; env MQTT_CERT"
     )
     mqtt.add_argument("--key", type=Path, default=_env("MQTT_KEY"), help="client key; env MQTT_KEY")
+    mqtt.add_argument(
+        "--mqtt-username",
+        default=_env("MQTT_USERNAME"),
+        help="for NanoMQ, which cannot take the user from the certificate; env MQTT_USERNAME",
+    )
+    mqtt.add_argument(
+        "--mqtt-password-file",
+        type=Path,
+        default=_env("MQTT_PASSWORD_FILE"),
+        help="file holding the MQTT password; else env MQTT_PASSWORD; env MQTT_PASSWORD_FILE",
+    )
     mqtt.add_argument("--topic", default=_env("INGEST_TOPIC", "sensors/#"), help="env INGEST_TOPIC")
     mqtt.add_argument(
         "--client-id",
@@ -141,6 +152,14 @@ def load_config(args: argparse.Namespace, environ: dict[str, str] | None = None)
     for path in (ca, cert, key):
         if not Path(path).is_file():
             raise ConfigError(f"{path} does not exist")
+    password = environ.get("MQTT_PASSWORD") or None
+    if args.mqtt_password_file:
+        try:
+            password = Path(args.mqtt_password_file).read_text().strip()
+        except OSError as error:
+            raise ConfigError(f"MQTT password file: {error}") from None
+    if password and not args.mqtt_username:
+        raise ConfigError("an MQTT password without --mqtt-username (MQTT_USERNAME)")
     token = None
     if args.store == "influxdb":
         if not args.influx_host:
@@ -150,7 +169,15 @@ def load_config(args: argparse.Namespace, environ: dict[str, str] | None = None)
         except (OSError, ValueError) as error:
             raise ConfigError(str(error)) from None
     return IngestConfig(
-        mqtt=MqttSettings(host=args.broker_host, port=args.broker_port, ca=ca, cert=cert, key=key),
+        mqtt=MqttSettings(
+            host=args.broker_host,
+            port=args.broker_port,
+            ca=ca,
+            cert=cert,
+            key=key,
+            username=args.mqtt_username or None,
+            password=password,
+        ),
         topic=args.topic,
         client_id=args.client_id,
         store=args.store,
