@@ -92,10 +92,12 @@ def select_boot_slot(root=""):
     pending = st.get("pending")
     if pending and pending.get("slot"):
         st["tries"] = st.get("tries", 0) + 1
-        if st["tries"] > MAX_TRIES:
-            # the new slot never confirmed itself: fall back and never fetch that version again
+        complete = _exists(slot_dir(pending["slot"], root) + "/files.json")
+        if st["tries"] > MAX_TRIES or not complete:
+            # the new slot never confirmed itself (or is gone): fall back, never fetch that version again
             mark_bad(st, pending.get("version"))
-            add_event(st, "rolled_back", pending.get("version"), "not confirmed after %d boots" % MAX_TRIES)
+            reason = "not confirmed after %d boots" % MAX_TRIES if complete else "slot %s incomplete" % pending["slot"]
+            add_event(st, "rolled_back", pending.get("version"), reason)
             st["pending"] = None
             st["tries"] = 0
             st["boot"] = "rollback"

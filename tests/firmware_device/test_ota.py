@@ -271,6 +271,12 @@ try:
     for _ in updater(srv, st, '1.0.0').install(plan): pass
 except ota.OtaError as e:
     OUT['install_refused'] = str(e)
+# a pending slot whose files vanished (flash trouble) is not booted at all
+st = slots.load()
+st['pending'] = {'version': '1.2.0', 'slot': 'b'}
+slots.save(st)
+d, st = slots.select_boot_slot()
+OUT['incomplete'] = [d, st['boot'], st['events'][-1]['reason'], st['bad']]
 done()
 """
     )
@@ -281,6 +287,7 @@ done()
     assert events[-1]["event"] == "rolled_back" and events[-1]["version"] == "1.1.0"
     assert out["next_boot"] == [".", "normal"]
     assert out["again"] == ["none", []]
+    assert out["incomplete"] == [".", "rollback", "slot b incomplete", ["1.1.0", "1.2.0"]]
     assert "rolled back" in out["install_refused"]
 
 
