@@ -252,6 +252,7 @@ class MQTTClient:
         self.connected = False
         self.error = None
         self.refused = 0  # PUBACKs with an MQTT 5 failure reason
+        self.sub_refused = 0
         self._pid = 0
         # packet ids of the last PUBACKs: several tasks may wait at once, each for its own id
         self.recent_acks = array.array("H", bytes(16))  # 8 ids
@@ -385,7 +386,9 @@ class MQTTClient:
             _, codes = parse_suback(body, self.version)
             for c in codes:
                 if c >= 0x80:
-                    raise MQTTError("subscription refused (0x%02x)" % c)
+                    # not fatal: without notifications the OTA check still runs on its timer
+                    self.sub_refused = c
+                    print("weatherfleet: subscription refused (0x%02x)" % c)
         # PINGRESP: last_rx already updated by read_packet
 
     async def run_reader(self):
