@@ -64,6 +64,7 @@ class App:
         self.started = time.ticks_ms()
         self.alive = self.started
         self.healthy = False
+        self.draining = False
         self.ota_wake = asyncio.Event()
         self.updating = False
         broker = cfg["broker"]
@@ -207,23 +208,31 @@ class App:
             await asyncio.sleep(delay)
 
     async def drain(self):
-        """Publish buffered measurements oldest first; each leaves the ring only once acknowledged."""
+        """Publish buffered measurements oldest first; each leaves the ring only once acknowledged.
+        Both the MQTT task (after a reconnect) and the measurement task call this: one drain at a time,
+        or two could send the same oldest entry and pop it twice."""
+        if self.draining:
+            return  # the running drain loops until the ring is empty, new entries included
+        self.draining = True
         r = self.ring
         c = self.client
-        while r.count and c.connected:
-            i = r.head
-            # App.publish() inlined: this is the hot path, one coroutine frame less per measurement
-            try:
-                pid = await c.publish(self.t_measure, r.views[i][: r.lengths[i]], -1, 1, False)
-                if not c.is_acked(pid):
-                    await c.wait_puback(pid)
-            except (OSError, mqtt.MQTTError) as e:
-                log("publish failed:", e)
-                c.close()
-                return
-            r.pop()
-            if not self.healthy:
-                await self.health_passed()
+        try:
+            while r.count and c.connected:
+                i = r.head
+                # App.publish() inlined: this is the hot path, one coroutine frame less per measurement
+                try:
+                    pid = await c.publish(self.t_measure, r.views[i][: r.lengths[i]], -1, 1, False)
+                    if not c.is_acked(pid):
+                        await c.wait_puback(pid)
+                except (OSError, mqtt.MQTTError) as e:
+                    log("publish failed:", e)
+                    c.close()
+                    return
+                r.pop()
+                if not self.healthy:
+                    await self.health_passed()
+        finally:
+            self.draining = False
 
     async def measure_once(self):
         """Read every sensor, buffer the encoded measurement, publish what the broker can take."""

@@ -156,6 +156,27 @@ for v in ('1.1.0', '1.2.0', '1.3.0'):
     a.on_message('ota/dev-01', json.dumps({'version': v, 'size': 1}).encode(), True)
     out['wake_' + v] = a.ota_wake.is_set()
 a.on_message('ota/dev-01', b'not json', True)
+# two drains at once (MQTT task after reconnect + measurement task) never send an entry twice
+class Pause:
+    def __iter__(self):
+        yield None   # suspends the coroutine once, like waiting for a PUBACK from the network
+    __await__ = __iter__
+class SlowClient(Client):
+    def is_acked(self, pid):
+        return False
+    async def wait_puback(self, pid):
+        await Pause()
+        return True
+a.client = SlowClient()
+a.client.connected = True
+for i in range(3):
+    a.ring.push(b'entry-%d' % i)
+first = a.drain()
+first.send(None)            # first drain: published entry-0, now waiting for its PUBACK
+drive(a.drain())            # second drain meanwhile: must not publish anything
+during = [m[1] for m in a.client.sent]
+drive(first)                # the first drain finishes the ring
+out['concurrent'] = [during, [m[1] for m in a.client.sent], len(a.ring)]
 out['status'] = json.loads(a.status_json())
 print('RESULT', json.dumps(out))
 """
@@ -189,3 +210,5 @@ def test_buffered_measurements_publish_in_order_and_confirm_the_release() -> Non
     assert status and status[-1][3] is True and json.loads(status[-1][1])["online"] is True
     assert out["wake_1.1.0"] is False and out["wake_1.2.0"] is False and out["wake_1.3.0"] is True
     assert out["status"]["firmware"] == "1.1.0" and out["status"]["sensors"]["sds011"] == "ok"
+    during, sent, left = out["concurrent"]
+    assert during == ["entry-0"] and sent == ["entry-0", "entry-1", "entry-2"] and left == 0
