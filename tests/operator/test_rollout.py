@@ -97,6 +97,25 @@ def test_rollout_advances_on_healthy_reports_and_halts_on_failures(
         assert ws["status"]["firmware"]["desired"] == "2.0.0" and ws["status"]["lastSeen"]
         assert cluster.condition(ws, "Online")["status"] == "True"
 
+        # A device that drops off (its last will, published by the broker) is reported offline at once.
+        dropped = fleet.devices["dev-20"]
+        dropped.client.publish(
+            "sensors/dev-20/status", '{"online": false}', qos=1, retain=True
+        ).wait_for_publish(10)
+
+        def offline():
+            cond = cluster.condition(cluster.get("WeatherSensor", ns, "dev-20"), "Online")
+            return cond if cond and cond["status"] == "False" else None
+
+        assert wait_for(offline, 60, "dev-20 offline")["reason"] == "Disconnected"
+        wait_for(
+            lambda: any(e.reason == "SensorOffline" for e in cluster.events(ns, "dev-20")),
+            30,
+            "SensorOffline",
+        )
+        dropped.publish_status()
+        wait_for(lambda: cluster.is_true("WeatherSensor", ns, "dev-20", "Online"), 60, "dev-20 back online")
+
         # A bad release: devices in the first wave roll back; the threshold (2) halts the rollout.
         cluster.patch("SensorFleet", ns, "field", {"spec": {"rollout": {"release": "fw-3"}}})
         wait_for(lambda: rollout(cluster, ns).get("phase") == "Halted", 120, "rollout halted")

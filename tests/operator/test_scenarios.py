@@ -49,8 +49,9 @@ def test_fleet_with_sensors_gets_every_child_and_becomes_ready(
         cond = cluster.condition(cluster.get("WeatherSensor", ns, "ws-a1"), "CertificateReady")
         return cond if cond and cond["status"] == "Unknown" else None
 
-    assert wait_for(pending, 60, "CertificateReady Unknown while not issued")["reason"] == "Pending"
-    assert not cluster.is_true("WeatherSensor", ns, "ws-a1")
+    if kube is not None:  # a real cert-manager may issue before we look
+        assert wait_for(pending, 60, "CertificateReady Unknown while not issued")["reason"] == "Pending"
+        assert not cluster.is_true("WeatherSensor", ns, "ws-a1")
     wait_for(lambda: all_ready(cluster, ns, devices), 90, "every sensor Ready")
     wait_for(lambda: cluster.is_true("SensorFleet", ns, "alpha"), 60, "the fleet Ready")
     wait_for(lambda: fleet_total(cluster, ns, "alpha") == 3, 60, "the fleet counting its sensors")
@@ -85,6 +86,11 @@ def test_fleet_with_sensors_gets_every_child_and_becomes_ready(
     )
     fleet = cluster.get("SensorFleet", ns, "alpha")
     assert fleet["status"]["sensors"]["total"] == 3
+
+    # Service logins exist once per namespace and belong to no fleet (deleting a fleet keeps them).
+    svc = cluster.secret(ns, "weatherfleet-ingest-mqtt-credentials")
+    assert not svc.metadata.owner_references
+    assert f'"weatherfleet-ingest": "{base64.b64decode(svc.data["password"]).decode()}"' in pwd_file
 
     # Passwords are never logged.
     text = "\n".join(r.getMessage() + str(r.__dict__) for r in caplog.records)

@@ -22,7 +22,7 @@ from ..durations import parse_duration
 from ..models import FirmwareRelease, SensorFleet, WeatherSensor, set_condition
 from ..models.common import Condition
 from ..observe import FleetView
-from ..reconcilers.common import MANAGED_BY, Event, labels, metadata, owner_references
+from ..reconcilers.common import MANAGED_BY, Event, labels, metadata
 from ..reconcilers.fleet import FleetObservation, fleet_for_sensor, reconcile_fleet, select_members
 from ..reconcilers.plan import PLAN_CONFIGMAP, plan_json, plan_key
 from ..reconcilers.sensor import (
@@ -314,21 +314,27 @@ class Controller:
                 pw = _password_of(self.cache.get("Secret", namespace, credentials_secret_name(device_id)))
                 if pw:
                     passwords[device_id] = pw
-            owners = owner_references(fleet.api_version, fleet.kind, fleet.metadata)
             for service in identities.SERVICES:
-                pw = self.password(namespace, service)
-                passwords[service] = pw
-                service_secrets.append(
-                    {
-                        "apiVersion": "v1",
-                        "kind": "Secret",
-                        "metadata": metadata(
-                            credentials_secret_name(service), namespace, labels(name, None), owners
-                        ),
-                        "type": "kubernetes.io/basic-auth",
-                        "stringData": {"username": service, "password": pw},
-                    }
+                # Service logins are shared by every fleet of the namespace and usually made by the
+                # credentials Job (gitops): read them; create one only when missing, and without an owner,
+                # so that deleting a fleet never deletes a service's password.
+                name_ = credentials_secret_name(service)
+                existing = self.cache.get("Secret", namespace, name_) or self.kube.get(
+                    "v1", "Secret", namespace, name_
                 )
+                pw = _password_of(existing)
+                if not pw:
+                    pw = secrets.token_urlsafe(24)
+                    service_secrets.append(
+                        {
+                            "apiVersion": "v1",
+                            "kind": "Secret",
+                            "metadata": metadata(name_, namespace, labels(None), []),
+                            "type": "kubernetes.io/basic-auth",
+                            "stringData": {"username": service, "password": pw},
+                        }
+                    )
+                passwords[service] = pw
         observation = FleetObservation(
             now=self.now(),
             sensors=sensors,
