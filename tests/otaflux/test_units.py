@@ -242,3 +242,14 @@ def test_environment_names_of_the_original_are_read() -> None:
         settings.registry_insecure and settings.cache_size == 7 and settings.mqtt_topic == "firmware/updates"
     )
     assert "s3cr3t-pa55" not in repr(settings) and settings.registry_password == "s3cr3t-pa55"  # not in logs
+
+
+def test_flags_win_over_the_environment() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser)
+    args = parser.parse_args(["--registry-url", "oci-layout:///srv/oci", "--workers", "3", "--mqtt-topic", "fw"])
+    settings = config.load(args, {"REGISTRY_URL": "http://ignored:5000", "WORKERS": "1", "CACHE_SIZE": "9"})
+    assert (settings.registry_url, settings.workers, settings.mqtt_topic) == ("oci-layout:///srv/oci", 3, "fw")
+    assert settings.cache_size == 9  # not given as a flag: the environment still counts
