@@ -176,6 +176,10 @@ class FirmwareService:
             self.metrics.registry_errors.labels("artifact").inc()
             log.error("cannot serve firmware for %s: %s", device, exc)
             firmware, error = None, ArtifactUnusable(str(exc))
+        except Exception as exc:  # a manifest of an unexpected shape must not become a 500 per request
+            self.metrics.registry_errors.labels("artifact").inc()
+            log.exception("cannot serve firmware for %s", device)
+            firmware, error = None, ArtifactUnusable(f"unexpected artifact: {type(exc).__name__}: {exc}")
         answer = Answer(firmware, error, time.monotonic(), generation)
         self._answers[device] = answer
         self._gauges()

@@ -96,3 +96,22 @@ def test_bundle_manifest_files_and_legacy_tar(
     expected = tmp_path / "expected.tar"
     oci.write_bundle_tar([(n, paths[n]) for n in files], expected)
     assert expected.read_bytes() == tar_bytes  # deterministic: same files, same bytes
+
+
+def test_an_artifact_that_is_not_firmware_is_a_502_with_the_reason(
+    registry, store, prefix, otaflux_factory
+) -> None:
+    repository = f"{prefix}dev-18"
+    store.push_blob(repository, oci.EMPTY_BLOB)
+    empty = {
+        "schemaVersion": 2,
+        "mediaType": oci.OCI_MANIFEST,
+        "config": {"mediaType": oci.EMPTY_MEDIA_TYPE, "digest": oci.EMPTY_DIGEST, "size": 2},
+        "layers": [],
+    }
+    store.push_manifest(repository, "1.0.0", oci.canonical_json(empty))
+    server = otaflux_factory({"REGISTRY_URL": registry.url, "REPOSITORY_PREFIX": prefix})
+    for _ in range(2):  # the second answer comes from the remembered failure, not a new fetch
+        status, _, body = server.get("/version?device=dev-18")
+        assert status == 502 and b"not a firmware artifact" in body
+    assert server.metric("otaflux_registry_errors_total", 'kind="artifact"') == 1

@@ -249,7 +249,13 @@ def test_flags_win_over_the_environment() -> None:
 
     parser = argparse.ArgumentParser()
     config.add_arguments(parser)
-    args = parser.parse_args(["--registry-url", "oci-layout:///srv/oci", "--workers", "3", "--mqtt-topic", "fw"])
+    args = parser.parse_args(
+        ["--registry-url", "oci-layout:///srv/oci", "--workers", "3", "--mqtt-topic", "fw"]
+    )
     settings = config.load(args, {"REGISTRY_URL": "http://ignored:5000", "WORKERS": "1", "CACHE_SIZE": "9"})
-    assert (settings.registry_url, settings.workers, settings.mqtt_topic) == ("oci-layout:///srv/oci", 3, "fw")
+    assert (settings.registry_url, settings.workers, settings.mqtt_topic) == (
+        "oci-layout:///srv/oci",
+        3,
+        "fw",
+    )
     assert settings.cache_size == 9  # not given as a flag: the environment still counts
