@@ -206,9 +206,10 @@ class Updater:
         except ValueError:
             raise OtaError("manifest is not JSON")
         del raw, text
-        ann = manifest.get("annotations") or {}
-        if ann.get(VERSION, version) != version:
-            raise OtaError("signed version %s differs from announced %s" % (ann.get(VERSION), version))
+        # the version must come from the signed text: the envelope's is only a label anyone could change
+        signed_version = (manifest.get("annotations") or {}).get(VERSION)
+        if signed_version != version:
+            raise OtaError("signed version %s differs from announced %s" % (signed_version, version))
         kind = self._kind(manifest)
         if kind != self.kind:
             raise OtaError("release is a %s, this device installs %ss" % (kind, self.kind))

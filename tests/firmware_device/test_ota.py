@@ -198,6 +198,10 @@ rel = json.load(open('/data/input.json'))['v11']
 rel['doc']['signature'] = None
 srv = server(rel)
 OUT['unsigned'] = update(srv, slots.default_state('1.0.0'), '1.0.0')[1]
+relabelled = json.load(open('/data/input.json'))['v11']
+relabelled['doc']['version'] = '9.9.9'   # a validly signed 1.1.0 announced as something else
+srv = server(relabelled)
+OUT['relabelled'] = [update(srv, slots.default_state('1.0.0'), '1.0.0')[1], blob_requests(srv)]
 srv = server(D['unsafe'])
 OUT['unsafe'] = [update(srv, slots.default_state('1.0.0'), '1.0.0')[1], listing('/')]
 OUT['pending'] = slots.load()['pending']
@@ -208,6 +212,7 @@ done()
     assert out["forged"][0].startswith("error: signature does not verify") and out["forged"][1] == []
     assert out["tampered"][0] == "error: manifest digest mismatch" and out["tampered"][1] == []
     assert out["unsigned"] == "error: release is not signed"
+    assert out["relabelled"] == ["error: signed version 1.1.0 differs from announced 9.9.9", []]
     assert out["unsafe"][0].startswith("error: unsafe file name") and "boot.py" not in out["unsafe"][1]
     assert out["pending"] is None
 
