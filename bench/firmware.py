@@ -283,12 +283,16 @@ def main() -> int:
         "bufferSize": 8,
     }
     n = 50 if args.quick else 300
-    pub = run_micropython(PUBLISH_SCRIPT, {"config": cfg, "c00": c00, "raw": raw, "n": n}).check().json()
-    print(f"measurement publish (QoS 1, line protocol, {n} runs)")
-    print(
-        f"  bytes allocated per publish (encode + PUBLISH + PUBACK wait): {pub['per_publish']:.0f}  (goal <= 512)"
-    )
-    print(f"  bytes allocated per full cycle incl. BME280 read and compensation: {pub['per_cycle']:.0f}")
+    for fmt in ("influx", "json"):
+        conf = dict(cfg, features=["bme280", fmt])
+        pub = run_micropython(PUBLISH_SCRIPT, {"config": conf, "c00": c00, "raw": raw, "n": n}).check().json()
+        name = "line protocol" if fmt == "influx" else "JSON"
+        print(f"measurement publish (QoS 1, {name}, {n} runs)")
+        print(
+            f"  bytes allocated per publish (encode + PUBLISH + PUBACK): {pub['per_publish']:.0f}  (goal <= 512)"
+        )
+        print(f"  bytes allocated per full cycle incl. BME280 read and compensation: {pub['per_cycle']:.0f}")
+        print(f"  bytes sent per publish: {pub['bytes_sent'] / pub['published']:.0f}")
 
     # 4: bundle sizes
     with tempfile.TemporaryDirectory() as tmp:
