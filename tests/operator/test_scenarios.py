@@ -226,3 +226,34 @@ def test_an_invalid_resource_gets_a_clear_condition_and_others_are_unaffected(
     # Fixed by the user: it becomes Ready without restarting anything.
     cluster.patch("WeatherSensor", ns, "ws-d2", {"spec": {"sensors": [{"type": "bme280"}]}})
     wait_for(lambda: all_ready(cluster, ns, ["ws-d2"]), 90, "ws-d2 Ready once fixed")
+
+
+def test_last_reading_and_last_seen_come_from_the_time_series_store(
+    cluster, namespace, start_operator, tmp_path, monkeypatch
+):
+    """lastReading from what ingest stored (its SQLite store here; InfluxDB 3 in a cluster): one query per
+    interval for the whole fleet."""
+    import time
+
+    from weatherfleet.ingest.records import Point
+    from weatherfleet.ingest.sqlite_store import SQLiteStore
+
+    ns = namespace
+    store = SQLiteStore(tmp_path / "weather.db")
+    monkeypatch.setenv("WEATHERFLEET_READINGS_SQLITE", str(tmp_path / "weather.db"))
+    monkeypatch.setenv("WEATHERFLEET_READINGS_SECONDS", "0.5")
+    start_operator()
+    make_fleet(cluster, ns, "eps", ["ws-e1"])
+    wait_for(lambda: all_ready(cluster, ns, ["ws-e1"]), 90, "ws-e1 Ready")
+    now_ns = time.time_ns()
+    tags = {"device": "ws-e1", "location": "roof", "firmware": "1.0.0"}
+    store.write([Point("weather", tags, {"temperature": 21.5, "humidity": 40.25}, now_ns)])
+
+    def reading():
+        status = cluster.get("WeatherSensor", ns, "ws-e1")["status"]
+        return status if (status.get("lastReading") or {}).get("values") else None
+
+    status = wait_for(reading, 60, "lastReading in the status")
+    assert status["lastReading"]["values"] == {"temperature": 21.5, "humidity": 40.25}
+    assert status["lastSeen"] and status["online"] is True
+    assert cluster.condition(cluster.get("WeatherSensor", ns, "ws-e1"), "Online")["reason"] == "Reporting"

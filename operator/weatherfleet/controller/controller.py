@@ -21,6 +21,7 @@ from .. import API_VERSION, identities
 from ..durations import parse_duration
 from ..models import FirmwareRelease, SensorFleet, WeatherSensor, set_condition
 from ..models.common import Condition
+from ..models.sensor import LastReading
 from ..observe import FleetView
 from ..reconcilers.common import MANAGED_BY, Event, labels, metadata
 from ..reconcilers.fleet import FleetObservation, fleet_for_sensor, reconcile_fleet, select_members
@@ -36,6 +37,7 @@ from ..rollout import FleetPlan
 from . import metrics
 from .cache import ObjectCache
 from .kube import KubeClient
+from .readings import Readings
 from .releases import ReleaseResolver
 from .settings import OperatorSettings
 from .statuspatch import merge_diff, prune_none
@@ -101,6 +103,7 @@ class Controller:
         self.view_ready = view_ready
         self.cache = ObjectCache()
         self.releases = ReleaseResolver(settings, kube)
+        self.readings = Readings(None)
         self.devices: dict[str, Key] = {}  # deviceId -> its WeatherSensor key, for MQTT-driven requeues
         self.fleet_cost: dict[tuple[str, str], float] = {}  # seconds the last reconcile of a fleet took
 
@@ -239,11 +242,13 @@ class Controller:
         ready, message = _certificate_ready(self.cache.get("Certificate", namespace, device_id))
         now = self.now()
         sighting = self.view.get(device_id)
-        last_seen = None
-        device = None
-        if sighting is not None:
-            device = sighting.observation
-            last_seen = self._throttled_last_seen(sensor, fleet, sighting.last_seen, device, now)
+        reading = self.readings.get(device_id)
+        device = sighting.observation if sighting else None
+        heard = [
+            t for t in (sighting.last_seen if sighting else None, reading.time if reading else None) if t
+        ]
+        last_seen = self._throttled_last_seen(sensor, fleet, max(heard), device, now) if heard else None
+        last_reading = LastReading(time=reading.time, values=reading.values) if reading else None
         plan = self.plan_for(namespace, fleet.metadata.name) if fleet else None
         observation = SensorObservation(
             now=now,
@@ -252,6 +257,7 @@ class Controller:
             device=device,
             last_seen=last_seen,
             desired_version=plan.version_for(device_id) if plan and device_id in plan.devices else None,
+            last_reading=last_reading,
         )
         result = reconcile_sensor(sensor, fleet, observation, password)
         for child in result.children:

@@ -24,6 +24,7 @@ from . import metrics
 from .cache import resource_version
 from .controller import Controller, Key, child_owner
 from .kube import KubeClient
+from .readings import Readings, open_store
 from .settings import OperatorSettings
 from .workqueue import WorkQueue
 
@@ -63,7 +64,9 @@ class Runtime:
             self.enqueue_threadsafe,
             self.observer.ready if self.observer else lambda: True,
         )
+        self.controller.readings = Readings(open_store(settings))
         self.task: asyncio.Task | None = None
+        self.readings_task: asyncio.Task | None = None
         # Set while this replica leads (always when standalone). Reconciles wait for it, so a paused
         # replica never writes, even for work queued before kopf paused it.
         self.active = asyncio.Event()
@@ -113,9 +116,25 @@ class Runtime:
         if self.observer:
             self.observer.start()
         self.task = asyncio.create_task(self.queue.run(self.settings.workers, self.handle))
+        if self.controller.readings.store is not None:
+            self.readings_task = asyncio.create_task(self._poll_readings())
+
+    async def _poll_readings(self) -> None:
+        """One store query per interval for the whole fleet; sensors whose reading changed are requeued."""
+        while True:
+            await self.active.wait()
+            changed = await self.loop.run_in_executor(self.executor, self.controller.readings.poll)
+            for device_id in changed:
+                key = self.controller.devices.get(device_id)
+                if key is not None:
+                    self.enqueue(key)
+            await asyncio.sleep(self.settings.readings_seconds)
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Graceful: let running reconciles finish (writes are never cut in half), then stop MQTT."""
+        if self.readings_task:
+            self.readings_task.cancel()
+            await asyncio.gather(self.readings_task, return_exceptions=True)
         await self.queue.drained(timeout)
         if self.task:
             self.task.cancel()

@@ -44,6 +44,11 @@ class OperatorSettings(BaseModel):
     )
     mqtt_prefixes: str = Field(default="sensors", description="comma-separated topic prefixes")
     mqtt_settle_seconds: float = Field(default=1.0, ge=0)
+    influxdb_host: str | None = Field(default=None, description="InfluxDB 3 URL, for lastReading")
+    influxdb_database: str = "weather"
+    influxdb_token: str | None = Field(default=None, repr=False)
+    readings_sqlite: Path | None = Field(default=None, description="or ingest's SQLite store (local mode)")
+    readings_seconds: float = Field(default=300.0, gt=0, description="lastReading refresh (one query)")
     registry_insecure_hosts: str = Field(default="", description="comma-separated hosts spoken to over HTTP")
     registry_timeout_seconds: float = 30.0
     release_resync_seconds: float = Field(default=600.0, gt=0, description="re-resolve releases this often")
