@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import gzip
 import logging
 import re
 import shutil
+import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +33,7 @@ log = logging.getLogger("otaflux.firmware")
 # What a device id may look like before anything is built from it (repository name, path, topic).
 DEVICE_ID = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$")
 RETRY_AFTER_FAILURE = 5.0
+FIRMWARE_FILENAME = "firmware.bin"
 MISS = object()
 
 
@@ -261,6 +265,11 @@ class FirmwareService:
         if kind == "image":
             payload = directory / "image"
             blobs[manifest.layers[0].digest] = payload
+            unpacked = unpack_firmware(payload, directory / FIRMWARE_FILENAME)
+            if unpacked is not None:
+                payload = unpacked
+                size, crc, sha = oci.file_checksums(unpacked)
+                resolved = dataclasses.replace(resolved, size=size, crc32=crc, sha256=sha)
         else:
             payload = directory / "bundle.tar"
             for index, layer in enumerate(manifest.layers):
@@ -281,3 +290,28 @@ class FirmwareService:
             files=resolved.files,
             blobs=blobs,
         )
+
+
+def unpack_firmware(layer: Path, dest: Path) -> Path | None:
+    """As the original OtaFlux: a layer that is a tar (optionally gzip-compressed) holding
+    `firmware.bin` is served as that file. None when the layer is the binary itself (the usual case)."""
+    with open(layer, "rb") as stream:
+        head = stream.read(262)
+    is_gzip = head[:2] == b"\x1f\x8b"
+    if not (is_gzip or head[257:262] == b"ustar"):
+        return None
+    try:
+        with (
+            gzip.open(layer, "rb") if is_gzip else open(layer, "rb") as raw,
+            tarfile.open(fileobj=raw, mode="r|") as archive,
+        ):
+            for member in archive:
+                if member.isfile() and member.name.rsplit("/", 1)[-1] == FIRMWARE_FILENAME:
+                    with archive.extractfile(member) as source, open(dest, "wb") as out:
+                        shutil.copyfileobj(source, out, 1 << 16)
+                    return dest
+    except (OSError, tarfile.TarError, EOFError) as exc:
+        if not is_gzip:
+            return None  # a binary that happens to look like a tar header: serve it as it is
+        raise ArtifactUnusable(f"layer looks compressed but does not unpack: {exc}") from exc
+    raise ArtifactUnusable(f"the layer is an archive without {FIRMWARE_FILENAME}")

@@ -157,3 +157,33 @@ def test_hostile_device_ids_are_refused_before_any_registry_call(
     # Only the health probe (GET /v2/) may have reached the registry: nothing with a repository in it.
     assert [path for (_method, path) in counting_proxy.requests if path != "/v2/"] == []
     assert list((server.log.parent / "cache").rglob("*")) == [server.log.parent / "cache" / "worker-0"]
+
+
+def test_a_layer_that_is_a_tar_gz_with_firmware_bin_is_unpacked_as_the_original_does(
+    registry, store, prefix, tmp_path, otaflux_factory
+) -> None:
+    import gzip
+    import io
+    import tarfile
+
+    binary = os.urandom(70_000)
+    packed = io.BytesIO()
+    with tarfile.open(fileobj=packed, mode="w") as archive:
+        info = tarfile.TarInfo("build/firmware.bin")
+        info.size = len(binary)
+        archive.addfile(info, io.BytesIO(binary))
+    (tmp_path / "firmware.tar.gz").write_bytes(gzip.compress(packed.getvalue()))
+    store.push_image(f"{prefix}dev-12", "1.0.0", tmp_path / "firmware.tar.gz", version="1.0.0")
+    other = io.BytesIO()
+    with tarfile.open(fileobj=other, mode="w") as archive:
+        info = tarfile.TarInfo("README.md")
+        info.size = 5
+        archive.addfile(info, io.BytesIO(b"hello"))
+    (tmp_path / "other.tar").write_bytes(other.getvalue())
+    store.push_image(f"{prefix}dev-13", "1.0.0", tmp_path / "other.tar", version="1.0.0")
+    server = otaflux_factory({"REGISTRY_URL": registry.url, "REPOSITORY_PREFIX": prefix})
+
+    assert server.get("/version?device=dev-12")[2] == f"1.0.0\n{zlib.crc32(binary)}\n{len(binary)}".encode()
+    assert server.get("/firmware?device=dev-12")[2] == binary
+    status, _, body = server.get("/firmware?device=dev-13")
+    assert status == 502 and b"without firmware.bin" in body
