@@ -48,6 +48,7 @@ from weatherfleet.services.mosquitto import MosquittoBroker
 from weatherfleet.services.process import free_port
 
 INTERVAL = 5
+INGEST_DELAY = 2.5  # > ingest's batch delay (0.5 s) plus a commit
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -161,14 +162,16 @@ def run_step(count: int, window: float, warmup: float, root: Path) -> dict:
         runners = [supervisor.processes[n].pid for n in devices.running]
         others = {"mosquitto": broker.process.pid, "ingest": supervisor.processes["ingest"].pid}
         store = SQLiteStore(workdir.store_path)
-        rows0 = store.count("weather")
         cpu0 = {pid: cpu_seconds(pid) for pid in [*runners, *others.values()]}
         t0 = time.monotonic()
-        time.sleep(window)
+        # rows are counted over a window of the same length, shifted by ingest's batch delay
+        time.sleep(INGEST_DELAY)
+        rows0 = store.count("weather")
+        time.sleep(window - INGEST_DELAY)
         elapsed = time.monotonic() - t0
         cpu1 = {pid: cpu_seconds(pid) for pid in cpu0}
         samples = probe.take()
-        time.sleep(2.5)  # ingest's batch delay: what arrived in the window is committed
+        time.sleep(INGEST_DELAY)
         rows = store.count("weather") - rows0
         store.close()
     finally:

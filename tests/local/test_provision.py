@@ -100,3 +100,34 @@ def test_wifi_password_comes_from_the_environment_only(cr_dir, tmp_path, capsys,
     config_path = tmp_path / "provision" / "dev-01" / "config.json"
     assert json.loads(config_path.read_text())["wifi"] == {"ssid": "home", "password": "s3cret-wifi"}
     assert stat.S_IMODE(config_path.stat().st_mode) == 0o600
+
+
+def test_a_built_bundle_goes_flat_into_the_root_with_its_version(cr_dir, tmp_path, capsys):
+    from weatherfleet.firmware.build import build
+
+    bundle = tmp_path / "bundle"
+    manifest = build(["bme280", "influx", "tls", "mtls", "ota"], "1.4.2", bundle)
+    workdir = tmp_path / "wd"
+    code = main(["provision", "dev-01", "--port", "/dev/ttyACM0", "--dir", str(cr_dir), "--workdir", str(workdir),
+                 "--firmware", str(bundle), "--dry-run"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    staged = workdir / "provision" / "dev-01"
+    for entry in manifest.files:
+        assert (staged / entry.path).read_bytes() == (bundle / entry.path).read_bytes()
+        assert f"fs cp {staged / entry.path} :{entry.path}" in out
+    assert any(e.path.endswith(".mpy") for e in manifest.files)  # a real board gets compiled modules
+    assert json.loads((staged / "config.json").read_text())["firmwareVersion"] == "1.4.2"
+
+
+def test_a_tampered_bundle_is_refused(cr_dir, tmp_path, capsys):
+    from weatherfleet.firmware.build import build
+
+    bundle = tmp_path / "bundle"
+    build(["bme280", "influx", "tls", "ota"], "1.4.2", bundle)
+    (bundle / "main.py").write_text((bundle / "main.py").read_text() + "\n# changed\n")
+    code = main(["provision", "dev-01", "--port", "p", "--dir", str(cr_dir), "--workdir", str(tmp_path / "wd"),
+                 "--firmware", str(bundle), "--dry-run"])  # fmt: skip
+    assert code == 2
+    assert "main.py does not match manifest.json" in capsys.readouterr().err
+    assert not (tmp_path / "wd" / "provision").exists()

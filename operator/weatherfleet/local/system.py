@@ -88,6 +88,7 @@ class LocalSystem:
         self._fingerprint: tuple = ()
         self._lock = threading.RLock()
         self._store = None
+        self._saved_state = ""
 
     # --- ports and endpoints ---------------------------------------------------------------------------
 
@@ -260,7 +261,10 @@ class LocalSystem:
         with self._lock:
             self._reconcile_if_changed()
             self.plan = self.rollouts.step(self.resources, self.observations(), datetime.now(UTC))
-            self.workdir.save_state(self.state)
+            state = self.state.model_dump_json(by_alias=True, indent=2)
+            if state != self._saved_state:  # written when something moved, not twice a second
+                self.workdir.save_state(self.state)
+                self._saved_state = state
             for name in self.supervisor.dead():
                 self.note(f"{name} exited unexpectedly; restarting it (log: {self.workdir.logs / name}.log)")
                 try:
