@@ -25,6 +25,7 @@ log = logging.getLogger("otaflux.http")
 
 MAX_HEAD = 16 * 1024
 MAX_BODY = 1 << 20
+IDLE_TIMEOUT = 75.0  # seconds, as nginx's keepalive_timeout default
 REASONS = {
     200: "OK", 206: "Partial Content", 304: "Not Modified", 400: "Bad Request", 401: "Unauthorized",
     404: "Not Found", 405: "Method Not Allowed", 411: "Length Required", 413: "Content Too Large",
@@ -131,8 +132,16 @@ class _Date:
 
 
 class HttpProtocol(asyncio.Protocol):
-    def __init__(self, app: App, loop: asyncio.AbstractEventLoop, done: Done | None = None) -> None:
+    def __init__(
+        self,
+        app: App,
+        loop: asyncio.AbstractEventLoop,
+        done: Done | None = None,
+        connections: set | None = None,
+    ) -> None:
         self.app, self.loop, self.done = app, loop, done
+        self.connections = connections if connections is not None else set()
+        self.last_active = loop.time()
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.busy = False  # a request is being answered asynchronously; later ones wait in the buffer
@@ -144,11 +153,13 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.connections.add(self)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
         self.closing = True
         self._can_write.set()
 
@@ -159,6 +170,7 @@ class HttpProtocol(asyncio.Protocol):
         self._can_write.set()
 
     def data_received(self, data: bytes) -> None:
+        self.last_active = self.loop.time()
         self.buffer += data
         if not self.busy:
             self._process()
@@ -375,9 +387,24 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
 
 
-async def start_server(app: App, host: str, port: int, done: Done | None = None) -> asyncio.Server:
-    """Listen with SO_REUSEPORT, so several worker processes can share the port."""
+async def start_server(
+    app: App, host: str, port: int, done: Done | None = None, idle_timeout: float = IDLE_TIMEOUT
+) -> asyncio.Server:
+    """Listen with SO_REUSEPORT, so several worker processes can share the port. Connections that send
+    nothing for `idle_timeout` seconds while no response is in progress are closed (an idle keep-alive
+    connection, or a client that never finishes its request head, must not hold a descriptor forever)."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(
-        lambda: HttpProtocol(app, loop, done), host, port, reuse_port=True, backlog=1024
+    connections: set[HttpProtocol] = set()
+    server = await loop.create_server(
+        lambda: HttpProtocol(app, loop, done, connections), host, port, reuse_port=True, backlog=1024
     )
+
+    async def sweep() -> None:
+        while server.is_serving():
+            await asyncio.sleep(min(5.0, idle_timeout / 2))
+            deadline = loop.time() - idle_timeout
+            for connection in [c for c in connections if not c.busy and c.last_active < deadline]:
+                connection._close()
+
+    server.sweeper = loop.create_task(sweep())  # type: ignore[attr-defined]
+    return server
