@@ -257,3 +257,29 @@ def test_last_reading_and_last_seen_come_from_the_time_series_store(
     assert status["lastReading"]["values"] == {"temperature": 21.5, "humidity": 40.25}
     assert status["lastSeen"] and status["online"] is True
     assert cluster.condition(cluster.get("WeatherSensor", ns, "ws-e1"), "Online")["reason"] == "Reporting"
+
+
+def test_children_no_longer_wanted_are_removed(cluster, namespace, start_operator):
+    """Switching a fleet from NanoMQ to Mosquitto: the password file and every device's NanoMQ credentials
+    go (owned, no longer desired); the ACL ConfigMap switches format; the certificates stay."""
+    ns, devices = namespace, ["ws-f1", "ws-f2"]
+    start_operator()
+    make_fleet(cluster, ns, "phi", devices)
+    wait_for(lambda: all_ready(cluster, ns, devices), 90, "every sensor Ready")
+    wait_for(lambda: cluster.secret(ns, "nanomq-passwords"), 60, "the NanoMQ password file")
+    cluster.patch("SensorFleet", ns, "phi", {"spec": {"broker": {"kind": "mosquitto"}}})
+    wait_for(
+        lambda: "mosquitto.acl" in (cluster.configmap(ns, "nanomq-acl").data or {}), 60, "a Mosquitto ACL"
+    )
+    wait_for(lambda: cluster.secret(ns, "nanomq-passwords") is None, 60, "the password file removed")
+    for device in devices:
+        wait_for(
+            lambda d=device: cluster.secret(ns, f"{d}-mqtt-credentials") is None,
+            60,
+            f"{device} credentials removed",
+        )
+    assert "nanomq_acl.conf" not in cluster.configmap(ns, "nanomq-acl").data
+    assert set(devices) <= {c["metadata"]["name"] for c in cluster.certificates(ns)}
+    # Service logins belong to no fleet: kept.
+    assert cluster.secret(ns, "weatherfleet-ingest-mqtt-credentials") is not None
+    wait_for(lambda: all_ready(cluster, ns, devices), 60, "still Ready on Mosquitto")

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 Object = dict[str, Any]
 Key = tuple[str, str, str]  # (kind, namespace, name)
 Enqueue = Callable[[Key], None]
+PRUNABLE = (("Certificate", "cert-manager.io/v1"), ("Secret", "v1"), ("ConfigMap", "v1"))
 MODELS = {"WeatherSensor": WeatherSensor, "SensorFleet": SensorFleet, "FirmwareRelease": FirmwareRelease}
 
 
@@ -190,6 +191,28 @@ class Controller:
             self.cache.put(result)
         return result
 
+    def _prune(self, owner: Object, desired: list[Object]) -> None:
+        """Delete children this resource owns that it no longer wants (a renamed ACL ConfigMap, an alert
+        ConfigMap split no longer needed, NanoMQ credentials after a switch to Mosquitto). Only objects
+        labelled as ours and controlled by exactly this owner (uid) are candidates."""
+        uid = owner["metadata"].get("uid")
+        namespace = owner["metadata"].get("namespace")
+        wanted = {(c["kind"], c["metadata"]["name"]) for c in desired}
+        for kind, api_version in PRUNABLE:
+            for obj in self.cache.list(kind, namespace):
+                meta = obj["metadata"]
+                if (kind, meta["name"]) in wanted or (meta.get("labels") or {}).get(
+                    MANAGED_BY
+                ) != "weatherfleet":
+                    continue
+                if not any(
+                    r.get("controller") and r.get("uid") == uid for r in meta.get("ownerReferences") or []
+                ):
+                    continue
+                if self.kube.delete(api_version, kind, namespace, meta["name"], meta["uid"]):
+                    self.cache.remove(kind, namespace, meta["name"])
+                    log.info("removed a child no longer wanted", extra={"kind": kind, "child": meta["name"]})
+
     def _events(self, body: Object, events: list[Event]) -> None:
         for event in events:
             self.kube.event(body, event.type, event.reason, event.message)
@@ -262,6 +285,10 @@ class Controller:
         result = reconcile_sensor(sensor, fleet, observation, password)
         for child in result.children:
             self._apply(child)
+        if fleet is not None:
+            # Never because no fleet matched: that may be a fleet being fixed, and a device's password
+            # must not be lost to a typo in a selector.
+            self._prune(body, result.children)
         first = not body.get("status")
         if first and fleet is not None and ready is None:
             # A brand-new sensor whose certificate is not issued yet: its first status would be
@@ -352,6 +379,7 @@ class Controller:
         result = reconcile_fleet(fleet, observation)
         for child in [*result.children, *service_secrets]:
             self._apply(child)
+        self._prune(body, result.children)
         old_plan = self.plan_for(namespace, name)
         self._write_plan(namespace, name, result.plan_key, plan_json(result.plan))
         if result.broker_patch is not None:

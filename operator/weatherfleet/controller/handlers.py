@@ -161,7 +161,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 60
     RUNTIME = Runtime(OperatorSettings.from_env())
     if settings.peering.standalone or not PEERING:
-        RUNTIME.active.set()
+        # Let the initial listings of every watched kind land in the caches first: a sensor reconciled
+        # before its fleet is known would flap to NotInFleet.
+        asyncio.get_running_loop().call_later(RUNTIME.settings.leader_settle_seconds, RUNTIME.active.set)
     metrics.serve(RUNTIME.settings.metrics_port)
     RUNTIME.start()
     log.info("weatherfleet operator started", extra={"namespace": RUNTIME.settings.namespace})

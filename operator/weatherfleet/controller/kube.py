@@ -131,6 +131,21 @@ class KubeClient:
         metrics.API_WRITES.labels(kind=obj["kind"], verb="apply").inc()
         return result.to_dict()
 
+    def delete(self, api_version: str, kind: str, namespace: str | None, name: str, uid: str) -> bool:
+        """Delete exactly this object (uid precondition: never a newer one of the same name)."""
+        try:
+            self.resource(api_version, kind).delete(
+                name=name,
+                namespace=namespace,
+                body={"preconditions": {"uid": uid}, "propagationPolicy": "Background"},
+            )
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return False
+            raise
+        metrics.API_WRITES.labels(kind=kind, verb="delete").inc()
+        return True
+
     def patch_status(self, api_version: str, kind: str, namespace: str, name: str, status: Object) -> Object:
         """Merge-patch the status subresource (None values remove fields, lists are replaced)."""
         resource = self.resource(api_version, kind)

@@ -227,7 +227,7 @@ class ApiServerDouble:
                 (q.get("force") or "").lower() in ("true", "1"),
             )
         else:
-            obj = store.delete(rt, namespace, name)
+            obj = store.delete(rt, namespace, name, (body or {}).get("preconditions"))
         agent = request.headers.get("User-Agent", "")
         store.writes.append(Write(actor, verb, rt.plural, namespace, name, sub, changed, agent))
         headers = {}

@@ -497,9 +497,19 @@ class Store:
             self.managed[key] = owned
         return obj, changed
 
-    def delete(self, rt: ResourceType, namespace: str | None, name: str) -> dict[str, Any]:
+    def delete(
+        self, rt: ResourceType, namespace: str | None, name: str, preconditions: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         obj = self.get(rt, namespace, name)
         meta = obj["metadata"]
+        for key in ("uid", "resourceVersion"):
+            wanted = (preconditions or {}).get(key)
+            if wanted and wanted != meta.get(key):
+                raise ApiError(
+                    409,
+                    "Conflict",
+                    f"Precondition failed: {key} in precondition: {wanted}, in object meta: {meta.get(key)}",
+                )
         if meta.get("finalizers"):
             if meta.get("deletionTimestamp"):
                 return obj
