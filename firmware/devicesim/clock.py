@@ -3,7 +3,10 @@
 Blocking `time.sleep_ms()` on the shared event loop would stall every other emulated device, so on the
 loop thread it advances this device's clock instead of waiting (each real device has its own CPU; the
 emulation keeps that independence). The sensors read the same clock, so a driver that waits 10 ms for a
-conversion still sees the conversion finished."""
+conversion still sees the conversion finished. The epoch (time.time) stays wall-clock time.
+
+The one divergence: on the board, a blocking sleep inside a coroutine stalls that board's whole loop for
+real; here it returns at once. The time shim logs it (once per boot) so firmware authors see the stall."""
 
 from __future__ import annotations
 
@@ -23,7 +26,9 @@ class DeviceClock:
         return time.monotonic() - self._origin + self.skew
 
     def epoch(self) -> float:
-        return time.time() + self.skew
+        """Wall-clock time, without the skew: a board's RTC (set by NTP) never runs ahead of the world,
+        and payload timestamps must stay true for ingest."""
+        return time.time()
 
     def advance(self, seconds: float) -> None:
         if seconds > 0:

@@ -200,6 +200,20 @@ class Device:
             await asyncio.gather(self._task, return_exceptions=True)
         self.state = DeviceState.STOPPED
 
+    def set_wifi(self, up: bool) -> None:
+        """The access point comes or goes. Going away also breaks the board's open connections (lwIP
+        reports the dead link on the next read or write), as a real station losing its AP would see."""
+        self.wifi.up = up
+        if not up and self.boot and self.loop:
+            boot = self.boot
+
+            def abort_all() -> None:
+                for close in list(boot.closers):
+                    with contextlib.suppress(Exception):
+                        close()
+
+            self.loop.call_soon_threadsafe(abort_all)
+
     def power_cycle(self) -> None:
         if self.boot:
             self.request_reset(self.boot, PWRON_RESET, "power cycle")

@@ -5,7 +5,6 @@ from the real registry."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import time
 
@@ -51,7 +50,8 @@ async def test_device_publishes_measurements_over_mutual_tls(
         interval=1,
         location="green house",
     )
-    device = devices(device_id)
+    # a noisy, sometimes corrupting UART: the SDS011 driver has to resync and drop bad frames
+    device = devices(device_id, sds011_noise=0.3, sds011_corruption=0.1)
     provision(device, config, build_bundle("1.0.0", features), ca=issued.ca, cert=issued.cert, key=issued.key)
     device.start()
     measurements = f"sensors/{device_id}/measurements"
@@ -147,17 +147,80 @@ async def test_measurements_buffered_while_the_broker_is_down_arrive_in_order(
             ]
 
         await device.wait_for(
-            lambda: sum(stopped_at < t < restarted_at for t in times()) >= 6,
+            lambda: sum(stopped_at < t < restarted_at for t in times()) >= 3,
             90,
             "measurements taken during the outage",
         )
+        # none lost: every conversion the BME280 made (one per measurement) arrives; at most the one being
+        # published right now may still be in flight
         await device.wait_for(
-            lambda: any(t > restarted_at + 10**9 for t in times()), 60, "fresh measurements"
+            lambda: len(times()) >= device.bme280.measurements - 1, 90, "every measurement taken to arrive"
         )
         stamps = times()
         assert stamps == sorted(stamps), "buffered measurements must arrive oldest first"
         assert len(set(stamps)) == len(stamps), "no duplicates"
-        gaps = [(b - a) / 1e9 for a, b in itertools.pairwise(stamps)]
-        assert max(gaps) < 3.5, f"a measurement was lost during the outage (gap {max(gaps):.1f} s)"
     finally:
         subscriber.stop()
+
+
+async def test_a_failed_sensor_is_reported_and_the_others_keep_publishing(
+    devices, mosquitto, mqtt_subscriber, local_ca
+) -> None:
+    device_id = "dev-15"
+    collector = mqtt_subscriber(mosquitto, f"sensors/{device_id}/#")
+    issued = local_ca.issue(device_id)
+    features = ("bme280", "sds011", "tls", "mtls", "influx")
+    config = device_config(
+        device_id, broker=(mosquitto.host, mosquitto.port), version="1.0.0", features=features, interval=1
+    )
+    device = devices(device_id)
+    device.bme280.failed = True  # the BME280 does not answer on the bus (unplugged, broken)
+    provision(device, config, build_bundle("1.0.0", features), ca=issued.ca, cert=issued.cert, key=issued.key)
+    device.start()
+    measurements = f"sensors/{device_id}/measurements"
+    await wait_for(collector, lambda ms: sum(m.topic == measurements for m in ms) >= 2, 60, device)
+    for point in _points(collector, "measurements", device_id):
+        assert set(point.fields) == {"pm25", "pm10"}, point.fields
+    status = [json.loads(m.payload) for m in collector.messages if m.topic == f"sensors/{device_id}/status"]
+    assert status[-1]["online"] is True
+    assert status[-1]["sensors"]["sds011"] == "ok"
+    assert status[-1]["sensors"]["bme280"] != "ok"
+
+
+async def test_wifi_loss_is_survived_and_the_device_reconnects(
+    devices, mosquitto, mqtt_subscriber, local_ca
+) -> None:
+    device_id = "dev-16"
+    collector = mqtt_subscriber(mosquitto, f"sensors/{device_id}/#")
+    issued = local_ca.issue(device_id)
+    features = ("bme280", "tls", "mtls", "influx")
+    config = device_config(
+        device_id, broker=(mosquitto.host, mosquitto.port), version="1.0.0", features=features, interval=1
+    )
+    device = devices(device_id)
+    provision(device, config, build_bundle("1.0.0", features), ca=issued.ca, cert=issued.cert, key=issued.key)
+    device.start()
+    measurements = f"sensors/{device_id}/measurements"
+    await wait_for(collector, lambda ms: sum(m.topic == measurements for m in ms) >= 2, 60, device)
+    device.set_wifi(False)
+    lost_at = time.time_ns()
+    await asyncio.sleep(4)
+    device.set_wifi(True)
+    back_at = time.time_ns()
+    parser = MessageParser()
+
+    def stamps() -> list[int]:
+        return [
+            p.time_ns
+            for m in list(collector.messages)
+            if m.topic == measurements
+            for p in parser.parse(m.topic, m.payload, time.time_ns())
+        ]
+
+    await device.wait_for(
+        lambda: any(t > back_at + 10**9 for t in stamps()), 90, "measurements after Wi-Fi is back"
+    )
+    assert sum(lost_at < t < back_at for t in stamps()) >= 2, (
+        "measurements taken offline were buffered and sent"
+    )
+    assert len(device.boots) == 1, "losing Wi-Fi must not reset the board"

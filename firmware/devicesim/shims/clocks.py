@@ -17,11 +17,18 @@ if TYPE_CHECKING:
 def make_time(boot: Boot) -> types.ModuleType:
     clock = boot.device.clock
     module = types.ModuleType("time")
+    warned: list[bool] = []
 
     def _sleep(seconds: float) -> None:
         boot.check()
         if _on_loop_thread():
             clock.advance(seconds)  # never stall the other devices on the shared loop
+            if seconds >= 0.1 and not warned:
+                warned.append(True)
+                boot.device.log(
+                    f"devicesim: warning: blocking sleep of {seconds * 1000:.0f} ms inside a coroutine "
+                    "(on the board this stalls every task of its asyncio loop)"
+                )
             return
         end = host_time.monotonic() + seconds
         while (left := end - host_time.monotonic()) > 0:
