@@ -389,7 +389,7 @@ class HttpProtocol(asyncio.Protocol):
 
 async def start_server(
     app: App, host: str, port: int, done: Done | None = None, idle_timeout: float = IDLE_TIMEOUT
-) -> asyncio.Server:
+) -> HttpServer:
     """Listen with SO_REUSEPORT, so several worker processes can share the port. Connections that send
     nothing for `idle_timeout` seconds while no response is in progress are closed (an idle keep-alive
     connection, or a client that never finishes its request head, must not hold a descriptor forever)."""
@@ -406,5 +406,19 @@ async def start_server(
             for connection in [c for c in connections if not c.busy and c.last_active < deadline]:
                 connection._close()
 
-    server.sweeper = loop.create_task(sweep())  # type: ignore[attr-defined]
-    return server
+    return HttpServer(server, loop.create_task(sweep()))
+
+
+class HttpServer:
+    """The listening server and its idle-connection sweeper, closed together."""
+
+    def __init__(self, server: asyncio.Server, sweeper: asyncio.Task) -> None:
+        self.server, self.sweeper = server, sweeper
+
+    @property
+    def port(self) -> int:
+        return self.server.sockets[0].getsockname()[1]
+
+    def close(self) -> None:
+        self.server.close()
+        self.sweeper.cancel()

@@ -100,7 +100,6 @@ async def serve(
     log.info("worker %d stopping", worker)
     await asyncio.gather(*watchers)
     server.close()
-    server.sweeper.cancel()
     await api.drain()
     if metrics_runner is not None:
         await metrics_runner.cleanup()
