@@ -236,3 +236,29 @@ def test_bad_references_are_usage_errors(ref: str, tmp_path: Path, capsys) -> No
     (tmp_path / "b").mkdir()
     assert main(["firmware", "push", ref, "--bundle", str(tmp_path / "b"), "--allow-unsigned"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_bad_input_loses_nothing(source: Path, tmp_path: Path, keys, capsys) -> None:
+    private, public = keys
+    before = private.read_bytes()
+    assert main(["firmware", "keygen", "--out", str(tmp_path / "keys" / "release")]) == 1
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert private.read_bytes() == before, "an existing key is never replaced"
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert build(source, out, "bme280,influx") == 2
+    assert "not empty" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    bundle = tmp_path / "bundle"
+    assert build(source, bundle, "bme280,influx") == 0
+    assert main(["firmware", "sign", str(bundle), "--key", str(tmp_path / "missing.key")]) == 1
+    assert "cannot read private key" in capsys.readouterr().err
+    assert main(["firmware", "verify", str(bundle), "--public-key", str(public)]) == 1
+    assert "cannot read signature" in capsys.readouterr().err
+    wrong = tmp_path / "wrong.key"  # a public key passed where the private one belongs
+    wrong.write_bytes(public.read_bytes())
+    wrong.chmod(0o600)
+    assert main(["firmware", "sign", str(bundle), "--key", str(wrong)]) == 1
+    err = capsys.readouterr().err
+    assert "not an unencrypted PEM" in err and "BEGIN" not in err

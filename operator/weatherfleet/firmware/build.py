@@ -64,7 +64,7 @@ def build(
     source = Path(source)
     available = {p.name for p in source.glob("*.py")}
     if not available:
-        raise BuildError(f"{source}: no device sources (*.py) found")
+        raise BuildError(f"{source}: no device sources (*.py) found; point --source at firmware/device")
     names = feature_table.files_for(chosen, available)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
