@@ -156,3 +156,27 @@ def test_deployment_is_hardened_and_configured_with_real_settings(manifests):
     assert volumes["mqtt-client"]["secret"]["secretName"] == "weatherfleet-operator-tls"
     text = shlex.join(args)
     assert "password" not in text.lower()
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"WEATHERFLEET_RESYNC_SECONDS": "-5"}, "WEATHERFLEET_RESYNC_SECONDS"),
+        ({"WEATHERFLEET_WORKERS": "many"}, "WEATHERFLEET_WORKERS"),
+        ({"WEATHERFLEET_MQTT_HOST": "nanomq"}, "mutual TLS"),
+    ],
+)
+def test_operator_command_refuses_bad_settings_clearly(env, expected):
+    import os
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    result = subprocess.run(
+        [sys.executable, "-m", "weatherfleet.cli", "operator", "--standalone"],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert expected in result.stderr and "Traceback" not in result.stderr

@@ -10,6 +10,7 @@ import importlib
 import logging
 import os
 import secrets
+import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +34,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true")
 
 
+def check_settings() -> str | None:
+    """None when the WEATHERFLEET_* environment is usable, else what is wrong, by variable name."""
+    from pydantic import ValidationError
+
+    from weatherfleet.controller.settings import ENV_PREFIX, OperatorSettings
+
+    try:
+        OperatorSettings.from_env().mqtt()
+    except ValidationError as exc:
+        return "; ".join(f"{ENV_PREFIX}{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors())
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
+    problem = check_settings()
+    if problem:
+        print(f"weatherfleet operator: invalid settings: {problem}", file=sys.stderr)
+        return 2
+    # kopf is heavy: imported only by this command, and only once the settings are known to be good.
     import kopf
 
     from weatherfleet.controller.settings import OperatorSettings
