@@ -45,7 +45,10 @@ class Firmware:
         return sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file())
 
     def version_body(self) -> bytes:
-        return f"{self.version}\n{self.crc32}\n{self.size}".encode()
+        body = self.__dict__.get("_version_body")
+        if body is None:  # rendered once: this is the answer to every /version of the device
+            body = self.__dict__["_version_body"] = f"{self.version}\n{self.crc32}\n{self.size}".encode()
+        return body
 
     def manifest_body(self) -> bytes:
         signature = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
@@ -25,6 +26,7 @@ log = logging.getLogger("otaflux.http")
 
 MAX_HEAD = 16 * 1024
 MAX_BODY = 1 << 20
+_PLAIN_DEVICE_QUERY = re.compile(r"device=[A-Za-z0-9._-]*\Z")
 IDLE_TIMEOUT = 75.0  # seconds, as nginx's keepalive_timeout default
 REASONS = {
     200: "OK", 206: "Partial Content", 304: "Not Modified", 400: "Bad Request", 401: "Unauthorized",
@@ -51,7 +53,7 @@ class Request:
     def query(self) -> dict[str, str]:
         if self._query is None:
             qs = self.query_string
-            if qs.startswith("device=") and not any(c in qs for c in "&%+;"):
+            if _PLAIN_DEVICE_QUERY.match(qs):
                 self._query = {"device": qs[7:]}  # what every device sends; same result as parse_qsl
             else:
                 self._query = dict(parse_qsl(qs, keep_blank_values=True))
@@ -131,6 +133,23 @@ class _Date:
         return cls.value
 
 
+class _HeadCache:
+    """Response heads without extra headers, valid for the current Date second."""
+
+    def __init__(self) -> None:
+        self.stamp = -1
+        self.heads: dict[tuple, bytes] = {}
+
+    def get(self, loop: asyncio.AbstractEventLoop) -> dict[tuple, bytes]:
+        second = int(loop.time())
+        if second != self.stamp or len(self.heads) > 256:
+            self.stamp, self.heads = second, {}
+        return self.heads
+
+
+_HEADS = _HeadCache()
+
+
 class HttpProtocol(asyncio.Protocol):
     def __init__(
         self,
@@ -180,7 +199,7 @@ class HttpProtocol(asyncio.Protocol):
     # -- request loop --
 
     def _process(self) -> None:
-        while not self.closing and not self.busy:
+        while self.buffer and not self.closing and not self.busy:
             request = self._parse()
             if request is None:
                 return
@@ -293,9 +312,24 @@ class HttpProtocol(asyncio.Protocol):
         return (head + "\r\n").encode("latin-1")
 
     def _write(self, request: Request, response: Response) -> None:
-        head = self._head(
-            request, response.status, response.content_type, len(response.body), response.headers
-        )
+        if response.headers:
+            head = self._head(
+                request, response.status, response.content_type, len(response.body), response.headers
+            )
+        else:
+            # The common answer (/version): the same head for every device with the same body length,
+            # until the Date second changes. Cached per second, at most a few hundred variants.
+            key = (
+                response.status,
+                response.content_type,
+                len(response.body),
+                request.keep_alive,
+                request.version,
+            )
+            heads = _HEADS.get(self.loop)
+            head = heads.get(key)
+            if head is None:
+                head = heads[key] = self._head(request, response.status, response.content_type, key[2], [])
         self.transport.write(head if request.method == "HEAD" else head + response.body)
         if self.done is not None:
             self.done(request, response.status)
