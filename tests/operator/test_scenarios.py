@@ -69,8 +69,14 @@ def test_fleet_with_sensors_gets_every_child_and_becomes_ready(
         assert base64.b64decode(secret.data["username"]).decode() == device
         passwords.append(base64.b64decode(secret.data["password"]).decode())
     assert len(set(passwords)) == len(devices) and all(len(p) >= 32 for p in passwords)
-    pwd_file = base64.b64decode(cluster.secret(ns, "nanomq-passwords").data["nanomq_pwd.conf"]).decode()
-    assert all(f'"{d}": "{p}"' in pwd_file for d, p in zip(devices, passwords, strict=True))
+    wait_for(
+        lambda: all(
+            f'"{d}": "{p}"' in password_file(cluster, ns) for d, p in zip(devices, passwords, strict=True)
+        ),
+        60,
+        "every device's password in the NanoMQ password file",
+    )
+    pwd_file = password_file(cluster, ns)
     assert cluster.configmap(ns, "alpha-dashboard").metadata.labels["grafana_dashboard"] == "1"
     assert cluster.configmap(ns, "alpha-alerts").metadata.labels["grafana_alert"] == "1"
     plan = cluster.configmap("weatherfleet", "weatherfleet-rollout-plan").data[f"{ns}.alpha.json"]

@@ -295,18 +295,19 @@ def _child_event(event: kopf.RawEvent) -> None:
     cached = rt.controller.cache.get(new["kind"], new["metadata"].get("namespace"), new["metadata"]["name"])
     echo = event["type"] != "DELETED" and resource_version(cached) >= resource_version(new)
     obj, _deleted = _observe(event)
-    if echo:
-        return  # the watch echoing a write of ours: the cache already had it, nothing to do
-    owner = child_owner(obj)
     ns = obj["metadata"].get("namespace") or ""
-    if owner is not None:
-        rt.enqueue((owner[0], ns, owner[1]))
     device = (obj["metadata"].get("labels") or {}).get(DEVICE_LABEL)
     if device and obj["kind"] == "Secret":
-        # A device's broker password feeds its fleet's password file.
+        # A device's broker password feeds its fleet's password file: also when we wrote it ourselves
+        # (the sensor's reconcile made it; the fleet's password file must pick it up).
         fleet = (obj["metadata"].get("labels") or {}).get("weatherfleet.io/fleet")
         if fleet:
             rt.enqueue_fleet_later(ns, fleet)
+    if echo:
+        return  # the watch echoing a write of ours: the owner already knows, nothing to do
+    owner = child_owner(obj)
+    if owner is not None:
+        rt.enqueue((owner[0], ns, owner[1]))
 
 
 @kopf.on.event("cert-manager.io", "v1", "certificates", labels=MANAGED)
