@@ -14,6 +14,7 @@ Prints:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -328,14 +329,13 @@ def main() -> int:
         print(f"  bme280-only / all = {size(small) / size(full):.2f}")
 
         # 2b: heap during a realistic update: the all-features bundle itself (18 files, 18 layers)
-        out = (
-            run_micropython(
-                CHUNK_SCRIPT, {"release": make_release(full, "1.1.0", key), "key": raw_public_key(key)}
-            )
-            .check()
-            .json()
+        release = make_release(full, "1.1.0", key)
+        out = run_micropython(CHUNK_SCRIPT, {"release": release, "key": raw_public_key(key)}).check().json()
+        doc_size = len(json.dumps(release["doc"]))
+        print(
+            f"heap during an update to the all-features bundle ({len(full)} files, {size(full)} B; "
+            f"manifest response {doc_size} B)"
         )
-        print(f"heap during an update to the all-features bundle ({len(full)} files, {size(full)} B)")
         heap_figures(out)
 
         # 5: one-file change

@@ -37,14 +37,33 @@ class Head:
 
 
 def send_get(stream, host, path, start=0):
-    req = "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nUser-Agent: weatherfleet-device\r\n" % (path, host)
-    if start:
-        req += "Range: bytes=%d-\r\n" % start
-    stream.write((req + "\r\n").encode())
+    # one formatted string, one encode: this runs once per file of an update
+    rng = "Range: bytes=%d-\r\n" % start if start else ""
+    stream.write(
+        ("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nUser-Agent: weatherfleet-device\r\n%s\r\n" % (path, host, rng)).encode()
+    )
+
+
+def _lower(b):
+    return b + 32 if 65 <= b <= 90 else b
+
+
+def _name_is(buf, pos, end, name):
+    # case-insensitive comparison of buf[pos:end] with name (bytes, lower case), without slicing
+    if end - pos != len(name):
+        return False
+    for i in range(end - pos):
+        if _lower(buf[pos + i]) != name[i]:
+            return False
+    return True
+
+
+_WANTED_B = tuple(n.encode() for n in _WANTED)
 
 
 def read_head(stream, head):
-    """Read the status line and headers into head; the body stays on the stream."""
+    """Read the status line and headers into head; the body stays on the stream. Parsed in place in the
+    head buffer: only the values of the few headers we use become strings."""
     buf = head.buf
     one = head.one
     n = 0
@@ -58,23 +77,37 @@ def read_head(stream, head):
         n += 1
         if n >= 4 and buf[n - 1] == 10 and buf[n - 2] == 13 and buf[n - 3] == 10 and buf[n - 4] == 13:
             break
-    lines = bytes(buf[:n]).decode().split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
+    # status line: HTTP/1.x SSS reason
+    if n < 12 or not _name_is(buf, 0, 7, b"http/1.") or buf[8] != 32:
         raise HTTPError("bad status line")
-    try:
-        head.status = int(parts[1])
-    except ValueError:
-        raise HTTPError("bad status code")
+    status = 0
+    for i in range(9, 12):
+        d = buf[i] - 48
+        if d < 0 or d > 9:
+            raise HTTPError("bad status code")
+        status = status * 10 + d
+    head.status = status
     headers = {}
-    for line in lines[1:]:
-        i = line.find(":")
-        if i > 0:
-            name = line[:i].strip().lower()
-            if name in _WANTED:
-                headers[name] = line[i + 1 :].strip()
+    pos = 0
+    while buf[pos] != 10:
+        pos += 1
+    pos += 1
+    mv = memoryview(buf)
+    while pos < n - 2:
+        end = pos
+        while buf[end] != 13:
+            end += 1
+        colon = pos
+        while colon < end and buf[colon] != 58:
+            colon += 1
+        if colon < end:
+            for k in range(len(_WANTED_B)):
+                if _name_is(buf, pos, colon, _WANTED_B[k]):
+                    headers[_WANTED[k]] = str(mv[colon + 1 : end], "ascii").strip()
+                    break
+        pos = end + 2
     head.headers = headers
-    return head.status
+    return status
 
 
 def read_body(stream, head, limit):

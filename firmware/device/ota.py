@@ -35,12 +35,13 @@ class OtaError(Exception):
 
 
 class Plan:
-    def __init__(self, version, kind, digest, files, crcs):
+    def __init__(self, version, kind, digest, files):
         self.version = version
         self.kind = kind  # "bundle" | "image"
         self.digest = digest  # manifest digest
-        self.files = files  # [(path, layer digest "sha256:..", size)]
-        self.crcs = crcs  # layer digest -> crc32 (from the unsigned envelope: an early, cheap check)
+        # [(path, layer digest "sha256:..", size, crc32 or None)]; the CRC comes from the unsigned envelope:
+        # an early, cheap check, the signed sha256 decides
+        self.files = files
 
 
 def decode_key(text):
@@ -187,7 +188,7 @@ class Updater:
             doc = json.loads(body)
             version = doc["version"]
             digest = doc["manifestDigest"]
-            text = doc["manifest"]
+            text = doc.pop("manifest")  # popped: once parsed, no copy of the text stays referenced
         except (ValueError, KeyError, TypeError):
             raise OtaError("malformed manifest response")
         del body
@@ -197,6 +198,7 @@ class Updater:
             # rolled back here before: never fetched again (a new version number is needed)
             return None
         raw = text.encode()
+        del text
         algo, _, hexd = digest.partition(":")
         if algo != "sha256" or _hexdigest(hashlib.sha256(raw)) != hexd:
             raise OtaError("manifest digest mismatch")
@@ -205,7 +207,7 @@ class Updater:
             manifest = json.loads(raw)
         except ValueError:
             raise OtaError("manifest is not JSON")
-        del raw, text
+        del raw
         # the version must come from the signed text: the envelope's is only a label anyone could change
         signed_version = (manifest.get("annotations") or {}).get(VERSION)
         if signed_version != version:
@@ -213,22 +215,24 @@ class Updater:
         kind = self._kind(manifest)
         if kind != self.kind:
             raise OtaError("release is a %s, this device installs %ss" % (kind, self.kind))
-        files = []
-        for layer in manifest.get("layers", ()):
-            d = layer["digest"]
-            if not d.startswith("sha256:"):
-                raise OtaError("unsupported layer digest %s" % d)
-            title = (layer.get("annotations") or {}).get(TITLE, "firmware.bin")
-            files.append((safe_path(title) if kind == "bundle" else title, d, int(layer["size"])))
-        if not files or (kind == "image" and len(files) != 1):
-            raise OtaError("manifest has %d layers" % len(files))
         crcs = {}
         for f in doc.get("files") or ():
             if f.get("crc32") is not None:
                 crcs[f.get("digest")] = f["crc32"]
-        if kind == "image" and doc.get("crc32") is not None:
-            crcs[files[0][1]] = doc["crc32"]
-        return Plan(version, kind, digest, files, crcs)
+        layers = manifest.get("layers", ())
+        if kind == "image" and len(layers) == 1 and doc.get("crc32") is not None:
+            crcs[layers[0].get("digest")] = doc["crc32"]
+        del doc
+        files = []
+        for layer in layers:
+            d = layer["digest"]
+            if not d.startswith("sha256:"):
+                raise OtaError("unsupported layer digest %s" % d)
+            title = (layer.get("annotations") or {}).get(TITLE, "firmware.bin")
+            files.append((safe_path(title) if kind == "bundle" else title, d, int(layer["size"]), crcs.get(d)))
+        if not files or (kind == "image" and len(files) != 1):
+            raise OtaError("manifest has %d layers" % len(files))
+        return Plan(version, kind, digest, files)
 
     def _kind(self, manifest):
         at = manifest.get("artifactType")
@@ -292,27 +296,29 @@ class Updater:
         todo = []
         index = {}
         total = 0
-        for path, digest, size in plan.files:
+        for path, digest, size, crc in plan.files:
             index[path] = digest
             if old_index.get(path) == digest and self._copy_verified(old_dir + "/" + path, new_dir + "/" + path, digest, size):
+                yield 0  # a chance for the event loop (and the collector) between files
                 continue
-            todo.append((path, digest, size))
+            todo.append((path, digest, size, crc))
             total += size
         self._total = total if total else 1
         self._base = 0
-        for path, digest, size in todo:
+        for path, digest, size, crc in todo:
             sink = FileSink(new_dir + "/" + path, self.buf)
             try:
-                yield from self._download(digest, size, sink, plan.crcs.get(digest))
+                yield from self._download(digest, size, sink, crc)
             except Exception:
                 sink.abort()
                 raise
             self._base += size
         self.report("verifying", plan.version)
         # read back what is on flash: catches write errors and anything copied from the old slot
-        for path, digest, size in plan.files:
+        for path, digest, size, _ in plan.files:
             if self._hash_file(new_dir + "/" + path) != (digest[7:], size):
                 raise OtaError("%s differs from the manifest after writing" % path)
+            yield 100
         slots.write_index(new, index, root)
         slots.set_pending_bundle(st, plan.version, new, root)
 
@@ -325,12 +331,12 @@ class Updater:
         block_size = part.ioctl(5, 0)
         if block_size != len(self.buf):
             raise OtaError("flash block size %d != buffer %d" % (block_size, len(self.buf)))
-        path, digest, size = plan.files[0]
+        path, digest, size, crc = plan.files[0]
         if size > part.ioctl(4, 0) * block_size:
             raise OtaError("image of %d bytes does not fit the partition" % size)
         self._total = size
         self._base = 0
-        yield from self._download(digest, size, PartitionSink(part, block_size), plan.crcs.get(digest))
+        yield from self._download(digest, size, PartitionSink(part, block_size), crc)
         self.report("verifying", plan.version)
         h = hashlib.sha256()
         left = size
@@ -341,6 +347,7 @@ class Updater:
             h.update(self.buf if n == block_size else self.mv[:n])
             left -= n
             block += 1
+            yield 100
         if _hexdigest(h) != digest[7:]:
             raise OtaError("image differs from the manifest after writing")
         label = part.info()[4]

@@ -272,7 +272,7 @@ OUT['again'] = [r, blob_requests(srv)]
 # the notification path asks the same question
 OUT['install_refused'] = 'no'
 try:
-    plan = ota.Plan('1.1.0', 'bundle', 'x', [], {})
+    plan = ota.Plan('1.1.0', 'bundle', 'x', [])
     for _ in updater(srv, st, '1.0.0').install(plan): pass
 except ota.OtaError as e:
     OUT['install_refused'] = str(e)
