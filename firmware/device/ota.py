@@ -197,17 +197,19 @@ class Updater:
         if version in self.state["bad"]:
             # rolled back here before: never fetched again (a new version number is needed)
             return None
-        raw = text.encode()
-        del text
+        try:
+            h = hashlib.sha256(text)  # MicroPython hashes a str's UTF-8 bytes directly: no 2nd copy
+        except TypeError:
+            h = hashlib.sha256(text.encode())  # CPython wants bytes
         algo, _, hexd = digest.partition(":")
-        if algo != "sha256" or _hexdigest(hashlib.sha256(raw)) != hexd:
+        if algo != "sha256" or _hexdigest(h) != hexd:
             raise OtaError("manifest digest mismatch")
         self._verify_signature(doc.get("signature"), digest)
         try:
-            manifest = json.loads(raw)
+            manifest = json.loads(text)
         except ValueError:
             raise OtaError("manifest is not JSON")
-        del raw
+        del text
         # the version must come from the signed text: the envelope's is only a label anyone could change
         signed_version = (manifest.get("annotations") or {}).get(VERSION)
         if signed_version != version:
