@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -106,7 +107,8 @@ class Controller:
         self.releases = ReleaseResolver(settings, kube)
         self.readings = Readings(None)
         self.devices: dict[str, Key] = {}  # deviceId -> its WeatherSensor key, for MQTT-driven requeues
-        self.fleet_cost: dict[tuple[str, str], float] = {}  # seconds the last reconcile of a fleet took
+        self.fleet_cost: dict[tuple[str, str], float] = {}
+        self._service_lock = threading.Lock()  # seconds the last reconcile of a fleet took
 
     def now(self) -> datetime:
         return datetime.now(UTC)
@@ -340,34 +342,14 @@ class Controller:
                 continue
         sightings = {d: self.view.get(d) for d in ids}
         passwords = None
-        service_secrets: list[Object] = []
         if fleet.spec.broker.kind == "nanomq":
             passwords = {}
             for device_id in ids:
                 pw = _password_of(self.cache.get("Secret", namespace, credentials_secret_name(device_id)))
                 if pw:
                     passwords[device_id] = pw
-            for service in identities.SERVICES:
-                # Service logins are shared by every fleet of the namespace and usually made by the
-                # credentials Job (gitops): read them; create one only when missing, and without an owner,
-                # so that deleting a fleet never deletes a service's password.
-                name_ = credentials_secret_name(service)
-                existing = self.cache.get("Secret", namespace, name_) or self.kube.get(
-                    "v1", "Secret", namespace, name_
-                )
-                pw = _password_of(existing)
-                if not pw:
-                    pw = secrets.token_urlsafe(24)
-                    service_secrets.append(
-                        {
-                            "apiVersion": "v1",
-                            "kind": "Secret",
-                            "metadata": metadata(name_, namespace, labels(None), []),
-                            "type": "kubernetes.io/basic-auth",
-                            "stringData": {"username": service, "password": pw},
-                        }
-                    )
-                passwords[service] = pw
+            with self._service_lock:
+                self._service_logins(namespace, passwords)
         observation = FleetObservation(
             now=self.now(),
             sensors=sensors,
@@ -377,16 +359,19 @@ class Controller:
             last_seen={d: s.last_seen for d, s in sightings.items() if s and s.status is not None},
         )
         result = reconcile_fleet(fleet, observation)
-        for child in [*result.children, *service_secrets]:
+        for child in result.children:
             self._apply(child)
         self._prune(body, result.children)
-        old_plan = self.plan_for(namespace, name)
-        self._write_plan(namespace, name, result.plan_key, plan_json(result.plan))
         if result.broker_patch is not None:
             self._restart_broker_on_change(result.broker_patch, result.config_hash)
+        # The status first, the plan after: the status is the rollout's source of truth and the plan is
+        # derived from it, so a crash in between leaves a plan that the next reconcile rewrites, never a
+        # plan ahead of the status (which would make a restarted operator open a wave again).
         status = result.status.model_dump(by_alias=True, mode="json", exclude_none=True)
         self._write_status(body, status)
         self._events(body, result.events)
+        old_plan = self.plan_for(namespace, name)
+        self._write_plan(namespace, name, result.plan_key, plan_json(result.plan))
         rollout = result.status.rollout
         metrics.ROLLOUT_PERCENT.labels(fleet=f"{namespace}/{name}").set(rollout.percent)
         metrics.ROLLOUT_FAILED.labels(fleet=f"{namespace}/{name}").set(rollout.failed)
@@ -406,6 +391,31 @@ class Controller:
                 else self.settings.rollout_seconds
             )
         return None
+
+    def _service_logins(self, namespace: str, passwords: dict[str, str]) -> None:
+        """Fill in the services' passwords, creating the Secret of any service that has none yet (under
+        the caller's lock, so two fleets of a namespace never mint two passwords for one service)."""
+        for service in identities.SERVICES:
+            # Service logins are shared by every fleet of the namespace and usually made by the
+            # credentials Job (gitops): read them; create one only when missing, and without an owner,
+            # so that deleting a fleet never deletes a service's password.
+            name_ = credentials_secret_name(service)
+            existing = self.cache.get("Secret", namespace, name_) or self.kube.get(
+                "v1", "Secret", namespace, name_
+            )
+            pw = _password_of(existing)
+            if not pw:
+                pw = secrets.token_urlsafe(24)
+                self._apply(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Secret",
+                        "metadata": metadata(name_, namespace, labels(None), []),
+                        "type": "kubernetes.io/basic-auth",
+                        "stringData": {"username": service, "password": pw},
+                    }
+                )
+            passwords[service] = pw
 
     def _plan_manager(self, namespace: str, fleet: str) -> str:
         # One field manager per fleet: each owns only its key of the shared ConfigMap, so applying one
