@@ -190,5 +190,15 @@ def test_operator_restart_mid_rollout_continues_without_advancing_twice(
         )
         assert reasons(cluster, ns).count("RolloutStarted") == 1
         assert reasons(cluster, ns).count("RolloutAdvanced") == 1
+
+        # Pause and resume by editing the spec, as a person would in git.
+        cluster.patch("SensorFleet", ns, "field", {"spec": {"rollout": {"paused": True}}})
+        wait_for(lambda: rollout(cluster, ns).get("phase") == "Paused", 60, "rollout paused")
+        assert rollout(cluster, ns)["wave"] == 1 and rollout(cluster, ns)["percent"] == 100
+        wait_for(lambda: "RolloutPaused" in reasons(cluster, ns), 30, "a RolloutPaused event")
+        cluster.patch("SensorFleet", ns, "field", {"spec": {"rollout": {"paused": False}}})
+        wait_for(lambda: rollout(cluster, ns).get("phase") == "Progressing", 60, "rollout resumed")
+        wait_for(lambda: "RolloutResumed" in reasons(cluster, ns), 30, "a RolloutResumed event")
+        assert rollout(cluster, ns)["waveStartedAt"] == after["waveStartedAt"]
     finally:
         fleet.stop()
