@@ -41,7 +41,7 @@ def location_environment(location: str, day_seconds: float) -> Environment:
         temperature=14.0 + h[0] % 16,
         humidity=35.0 + h[1] % 40,
         pressure=1000.0 + h[2] % 25,
-        co2=450.0 + 10 * (h[3] % 60),
+        co2=700.0 + 10 * (h[3] % 50),  # never below the 400 ppm the sensor floor clamps to
         pm25=3.0 + h[4] % 20,
         pm10=8.0 + h[5] % 30,
         day_seconds=day_seconds,
