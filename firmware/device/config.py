@@ -1,6 +1,7 @@
 # Device configuration written at provisioning (config.json). A missing or broken file raises ConfigError
 # with one clear reason; the caller logs it and idles instead of crash-looping.
 import json
+import os
 
 FEATURES = ("bme280", "scd30", "sds011", "tls", "ota", "influx", "json", "mqtt", "mtls")
 SENSOR_TYPES = ("bme280", "scd30", "sds011")
@@ -91,6 +92,12 @@ def validate(cfg):
         for k in ("ca", "cert", "key"):
             if not isinstance(tls.get(k), str):
                 raise ConfigError("tls.%s must be a file path" % k)
+        for k in ("ca", "cert", "key"):
+            try:
+                os.stat(tls[k])
+            except OSError:
+                # caught here, the board idles with a clear line instead of failing in the TLS stack
+                raise ConfigError("tls.%s: %s not found" % (k, tls[k]))
     return cfg
 
 

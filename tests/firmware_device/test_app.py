@@ -76,6 +76,14 @@ def test_config_errors_are_clear_and_idle_recovers() -> None:
             "tls_paths",
             json.dumps(dict(GOOD, broker={"host": "b", "tls": True}, tls={"ca": "ca.pem", "key": "k"})),
         ],
+        [
+            "tls_files",
+            json.dumps(
+                dict(
+                    GOOD, broker={"host": "b", "tls": True}, tls={"ca": "ca.pem", "cert": "c.pem", "key": "k"}
+                )
+            ),
+        ],
     ]
     r = run_micropython(CONFIG_SCRIPT, {"cases": cases, "good": good}).check()
     out = r.json()
@@ -93,6 +101,7 @@ def test_config_errors_are_clear_and_idle_recovers() -> None:
         "bad_sensor": "each sensor needs a type",
         "tls_missing": "missing section 'tls'",
         "tls_paths": "tls.cert must be a file path",
+        "tls_files": "tls.ca: ca.pem not found",
     }
     for name, text in expected.items():
         assert out[name][0] == "error" and out[name][1].startswith(text), (name, out[name])
