@@ -65,6 +65,7 @@ class App:
         self.alive = self.started
         self.healthy = False
         self.draining = False
+        self._reset_cause = None
         self.ota_wake = asyncio.Event()
         self.updating = False
         broker = cfg["broker"]
@@ -100,11 +101,36 @@ class App:
             uptime=time.ticks_diff(time.ticks_ms(), self.started) // 1000,
             heap=heap,
             rssi=self.wifi.rssi(),
-            boot=self.state.get("boot", "normal"),
+            boot=self.boot_reason(),
             slot=self.slot_label(),
             sensors=self.sensors.status if self.sensors else {},
             dropped=self.ring.dropped,
         )
+
+    def boot_reason(self):
+        """OTA's view (ota / rollback) when it has one, else the hardware's reset cause."""
+        b = self.state.get("boot", "normal")
+        if b != "normal":
+            return b
+        if self._reset_cause is None:
+            self._reset_cause = "normal"
+            try:
+                import machine
+
+                cause = machine.reset_cause()
+                for name, label in (
+                    ("PWRON_RESET", "power_on"),
+                    ("HARD_RESET", "hard"),
+                    ("WDT_RESET", "watchdog"),
+                    ("DEEPSLEEP_RESET", "deepsleep"),
+                    ("SOFT_RESET", "soft"),
+                ):
+                    if getattr(machine, name, None) == cause:
+                        self._reset_cause = label
+                        break
+            except Exception:  # no machine module (tests) or no reset_cause on this port
+                pass
+        return self._reset_cause
 
     def slot_label(self):
         pending = self.state.get("pending") or {}
