@@ -186,7 +186,18 @@ drive(a.drain())            # second drain meanwhile: must not publish anything
 during = [m[1] for m in a.client.sent]
 drive(first)                # the first drain finishes the ring
 out['concurrent'] = [during, [m[1] for m in a.client.sent], len(a.ring)]
+class FakeMachine:
+    PWRON_RESET = 1
+    WDT_RESET = 3
+    @staticmethod
+    def reset_cause():
+        return 3
+sys.modules['machine'] = FakeMachine
+a.state['boot'] = 'normal'
+a._reset_cause = None  # computed once per boot; the first status above ran without a machine module
 out['status'] = json.loads(a.status_json())
+a.state['boot'] = 'rollback'
+out['boot_rollback'] = json.loads(a.status_json())['boot']
 print('RESULT', json.dumps(out))
 """
 
@@ -219,5 +230,6 @@ def test_buffered_measurements_publish_in_order_and_confirm_the_release() -> Non
     assert status and status[-1][3] is True and json.loads(status[-1][1])["online"] is True
     assert out["wake_1.1.0"] is False and out["wake_1.2.0"] is False and out["wake_1.3.0"] is True
     assert out["status"]["firmware"] == "1.1.0" and out["status"]["sensors"]["sds011"] == "ok"
+    assert out["status"]["boot"] == "watchdog" and out["boot_rollback"] == "rollback"
     during, sent, left = out["concurrent"]
     assert during == ["entry-0"] and sent == ["entry-0", "entry-1", "entry-2"] and left == 0
