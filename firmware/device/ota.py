@@ -205,6 +205,13 @@ class Updater:
         if algo != "sha256" or _hexdigest(h) != hexd:
             raise OtaError("manifest digest mismatch")
         self._verify_signature(doc.get("signature"), digest)
+        # keep only the CRC hints of the envelope, then let it go before the manifest is parsed (peak heap)
+        crcs = {}
+        for f in doc.get("files") or ():
+            if f.get("crc32") is not None:
+                crcs[f.get("digest")] = f["crc32"]
+        whole_crc = doc.get("crc32")
+        del doc
         try:
             manifest = json.loads(text)
         except ValueError:
@@ -217,14 +224,9 @@ class Updater:
         kind = self._kind(manifest)
         if kind != self.kind:
             raise OtaError("release is a %s, this device installs %ss" % (kind, self.kind))
-        crcs = {}
-        for f in doc.get("files") or ():
-            if f.get("crc32") is not None:
-                crcs[f.get("digest")] = f["crc32"]
         layers = manifest.get("layers", ())
-        if kind == "image" and len(layers) == 1 and doc.get("crc32") is not None:
-            crcs[layers[0].get("digest")] = doc["crc32"]
-        del doc
+        if kind == "image" and len(layers) == 1 and whole_crc is not None:
+            crcs[layers[0].get("digest")] = whole_crc
         files = []
         for layer in layers:
             d = layer["digest"]
