@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         standalone=args.standalone,
         namespaces=args.namespace,
         clusterwide=args.all_namespaces or not args.namespace,
-        peering_name=args.peering,
+        peering_name=None if args.standalone else args.peering,
         priority=priority,
         liveness_endpoint=args.liveness or None,
     )
