@@ -90,3 +90,12 @@ def test_a_bad_cr_folder_stops_up_before_anything_starts(tmp_path, capsys):
     assert code == 2
     assert "no SensorFleet" in capsys.readouterr().err
     assert processes_of(tmp_path / "wd") == []
+
+
+def test_demo_refuses_to_wipe_a_folder_it_did_not_make(tmp_path, capsys):
+    precious = tmp_path / "home"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    assert main(["demo", "--fast", "--workdir", str(precious)]) == 2
+    assert "not a demo workdir" in capsys.readouterr().err
+    assert (precious / "thesis.tex").read_text() == "years of work"

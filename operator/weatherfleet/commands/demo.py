@@ -42,6 +42,12 @@ def run(args: argparse.Namespace) -> int:
             return 2
         config.devices = args.devices
     workdir = args.workdir.resolve()
+    if workdir.exists() and any(workdir.iterdir()) and not (workdir / "demo-crs").is_dir():
+        # the demo wipes its workdir; never a folder it did not make (a mistyped --workdir ~ must not cost a home)
+        print(
+            f"error: {workdir} is not empty and not a demo workdir; choose another --workdir", file=sys.stderr
+        )
+        return 2
     if workdir.exists() and not args.keep:
         # a story starts from factory-fresh boards; kill leftovers of a crashed demo before wiping
         from ..local.supervisor import Supervisor
