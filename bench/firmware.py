@@ -172,7 +172,7 @@ for i in range(5):
     drive(a.measure_once())          # warm-up: first-use allocations (driver buffers, dict growth)
 vals = [21.5, 40.2, 1013.25, None, None, None]
 def publish_only():
-    n = a.encoder.encode(vals, 1764000000 + i, a.ring.slot_for_write())
+    n = a.encoder.encode(vals, 1764000000000 + i, a.ring.slot_for_write())
     a.ring.commit(n)
     drive(a.drain())
 gc.collect(); gc.disable()

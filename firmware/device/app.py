@@ -29,6 +29,15 @@ def epoch():
     return int(time.time()) + EPOCH_OFFSET
 
 
+def epoch_ms():
+    # time_ns where the port has it (ESP32 does): second-resolution stamps would let two measurements in one
+    # second overwrite each other in InfluxDB
+    tn = getattr(time, "time_ns", None)
+    if tn is not None:
+        return tn() // 1000000 + EPOCH_OFFSET * 1000
+    return epoch() * 1000
+
+
 def _reset():
     import machine
 
@@ -66,6 +75,7 @@ class App:
         self.healthy = False
         self.draining = False
         self._reset_cause = None
+        self.last_stamp = 0
         self.ota_wake = asyncio.Event()
         self.updating = False
         broker = cfg["broker"]
@@ -263,7 +273,11 @@ class App:
     async def measure_once(self):
         """Read every sensor, buffer the encoded measurement, publish what the broker can take."""
         await self.sensors.read(self.values)
-        n = self.encoder.encode(self.values, epoch(), self.ring.slot_for_write())
+        ms = epoch_ms()
+        if ms <= self.last_stamp:
+            ms = self.last_stamp + 1  # unique and increasing per device, even if the clock steps back
+        self.last_stamp = ms
+        n = self.encoder.encode(self.values, ms, self.ring.slot_for_write())
         self.ring.commit(n)
         await self.drain()
 

@@ -68,24 +68,31 @@ def _put_fixed2(buf, pos, value):
     return pos + 3
 
 
-def _put_epoch(buf, pos, seconds, nanos):
-    # seconds can exceed a small int on 32-bit ports; split it so the digit loop stays on small ints
-    hi = seconds // 100000
+def _put_padded(buf, pos, v, width):
+    # v (a small int) as exactly `width` digits, zero-padded
+    i = pos + width - 1
+    while i >= pos:
+        buf[i] = 48 + v % 10
+        v //= 10
+        i -= 1
+    return pos + width
+
+
+def _put_stamp(buf, pos, ms, json_seconds):
+    """Epoch milliseconds as line-protocol nanoseconds ("<ms>000000") or JSON seconds ("<s>.<mmm>").
+    ms exceeds a small int on 32-bit ports: one split keeps the digit loops on small ints."""
+    hi = ms // 100000000  # the leading digits
+    lo = ms % 100000000  # the last 8 digits: 5 of seconds, 3 of milliseconds
     if hi:
         pos = _put_uint(buf, pos, hi)
-        lo = seconds % 100000
-        d = 10000
-        while d:
-            buf[pos] = 48 + (lo // d) % 10
-            pos += 1
-            d //= 10
+        pos = _put_padded(buf, pos, lo // 1000, 5)
     else:
-        pos = _put_uint(buf, pos, seconds)
-    if nanos:
-        for _ in range(9):
-            buf[pos] = 48
-            pos += 1
-    return pos
+        pos = _put_uint(buf, pos, lo // 1000)
+    if json_seconds:
+        buf[pos] = 46
+        return _put_padded(buf, pos + 1, lo % 1000, 3)
+    pos = _put_padded(buf, pos, lo % 1000, 3)
+    return _put_padded(buf, pos, 0, 6)
 
 
 def _finite(v):
@@ -93,7 +100,7 @@ def _finite(v):
 
 
 class Encoder:
-    """encode(values, seconds, buf) -> number of bytes written into buf."""
+    """encode(values, epoch_ms, buf) -> number of bytes written into buf (0: no value to publish)."""
 
     def __init__(self, device, location, firmware, json_format=False, measurement="weather"):
         self.json = json_format
@@ -124,7 +131,7 @@ class Encoder:
         # prefix + six fields of up to 24 bytes each + a 30-byte timestamp and punctuation
         return len(self.prefix) + sum(len(n) for n in self.names) + 6 * 24 + 40
 
-    def encode(self, values, seconds, buf):
+    def encode(self, values, ms, buf):
         pos = _put(buf, 0, self.prefix)
         first = True
         names = self.names
@@ -146,8 +153,8 @@ class Encoder:
             return 0  # no working sensor: nothing to publish
         if self.json:
             pos = _put(buf, pos, self.time_key)
-            pos = _put_epoch(buf, pos, seconds, False)
+            pos = _put_stamp(buf, pos, ms, True)
             buf[pos] = 125
             return pos + 1
         buf[pos] = 32
-        return _put_epoch(buf, pos + 1, seconds, True)
+        return _put_stamp(buf, pos + 1, ms, False)

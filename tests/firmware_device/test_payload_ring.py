@@ -13,7 +13,7 @@ buf = bytearray(512)
 out = []
 for case in d:
     e = payload.Encoder(case['device'], case['location'], case['firmware'], case['json'])
-    n = e.encode([float('nan') if v == 'nan' else v for v in case['values']], case['time'], buf)
+    n = e.encode([float('nan') if v == 'nan' else v for v in case['values']], case['ms'], buf)
     out.append(bytes(buf[:n]).decode())
 print('RESULT', json.dumps(out))
 """
@@ -25,7 +25,7 @@ CASES = [
         "firmware": "1.2.0",
         "json": False,
         "values": [21.5, 40.126, 1013.2, 415, 3.1, 5.2],
-        "time": 1764000000,
+        "ms": 1764000000000,
     },
     {
         "device": "dev-02",
@@ -33,7 +33,7 @@ CASES = [
         "firmware": "1.2.0-rc.1",
         "json": False,
         "values": [-3.05, None, None, None, 0.0, "nan"],
-        "time": 1764000001,
+        "ms": 1764000001042,
     },
     {
         "device": "dev-03",
@@ -41,7 +41,7 @@ CASES = [
         "firmware": "1.0.0",
         "json": False,
         "values": [0.004, None, None, None, None, None],
-        "time": 5,
+        "ms": 5007,
     },
     {
         "device": "dev-04",
@@ -49,7 +49,7 @@ CASES = [
         "firmware": "2.0.0",
         "json": True,
         "values": [19.99, 55.5, None, 1234.5, None, None],
-        "time": 1764000002,
+        "ms": 1764000002305,
     },
     {
         "device": "dev-05",
@@ -57,7 +57,7 @@ CASES = [
         "firmware": "1.0.0",
         "json": False,
         "values": [None, None, None, None, None, None],
-        "time": 1764000003,
+        "ms": 1764000003000,
     },
 ]
 
@@ -127,11 +127,12 @@ def test_line_protocol_and_json_escaping() -> None:
     m, tags, fields, ts = _lp_parse(out[1])
     assert tags == {"device": "dev-02", "firmware": "1.2.0-rc.1", "location": "roof top, north=1"}
     assert fields == {"temperature": -3.05, "pm25": 0.0}  # NaN and missing sensors are left out
+    assert ts == 1764000001042 * 10**6  # millisecond stamps: two measurements in one second stay apart
     assert "location=roof\\ top\\,\\ north\\=1 " in out[1]
     _, tags, fields, ts = _lp_parse(out[2])
     assert "\n" not in out[2]  # a newline would split the line
     assert tags["location"] == 'back\\slash "quoted" newline'
-    assert fields == {"temperature": 0.0} and ts == 5 * 10**9
+    assert fields == {"temperature": 0.0} and ts == 5007 * 10**6
     doc = json.loads(out[3])
     assert doc == {
         "device": "dev-04",
@@ -140,8 +141,9 @@ def test_line_protocol_and_json_escaping() -> None:
         "temperature": 19.99,
         "humidity": 55.5,
         "co2": 1234.5,
-        "time": 1764000002,
+        "time": 1764000002.305,
     }
+    assert '"time":1764000002.305}' in out[3]
     assert out[4] == ""  # no working sensor: nothing to publish
 
 
