@@ -49,6 +49,26 @@ MQTT_ENV = (
 )
 
 
+def prepare_real_cluster() -> None:
+    """Our CRDs applied with kubectl (server-side, as Argo CD would), cert-manager's Certificate CRD only
+    when the cluster has none (never over a real cert-manager), and the operator's namespace."""
+    import subprocess
+
+    def kubectl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(["kubectl", *args], capture_output=True, text=True, check=check, timeout=120)
+
+    reach = kubectl("get", "--raw", "/version", check=False)
+    if reach.returncode != 0:
+        pytest.fail(f"--real-cluster: the cluster in KUBECONFIG does not answer: {reach.stderr.strip()[:300]}")
+    kubectl("apply", "--server-side", "--field-manager=weatherfleet-tests", "-f", str(REPO / "crds"))
+    if kubectl("get", "crd", "certificates.cert-manager.io", check=False).returncode != 0:
+        kubectl("apply", "--server-side", "--field-manager=weatherfleet-tests", "-f", str(CERT_MANAGER_CRD))
+    if kubectl("get", "namespace", "weatherfleet", check=False).returncode != 0:
+        kubectl("create", "namespace", "weatherfleet")
+    for crd in ("weathersensors", "sensorfleets", "firmwarereleases"):
+        kubectl("wait", "--for=condition=Established", f"crd/{crd}.weatherfleet.io", "--timeout=60s")
+
+
 @pytest.fixture(scope="session")
 def kube(request: pytest.FixtureRequest) -> Iterator[ApiServerDouble | None]:
     """The double, started once, with our CRDs and cert-manager's Certificate CRD installed as `kubectl
@@ -56,6 +76,7 @@ def kube(request: pytest.FixtureRequest) -> Iterator[ApiServerDouble | None]:
     if request.config.getoption("--real-cluster"):
         if not _REAL_KUBECONFIG:
             pytest.skip("--real-cluster needs KUBECONFIG pointing at a cluster")
+        prepare_real_cluster()
         yield None
         return
     from helpers import install_crds
