@@ -59,7 +59,9 @@ def prepare_real_cluster() -> None:
 
     reach = kubectl("get", "--raw", "/version", check=False)
     if reach.returncode != 0:
-        pytest.fail(f"--real-cluster: the cluster in KUBECONFIG does not answer: {reach.stderr.strip()[:300]}")
+        pytest.fail(
+            f"--real-cluster: the cluster in KUBECONFIG does not answer: {reach.stderr.strip()[:300]}"
+        )
     kubectl("apply", "--server-side", "--field-manager=weatherfleet-tests", "-f", str(REPO / "crds"))
     if kubectl("get", "crd", "certificates.cert-manager.io", check=False).returncode != 0:
         kubectl("apply", "--server-side", "--field-manager=weatherfleet-tests", "-f", str(CERT_MANAGER_CRD))
