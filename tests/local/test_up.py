@@ -26,13 +26,13 @@ DEVICES = {"dev-01", "dev-02", "dev-01-s3", "dev-02-s4", "dev-01-s5"}
 class Up:
     """`weatherfleet up` as a user runs it, in its own process group (like a shell job)."""
 
-    def __init__(self, cr_dir: Path, workdir: Path, log: Path) -> None:
+    def __init__(self, cr_dir: Path, workdir: Path, log: Path, *extra: str) -> None:
         self.log = log
         self.out = log.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "weatherfleet.cli", "up", "--dir", str(cr_dir), "--sensors", "5",
              "--workdir", str(workdir), "--no-live", "--print-every", "2", "--measurement-interval", "2",
-             "--check-interval", "30"],
+             "--check-interval", "30", *extra],
             stdout=self.out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 
@@ -91,7 +91,8 @@ def test_five_devices_publish_and_up_survives_a_restart(cr_dir, tmp_path):
     rows_before = before.count("weather")
     before.close()
     second_start = datetime.now(UTC)
-    up = Up(cr_dir, workdir, log)
+    report = tmp_path / "up-report.html"
+    up = Up(cr_dir, workdir, log, "--report", str(report))
     try:
         wait_until(
             lambda: readings_since(store_path, second_start) >= DEVICES, 180, "readings after restart", 1
@@ -104,6 +105,10 @@ def test_five_devices_publish_and_up_survives_a_restart(cr_dir, tmp_path):
         assert up.ctrl_c() == 0
     after = SQLiteStore(store_path)
     assert after.count("weather") > rows_before  # old readings kept, new ones added
+    # the run's report: both locations charted, every device listed
+    html = report.read_text()
+    assert 'data-series="garden"' in html and 'data-series="roof"' in html
+    assert sum(f"<td>{d}</td>" in html for d in DEVICES) == 5
     after.close()
     assert processes_of(workdir) == []
 

@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--print-every", type=float, default=10.0, help="seconds between tables with --no-live"
     )
     parser.add_argument("--duration", type=float, help="stop by itself after this many seconds")
+    parser.add_argument("--report", type=Path, help="on stop, write the HTML report of the run here")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,6 +94,13 @@ def run(args: argparse.Namespace) -> int:
         except (KeyboardInterrupt, Stop):
             console.print("stopping ...")
         finally:
-            system.stop()
+            try:
+                if args.report:
+                    from ..local.report import write_report
+                    from ..local.reportdata import collect
+
+                    console.print(f"report: {write_report(args.report, collect(system, 'weatherfleet up'))}")
+            finally:
+                system.stop()
     console.print(f"stopped; state kept in {system.workdir.root} (run `weatherfleet up` again to resume)")
     return 0
