@@ -1,13 +1,15 @@
-"""The local equivalent of the operator's rollout controller: the same pure functions
-(`weatherfleet.rollout.next_status` and `fleet_plan`) fed with the fleet view, and the result written as
-the single-file RolloutPlan that OtaFlux re-reads on change."""
+"""The local equivalent of the operator's rollout controller: the fleet reconciler the operator runs
+(`weatherfleet.reconcilers.fleet.reconcile_fleet`, which decides waves with `weatherfleet.rollout`) fed
+with the CR folder and the fleet view, and its plan written as the single-file RolloutPlan that OtaFlux
+re-reads on change."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 from ..models.fleet import RolloutStatus, SensorFleet
-from ..rollout import DeviceObservation, RolloutPlan, fleet_plan, next_status
+from ..reconcilers.fleet import FleetObservation, reconcile_fleet
+from ..rollout import DeviceObservation, RolloutPlan
 from .resources import Resources
 from .timeline import Timeline, TimelineEvent
 from .workdir import LocalState, write_atomically
@@ -106,26 +108,29 @@ class RolloutLoop:
         plan = RolloutPlan()
         for fleet in resources.fleets:
             key = fleet_key(fleet)
-            members = resources.members(fleet)
-            release = resources.release(fleet.metadata.namespace, fleet.spec.rollout.release)
-            pins = {
-                s.spec.device_id: s.spec.firmware.pinned_version
-                for s in members
-                if s.spec.firmware.pinned_version
-            }
-            devices = []
-            for sensor in members:
-                device = sensor.spec.device_id
-                seen = observations.get(device) or DeviceObservation(device_id=device, online=False)
-                devices.append(seen.model_copy(update={"pinned_version": pins.get(device)}))
+            namespace = fleet.metadata.namespace
             before = self.state.rollouts.get(key) or RolloutStatus(stableVersion=self.factory_version)
-            after = next_status(
-                fleet.spec.rollout, before, release.spec.version if release else None, devices, key, now
+            current = fleet.model_copy(deep=True)
+            current.status.rollout = before
+            result = reconcile_fleet(
+                current,
+                FleetObservation(
+                    now=now,
+                    sensors=[s for s in resources.sensors if s.metadata.namespace == namespace],
+                    releases={
+                        r.metadata.name: r for r in resources.releases if r.metadata.namespace == namespace
+                    },
+                    devices=observations,
+                    # no registry resolution writes FirmwareRelease status here; OtaFlux verifies every
+                    # signature before serving and the devices verify again before installing
+                    trust_unverified_releases=True,
+                ),
             )
+            after = result.status.rollout
             for event in status_events(key, before, after, now):
                 self.timeline.append(event)
             self.state.rollouts[key] = after
-            plan.fleets[key] = fleet_plan(after, key, [s.spec.device_id for s in members], pins, [])
+            plan.fleets[key] = result.plan
         for event in device_events(self._seen, observations, now):
             self.timeline.append(event)
         self._seen = {k: v.model_copy() for k, v in observations.items()}
