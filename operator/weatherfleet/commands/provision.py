@@ -40,10 +40,10 @@ def _tool(name: str, pip_name: str, dry_run: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..local.deviceconfig import Endpoints, device_config, device_files, signing_key_hex
+    from ..local.deviceconfig import Endpoints, device_config, device_files
     from ..local.provisioning import bundle_board_files, plan_provision, stage_files
     from ..local.resources import ResourceError, load_resources
-    from ..local.signing import ensure_signing_key
+    from ..local.signing import device_key, ensure_signing_key
     from ..pki import LocalCA
 
     try:
@@ -80,14 +80,18 @@ def run(args: argparse.Namespace) -> int:
         ota_host=args.ota_host,
         ota_port=args.ota_port,
     )
-    config = device_config(sensor, fleet, endpoints, [signing_key_hex(public.read_bytes())], wifi=wifi)
-    files = device_files(ca, config)
+    bundle: dict[str, bytes] = {}
+    version = None
     if args.firmware is not None:
         try:
-            files.update(bundle_board_files(args.firmware))
+            bundle, version = bundle_board_files(args.firmware)
         except (OSError, ValueError) as error:
             print(f"error: --firmware: {error}", file=sys.stderr)
             return 2
+    config = device_config(
+        sensor, fleet, endpoints, [device_key(public)], wifi=wifi, firmware_version=version
+    )
+    files = {**bundle, **device_files(ca, config)}
     secret = {"certs/device.key", "config.json"} if wifi else {"certs/device.key"}
     staged = stage_files(workdir / "provision" / args.device, files, secret)
     plan = plan_provision(
