@@ -18,7 +18,40 @@ def crd_documents() -> list[dict]:
     docs = [yaml.safe_load(p.read_text()) for p in sorted((REPO / "crds").glob("*.yaml"))]
     if CERT_MANAGER_CRD.exists():
         docs.append(yaml.safe_load(CERT_MANAGER_CRD.read_text()))
+    else:
+        # Without ../shared/schemas the kind must still exist (the operator writes Certificates); its
+        # objects are then kept as they come, unvalidated.
+        docs.append(_SCHEMALESS_CERTIFICATE_CRD)
     return docs
+
+
+_SCHEMALESS_CERTIFICATE_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "certificates.cert-manager.io"},
+    "spec": {
+        "group": "cert-manager.io",
+        "names": {
+            "kind": "Certificate",
+            "listKind": "CertificateList",
+            "plural": "certificates",
+            "singular": "certificate",
+            "shortNames": ["cert", "certs"],
+        },
+        "scope": "Namespaced",
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                },
+            }
+        ],
+    },
+}
 
 
 def install_crds(double) -> None:
