@@ -252,6 +252,18 @@ def test_fleet_for_sensor_takes_the_first_matching_fleet_by_name(build, sensors)
 # --- SensorFleet: broker ---------------------------------------------------------------------------------
 
 
+def test_broker_server_certificate_only_when_the_fleet_manages_it(build, fleet, sensors, release):
+    # by default gitops deploys the broker with its certificate: a second owner would fight over it
+    default = reconcile_fleet(fleet, observe(build, sensors, release, passwords=passwords([])))
+    assert not [c for c in default.children if c["metadata"]["name"] == "nanomq-server"]
+    managed = fleet.model_copy(deep=True)
+    managed.spec.broker.manage_server_certificate = True
+    result = reconcile_fleet(managed, observe(build, sensors, release, passwords=passwords([])))
+    cert = by_name(result.children, "Certificate", "nanomq-server")
+    assert "server auth" in cert["spec"]["usages"]
+    assert "nanomq.weatherfleet.svc" in cert["spec"]["dnsNames"]
+
+
 def test_nanomq_children_and_password_file(build, fleet, sensors, release):
     devices = [s.spec.device_id for s in sensors]
     pw = {**passwords(devices), "intruder": "pw-intruder"}  # not a member: must not get in
@@ -260,7 +272,7 @@ def test_nanomq_children_and_password_file(build, fleet, sensors, release):
     assert names == sorted(
         names, key=lambda n: ("cert-manager.io/v1" if n[0] == "Certificate" else "v1", n[0], n[1])
     )
-    assert set(names) == {("Certificate", "nanomq-server"), ("ConfigMap", "nanomq-acl"), ("Secret", "nanomq-passwords"),
+    assert set(names) == {("ConfigMap", "nanomq-acl"), ("Secret", "nanomq-passwords"),
                           ("ConfigMap", "garden-dashboard"), ("ConfigMap", "garden-alerts")}  # fmt: skip
     for child in result.children:
         assert child["metadata"]["labels"]["weatherfleet.io/fleet"] == "garden"
@@ -315,7 +327,7 @@ def test_nanomq_auth_block_is_hocon_with_deny_defaults():
 
 
 def test_mosquitto_fleet_gets_per_user_acl_and_no_password_secret(build, sensors):
-    mosq = SensorFleet.model_validate(build.fleet(broker={"kind": "mosquitto", "host": "mosquitto", "aclConfigMap": "mosquitto-acl", "deployment": "mosquitto"}))  # fmt: skip
+    mosq = SensorFleet.model_validate(build.fleet(broker={"kind": "mosquitto", "host": "mosquitto", "aclConfigMap": "mosquitto-acl", "deployment": "mosquitto", "manageServerCertificate": True}))  # fmt: skip
     result = reconcile_fleet(mosq, observe(build, sensors, passwords=passwords(["dev-01"])))
     acl = by_name(result.children, "ConfigMap", "mosquitto-acl")["data"]["mosquitto.acl"]
     for device in ("dev-01", "dev-02", "dev-03"):

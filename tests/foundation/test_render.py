@@ -40,7 +40,6 @@ def test_examples_render_every_child(rendered):
         ("Certificate", "balcony-01"),
         ("Certificate", "greenhouse-01"),
         ("Certificate", "street-01"),
-        ("Certificate", "nanomq-server"),
         ("ConfigMap", "nanomq-acl"),
         ("ConfigMap", "garden-dashboard"),
         ("ConfigMap", "garden-alerts"),
@@ -54,9 +53,7 @@ def test_examples_render_every_child(rendered):
         # From files there is no uid to own by; Secrets (passwords) never go to stdout, hence to git.
         assert "ownerReferences" not in doc["metadata"]
         assert doc["kind"] != "Secret"
-    device_certs = [
-        d for d in docs if d["kind"] == "Certificate" and d["metadata"]["name"] != "nanomq-server"
-    ]
+    device_certs = [d for d in docs if d["kind"] == "Certificate"]
     for cert in device_certs:
         assert cert["metadata"]["labels"]["weatherfleet.io/device"] == cert["spec"]["commonName"]
         assert cert["metadata"]["labels"]["weatherfleet.io/fleet"] == "garden"
@@ -99,7 +96,7 @@ def test_rendered_cert_manager_objects_match_the_cert_manager_crd(rendered, buil
         )
     _, docs = rendered
     certs = [d for d in docs if d["apiVersion"].startswith("cert-manager.io/")]
-    assert len(certs) == 4
+    assert len(certs) == 3  # one per device; the broker certificate belongs to gitops
     for doc in certs:
         crd = yaml.safe_load((schemas / CERT_MANAGER_KINDS[doc["kind"]]).read_text())
         version = next(v for v in crd["spec"]["versions"] if v["name"] == doc["apiVersion"].split("/")[-1])
@@ -233,6 +230,6 @@ def test_scale_bench_runs(build):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     row = bench.measure(30)
-    # 30 certificates, the broker certificate, ACL, dashboard, one alert ConfigMap and the plan.
-    assert row["objects"] == 30 + 5
+    # 30 certificates, ACL, dashboard, one alert ConfigMap and the plan.
+    assert row["objects"] == 30 + 4
     assert row["total"] > 0

@@ -54,6 +54,12 @@ class BrokerSpec(Model):
     deployment: Name | None = Field(
         default="nanomq", description="Broker Deployment to restart when the ACL changes"
     )
+    manage_server_certificate: bool = Field(
+        default=False,
+        alias="manageServerCertificate",
+        description="issue the broker's server Certificate from this fleet; leave false when the broker is "
+        "deployed with its own (gitops/base/certificates), which it needs before any fleet exists",
+    )
 
 
 class IssuerRef(Model):

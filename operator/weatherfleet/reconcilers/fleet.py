@@ -179,7 +179,9 @@ def _broker_children(
 ) -> tuple[list[Object], str, str]:
     spec = fleet.spec.broker
     ns = fleet.metadata.namespace
-    children: list[Object] = [broker_certificate(fleet, lbl, owners)]
+    children: list[Object] = (
+        [broker_certificate(fleet, lbl, owners)] if fleet.spec.broker.manage_server_certificate else []
+    )
     if spec.kind == "mosquitto":
         acl = broker.mosquitto_acl(fleet.metadata.name, device_ids, spec.topic_prefix)
         children.append(_configmap(spec.acl_config_map, ns, lbl, owners, {broker.MOSQUITTO_ACL_KEY: acl}))
