@@ -154,11 +154,15 @@ async def test_measurements_buffered_while_the_broker_is_down_arrive_in_order(
         # none lost: every conversion the BME280 made (one per measurement) arrives; at most the one being
         # published right now may still be in flight
         await device.wait_for(
-            lambda: len(times()) >= device.bme280.measurements - 1, 90, "every measurement taken to arrive"
+            lambda: len(set(times())) >= device.bme280.measurements - 1,
+            90,
+            "every measurement taken to arrive",
         )
         stamps = times()
+        # oldest first; QoS 1 may legitimately deliver the message in flight when the broker died twice
+        # (its PUBACK was lost), which sorted order allows only right next to itself
         assert stamps == sorted(stamps), "buffered measurements must arrive oldest first"
-        assert len(set(stamps)) == len(stamps), "no duplicates"
+        assert len(stamps) - len(set(stamps)) <= 1, "at most the one in-flight message is redelivered"
     finally:
         subscriber.stop()
 
