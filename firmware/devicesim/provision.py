@@ -41,35 +41,39 @@ def device_config(
     wifi: tuple[str, str] | None = ("weatherfleet", "weatherfleet-wifi"),
     **extra: Any,
 ) -> dict[str, Any]:
-    """A config.json in the device code's schema (docs/firmware-device.md)."""
-    sensors = []
-    if "bme280" in features:
-        sensors.append({"type": "bme280", "bus": 0, "scl": 22, "sda": 21, "address": 0x76})
-    if "scd30" in features:
-        sensors.append({"type": "scd30", "bus": 0, "scl": 22, "sda": 21, "address": 0x61})
-    if "sds011" in features:
-        sensors.append({"type": "sds011", "uart": 2, "tx": 17, "rx": 16})
-    config: dict[str, Any] = {
-        "device": device_id,
-        "location": location,
-        "firmwareVersion": version,  # what the device reports until an OTA update records its own
-        "broker": {"host": broker[0], "port": broker[1], "tls": "tls" in features, "keepalive": 30},
-        "measurementIntervalSeconds": interval,
-        "features": list(features),
-        "sensors": sensors,
-        "tls": {"ca": "certs/ca.pem", "cert": "certs/device.pem", "key": "certs/device.key"},
-    }
-    if wifi:
-        config["wifi"] = {"ssid": wifi[0], "password": wifi[1]}
-    if ota:
-        config["ota"] = {
-            "host": ota[0],
-            "port": ota[1],
-            "checkIntervalSeconds": 3600,
-            "jitterSeconds": 0,
-            "kind": "bundle",
+    """A config.json for a board with these build features, made by the same function `weatherfleet
+    provision` and the local mode use (from a WeatherSensor), so emulated boards boot from what real ones
+    get. `extra` overrides top-level keys (e.g. bufferSize)."""
+    from weatherfleet.local.deviceconfig import Endpoints, Timing
+    from weatherfleet.local.deviceconfig import device_config as config_for_sensor
+    from weatherfleet.models import WeatherSensor
+
+    sensor = WeatherSensor.model_validate(
+        {
+            "metadata": {"name": device_id},
+            "spec": {
+                "deviceId": device_id,
+                "location": location,
+                "sensors": [{"type": t} for t in ("bme280", "scd30", "sds011") if t in features],
+                "features": {
+                    "payload": "json" if "json" in features else "influx",
+                    "tls": "tls" in features,
+                    "mtls": "mtls" in features,
+                    "ota": "ota" in features,
+                },
+            },
         }
-        config["signingKeys"] = list(signing_keys or [])
+    )
+    ota_host, ota_port = ota or ("127.0.0.1", 8080)
+    config = config_for_sensor(
+        sensor,
+        None,
+        Endpoints(broker_host=broker[0], broker_port=broker[1], ota_host=ota_host, ota_port=ota_port),
+        list(signing_keys or []),
+        Timing(measurement_interval=interval, check_interval=3600, jitter=0, keepalive=30),
+        wifi={"ssid": wifi[0], "password": wifi[1]} if wifi else None,
+        firmware_version=version,
+    )
     config.update(extra)
     return config
 
