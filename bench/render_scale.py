@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from weatherfleet.commands.render import load_resources
+from weatherfleet.crfiles import load_resources
 from weatherfleet.reconcilers.hydrate import hydrate
 from weatherfleet.reconcilers.yamltext import dump_all
 

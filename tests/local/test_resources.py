@@ -32,7 +32,7 @@ def test_duplicate_device_id_is_refused(tmp_path):
     twin = sensor("dev-01", "roof")
     twin["metadata"]["name"] = "other"
     write_crs(tmp_path, [FLEET, sensor("dev-01", "garden"), twin])
-    with pytest.raises(ResourceError, match="deviceId dev-01 is already used"):
+    with pytest.raises(ResourceError, match="deviceId dev-01 is used by 2 WeatherSensors"):
         load_resources(tmp_path)
 
 

@@ -28,6 +28,27 @@ class Resources:
     fleets: list[SensorFleet] = field(default_factory=list)
     releases: list[FirmwareRelease] = field(default_factory=list)
 
+    def members(self, fleet: SensorFleet) -> list[WeatherSensor]:
+        """The sensors a fleet's selector picks, in its namespace, sorted by device id."""
+        return sorted(
+            (
+                s
+                for s in self.sensors
+                if s.metadata.namespace == fleet.metadata.namespace
+                and fleet.spec.selector.matches(s.metadata.labels)
+            ),
+            key=lambda s: s.spec.device_id,
+        )
+
+    def release(self, namespace: str, name: str | None) -> FirmwareRelease | None:
+        return next(
+            (r for r in self.releases if r.metadata.namespace == namespace and r.metadata.name == name),
+            None,
+        )
+
+    def sensor(self, device_id: str) -> WeatherSensor | None:
+        return next((s for s in self.sensors if s.spec.device_id == device_id), None)
+
 
 def consistency_problems(resources: Resources) -> list[str]:
     """What is wrong across resources, though each is valid on its own: duplicate names or device ids,
