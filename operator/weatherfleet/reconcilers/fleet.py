@@ -259,59 +259,30 @@ def _counts(fleet: SensorFleet, members: list[WeatherSensor], obs: FleetObservat
 
 
 def _rollout_events(old: RolloutStatus, new: RolloutStatus) -> list[Event]:
-    events: list[Event] = []
-    restarted = (old.release, old.version) != (new.release, new.version)
+    """The transitions a person cares about, as Kubernetes events."""
     if new.phase == "Idle":
-        return events
+        return []
+    release = f"release {new.release} ({new.version})"
+    restarted = (old.release, old.version) != (new.release, new.version)
+    events: list[Event] = []
     if restarted and new.phase in ("Progressing", "Paused", "Halted"):
-        events.append(
-            Event(
-                type="Normal",
-                reason="RolloutStarted",
-                message=f"release {new.release} ({new.version}): {new.reason}",
-            )
-        )
+        events.append(Event(type="Normal", reason="RolloutStarted", message=f"{release}: {new.reason}"))
     elif new.wave > old.wave and new.phase == "Progressing":
-        events.append(
-            Event(
-                type="Normal",
-                reason="RolloutAdvanced",
-                message=f"release {new.release} ({new.version}): {new.reason}",
-            )
-        )
-    if new.phase != old.phase or restarted:
-        if new.phase == "Halted":
-            events.append(
-                Event(
-                    type="Warning",
-                    reason="RolloutHalted",
-                    message=f"release {new.release} ({new.version}) halted: {new.reason}",
-                )
-            )
-        elif new.phase == "Complete":
-            events.append(
-                Event(
-                    type="Normal",
-                    reason="RolloutComplete",
-                    message=f"release {new.release} ({new.version}) complete: {new.reason}",
-                )
-            )
-        elif new.phase == "Paused":
-            events.append(
-                Event(
-                    type="Normal",
-                    reason="RolloutPaused",
-                    message=f"release {new.release} ({new.version}) paused at {new.percent:g}%",
-                )
-            )
-        elif new.phase == "Progressing" and old.phase == "Paused" and not restarted:
-            events.append(
-                Event(
-                    type="Normal",
-                    reason="RolloutResumed",
-                    message=f"release {new.release} ({new.version}) resumed at {new.percent:g}%",
-                )
-            )
+        events.append(Event(type="Normal", reason="RolloutAdvanced", message=f"{release}: {new.reason}"))
+    if new.phase == old.phase and not restarted:
+        return events
+    resumed = new.phase == "Progressing" and old.phase == "Paused" and not restarted
+    phase_events = {
+        "Halted": ("Warning", "RolloutHalted", f"{release} halted: {new.reason}"),
+        "Complete": ("Normal", "RolloutComplete", f"{release} complete: {new.reason}"),
+        "Paused": ("Normal", "RolloutPaused", f"{release} paused at {new.percent:g}%"),
+        "Progressing": ("Normal", "RolloutResumed", f"{release} resumed at {new.percent:g}%")
+        if resumed
+        else None,
+    }
+    if phase_events.get(new.phase):
+        type_, reason, message = phase_events[new.phase]
+        events.append(Event(type=type_, reason=reason, message=message))
     return events
 
 
@@ -319,7 +290,8 @@ def reconcile_fleet(fleet: SensorFleet, observation: FleetObservation) -> FleetR
     """Desired children, rollout plan and status of one SensorFleet.
 
     Children (sorted; labelled managed-by/part-of weatherfleet and weatherfleet.io/fleet; owned by the fleet
-    when it has a uid): the broker's server Certificate `<broker.host>-server`; the broker ACL ConfigMap
+    when it has a uid): with `broker.manageServerCertificate` the broker's server Certificate
+    `<broker.host>-server`; the broker ACL ConfigMap
     `spec.broker.aclConfigMap` (NanoMQ key `nanomq_acl.conf`, Mosquitto key `mosquitto.acl`); for NanoMQ
     with `observation.passwords` the Secret `spec.broker.credentialsSecret` (key `nanomq_pwd.conf`); the
     dashboard ConfigMap `<fleet>-dashboard` (label grafana_dashboard "1"); the alert ConfigMaps
