@@ -26,13 +26,6 @@ install_python_packages() {
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e '.[test]'
-  # The repo root holds a folder named otaflux/ (the design card's layout) whose package is otaflux/otaflux/.
-  # Whenever the working directory is on sys.path (python -m ..., python -c), that outer folder would be
-  # imported as an empty namespace package ahead of setuptools' editable finder. Putting the source roots
-  # on sys.path makes the real packages win, as regular packages always beat namespace portions.
-  local site
-  site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-  printf '%s\n' "$PWD/operator" "$PWD/otaflux" "$PWD/firmware" > "$site/weatherfleet-sources.pth"
 }
 
 install_node_packages() {

