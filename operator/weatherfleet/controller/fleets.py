@@ -1,0 +1,171 @@
+"""SensorFleet: gather the fleet's members, releases, device sightings and broker passwords, run the pure
+`reconcile_fleet`, and write its children, status and its key of the rollout plan ConfigMap; roll the
+broker when its configuration changed."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from .. import identities
+from ..durations import parse_duration
+from ..models import FirmwareRelease, SensorFleet
+from ..reconcilers.common import labels, metadata
+from ..reconcilers.fleet import FleetObservation, reconcile_fleet, select_members
+from ..reconcilers.plan import PLAN_CONFIGMAP, plan_json, plan_key
+from ..reconcilers.sensor import credentials_secret_name
+from . import metrics
+
+if TYPE_CHECKING:
+    from .controller import Controller
+
+log = logging.getLogger(__name__)
+Object = dict[str, Any]
+
+
+def reconcile(ctl: Controller, namespace: str, name: str) -> float | None:
+    """One SensorFleet; seconds until it should be looked at again (a bake time ending), or None."""
+    body = ctl.cache.get("SensorFleet", namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        remove_plan(ctl, namespace, name)
+        return None
+    fleet: SensorFleet = ctl.parse(body)
+    if fleet.spec.rollout.release and not ctl.view_ready():
+        return 0.5  # the MQTT view is still receiving retained status: decide nothing yet
+    sensors = ctl.cached_sensors(namespace)
+    members = select_members(fleet, sensors)
+    ids = [s.spec.device_id for s in members]
+    releases = {}
+    for rbody in ctl.cache.list("FirmwareRelease", namespace):
+        try:
+            release = FirmwareRelease.model_validate(rbody)
+            releases[release.metadata.name] = release
+        except ValidationError:
+            continue
+    sightings = {d: ctl.view.get(d) for d in ids}
+    passwords = None
+    if fleet.spec.broker.kind == "nanomq":
+        passwords = {}
+        for device_id in ids:
+            pw = ctl.stored_password(namespace, credentials_secret_name(device_id), ask_api=False)
+            if pw:
+                passwords[device_id] = pw
+        with ctl.service_lock:
+            service_logins(ctl, namespace, passwords)
+    observation = FleetObservation(
+        now=ctl.now(),
+        sensors=sensors,
+        releases=releases,
+        devices={d: s.observation for d, s in sightings.items() if s},
+        passwords=passwords,
+        last_seen={d: s.last_seen for d, s in sightings.items() if s and s.status is not None},
+    )
+    result = reconcile_fleet(fleet, observation)
+    for child in result.children:
+        ctl.apply(child)
+    ctl.prune(body, result.children)
+    if result.broker_patch is not None:
+        restart_broker_on_change(ctl, result.broker_patch, result.config_hash)
+    # The status first, the plan after: the status is the rollout's source of truth and the plan is
+    # derived from it, so a crash in between leaves a plan that the next reconcile rewrites, never a
+    # plan ahead of the status (which would make a restarted operator open a wave again).
+    status = result.status.model_dump(by_alias=True, mode="json", exclude_none=True)
+    ctl.write_status(body, status)
+    ctl.emit(body, result.events)
+    old_plan = ctl.plan_for(namespace, name)
+    write_plan(ctl, namespace, name, result.plan_key, plan_json(result.plan))
+    rollout = result.status.rollout
+    metrics.ROLLOUT_PERCENT.labels(fleet=f"{namespace}/{name}").set(rollout.percent)
+    metrics.ROLLOUT_FAILED.labels(fleet=f"{namespace}/{name}").set(rollout.failed)
+    for sensor in members:
+        # Only sensors whose desired version moved need their status (Desired column) updated.
+        device_id = sensor.spec.device_id
+        before = old_plan.version_for(device_id) if old_plan and device_id in old_plan.devices else None
+        if result.plan.version_for(device_id) != before:
+            ctl.enqueue(("WeatherSensor", namespace, sensor.metadata.name))
+    if rollout.phase in ("Progressing", "Paused") and rollout.wave_started_at is not None:
+        wave = fleet.spec.rollout.waves[min(rollout.wave, len(fleet.spec.rollout.waves) - 1)]
+        due = rollout.wave_started_at + timedelta(seconds=parse_duration(wave.bake_time))
+        left = (due - ctl.now()).total_seconds()
+        rollout_seconds = ctl.settings.rollout_seconds
+        return max(0.2, min(left + 0.05, rollout_seconds)) if left > 0 else rollout_seconds
+    return None
+
+
+def service_logins(ctl: Controller, namespace: str, passwords: dict[str, str]) -> None:
+    """Fill in the services' passwords, creating the Secret of any service that has none yet (under the
+    caller's lock, so two fleets of a namespace never mint two passwords for one service)."""
+    for service in identities.SERVICES:
+        # Service logins are shared by every fleet of the namespace and usually made by the credentials
+        # Job (gitops): read them; create one only when missing, and without an owner, so that deleting
+        # a fleet never deletes a service's password.
+        secret_name = credentials_secret_name(service)
+        pw = ctl.stored_password(namespace, secret_name, ask_api=True)
+        if not pw:
+            pw = secrets.token_urlsafe(24)
+            ctl.apply(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": metadata(secret_name, namespace, labels(None), []),
+                    "type": "kubernetes.io/basic-auth",
+                    "stringData": {"username": service, "password": pw},
+                }
+            )
+        passwords[service] = pw
+
+
+def plan_manager(namespace: str, fleet: str) -> str:
+    # One field manager per fleet: each owns only its key of the shared ConfigMap, so applying one fleet's
+    # plan never removes another's, and deleting a fleet removes exactly its key.
+    return f"weatherfleet-plan.{namespace}.{fleet}"
+
+
+def write_plan(ctl: Controller, namespace: str, fleet: str, key: str, text: str) -> bool:
+    cm = ctl.cache.get("ConfigMap", ctl.settings.namespace, PLAN_CONFIGMAP)
+    if ((cm or {}).get("data") or {}).get(key) == text:
+        return False
+    result = ctl.kube.apply_raw(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": PLAN_CONFIGMAP, "namespace": ctl.settings.namespace, "labels": labels(None)},
+            "data": {key: text},
+        },
+        plan_manager(namespace, fleet),
+    )
+    ctl.cache.put(result)
+    return True
+
+
+def remove_plan(ctl: Controller, namespace: str, fleet: str) -> None:
+    cm = ctl.cache.get("ConfigMap", ctl.settings.namespace, PLAN_CONFIGMAP)
+    if plan_key(namespace, fleet) not in ((cm or {}).get("data") or {}):
+        return
+    result = ctl.kube.apply_raw(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": PLAN_CONFIGMAP, "namespace": ctl.settings.namespace},
+        },
+        plan_manager(namespace, fleet),
+    )
+    ctl.cache.put(result)
+
+
+def restart_broker_on_change(ctl: Controller, patch: Object, config_hash: str) -> None:
+    """NanoMQ does not reload its ACL: a new config hash in the pod template rolls the broker."""
+    meta = patch["metadata"]
+    live = ctl.kube.get("apps/v1", "Deployment", meta["namespace"], meta["name"])
+    if live is None:
+        log.info("broker Deployment not found; config hash not applied", extra={"deployment": meta["name"]})
+        return
+    template = ((live.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    if (template.get("annotations") or {}).get("weatherfleet.io/config-hash") == config_hash:
+        return
+    ctl.kube.apply_raw(patch, "weatherfleet")
+    log.info("broker configuration changed: rolling the broker", extra={"deployment": meta["name"]})

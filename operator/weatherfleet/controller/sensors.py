@@ -1,0 +1,116 @@
+"""WeatherSensor: gather what is observed of one sensor (its Certificate, the MQTT view, the latest
+reading, the rollout plan), run the pure `reconcile_sensor`, and write its children and status.
+
+The status write budget lives here: lastSeen moves at a coarse granularity, everything else that changes
+is written at once (see docs/operator.md, "Status write budget")."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from ..models import SensorFleet, WeatherSensor
+from ..models.sensor import LastReading
+from ..reconcilers.fleet import fleet_for_sensor
+from ..reconcilers.sensor import SensorObservation, is_online, no_data_after, reconcile_sensor
+
+if TYPE_CHECKING:
+    from .controller import Controller
+
+Object = dict[str, Any]
+
+
+def certificate_ready(cert: Object | None) -> tuple[bool | None, str]:
+    """(Ready condition of a cert-manager Certificate as True/False/None for unknown, its message)."""
+    if not cert:
+        return None, ""
+    for cond in (cert.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            ready = {"True": True, "False": False}.get(cond.get("status"))
+            return ready, cond.get("message") or ""
+    return None, ""
+
+
+def created_at(body: Object, default: datetime) -> datetime:
+    text = (body.get("metadata") or {}).get("creationTimestamp")
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else default
+    except ValueError:
+        return default
+
+
+def reconcile(ctl: Controller, namespace: str, name: str) -> float | None:
+    """One WeatherSensor; seconds until it should be looked at again, or None."""
+    body = ctl.cache.get("WeatherSensor", namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return None  # children go with it (owner references)
+    sensor: WeatherSensor = ctl.parse(body)
+    device_id = sensor.spec.device_id
+    ctl.devices[device_id] = ("WeatherSensor", namespace, name)
+    fleet = fleet_for_sensor(sensor, ctl.cached_fleets(namespace))
+    password = None
+    if fleet is not None and fleet.spec.broker.kind == "nanomq":
+        password = ctl.password(namespace, device_id)
+    ready, message = certificate_ready(ctl.cache.get("Certificate", namespace, device_id))
+    now = ctl.now()
+    sighting = ctl.view.get(device_id)
+    reading = ctl.readings.get(device_id)
+    device = sighting.observation if sighting else None
+    heard = [t for t in (sighting.last_seen if sighting else None, reading.time if reading else None) if t]
+    refresh = ctl.settings.status_refresh_seconds
+    last_seen = throttled_last_seen(sensor, fleet, max(heard), device, now, refresh) if heard else None
+    last_reading = LastReading(time=reading.time, values=reading.values) if reading else None
+    plan = ctl.plan_for(namespace, fleet.metadata.name) if fleet else None
+    observation = SensorObservation(
+        now=now,
+        certificate_ready=ready,
+        certificate_message=message,
+        device=device,
+        last_seen=last_seen,
+        desired_version=plan.version_for(device_id) if plan and device_id in plan.devices else None,
+        last_reading=last_reading,
+    )
+    result = reconcile_sensor(sensor, fleet, observation, password)
+    for child in result.children:
+        ctl.apply(child)
+    if fleet is not None:
+        # Never because no fleet matched: that may be a fleet being fixed, and a device's password
+        # must not be lost to a typo in a selector.
+        ctl.prune(body, result.children)
+    first = not body.get("status")
+    if first and fleet is not None and ready is None:
+        # A brand-new sensor whose certificate is not issued yet: its first status would be
+        # outdated within seconds. Give cert-manager a moment from when the Certificate appeared
+        # (one status write instead of two); after that, report Pending as usual.
+        cert = ctl.cache.get("Certificate", namespace, device_id)
+        age = (now - created_at(cert, now)).total_seconds() if cert else 0.0
+        if age < ctl.settings.status_settle_seconds:
+            return ctl.settings.status_settle_seconds - age
+    status = result.status.model_dump(by_alias=True, mode="json", exclude_none=True)
+    ctl.write_status(body, status)
+    # On the first status, a Normal event repeats what the conditions already say; warnings always go.
+    ctl.emit(body, [e for e in result.events if not first or e.type == "Warning"])
+    seen = result.status.last_seen
+    if result.status.online and seen is not None:
+        # Look again when the silence would turn the sensor offline.
+        deadline = seen + timedelta(seconds=no_data_after(sensor, fleet))
+        return max(1.0, (deadline - now).total_seconds() + 1.0)
+    return None
+
+
+def throttled_last_seen(
+    sensor: WeatherSensor,
+    fleet: SensorFleet | None,
+    seen: datetime,
+    device: Any,
+    now: datetime,
+    refresh_seconds: float,
+) -> datetime | None:
+    """lastSeen moves in the status at most every `refresh_seconds`, unless that changes whether the
+    sensor is online: a sensor reporting every minute does not cost a write a minute."""
+    old = sensor.status.last_seen
+    if old is None:
+        return seen
+    moved = (seen - old).total_seconds() >= refresh_seconds
+    flips = is_online(sensor, fleet, seen, device, now) != is_online(sensor, fleet, old, device, now)
+    return seen if moved or flips else None
