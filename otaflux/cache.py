@@ -13,7 +13,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from weatherfleet import artifacts, oci
+from weatherfleet import oci
+from weatherfleet.oci import contract
 
 log = logging.getLogger("otaflux.cache")
 
@@ -27,7 +28,7 @@ class Firmware:
     version: str
     kind: oci.Kind
     manifest: oci.Manifest
-    signature: artifacts.SignatureDocument | None
+    signature: contract.SignatureDocument | None
     directory: Path
     payload: Path  # image: the binary; bundle: the deterministic tar
     size: int

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from weatherfleet import artifacts
+from weatherfleet.oci import signatures
 
 
 class ConfigError(ValueError):
@@ -208,7 +208,7 @@ def load(args: argparse.Namespace | None = None, env: Mapping[str, str] | None =
         )
         for path in paths:
             try:
-                artifacts.load_public_key(path.read_bytes())
+                signatures.load_public_key(path.read_bytes())
             except ValueError as exc:
                 raise ConfigError(f"SIGNATURE_PUBLIC_KEYS: {path}: {str(exc).splitlines()[0]}") from None
         values["signature_public_keys"] = paths

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from weatherfleet import oci, semver
+from weatherfleet.oci import signatures
 
 from .cache import Firmware, FirmwareCache
 from .metrics import Metrics, RequestStats
@@ -247,7 +248,7 @@ class FirmwareService:
 
     def _fetch(self, device: str, repository: str, version: str, digest: str) -> Firmware:
         manifest = self.store.fetch_manifest(repository, digest)
-        signature = self.store.fetch_signature(repository, digest)
+        signature = signatures.fetch_signature(self.store, repository, digest)
         self.policy.check(digest, signature)  # before a single payload byte is downloaded or served
         kind = manifest.kind
         if kind is None:
@@ -261,19 +262,13 @@ class FirmwareService:
             if (repository, digest) not in self.cache:  # half a download must not linger on disk
                 shutil.rmtree(directory, ignore_errors=True)
             raise
-        blobs: dict[str, Path] = {}
+        payload = resolved.payload
         if kind == "image":
-            payload = directory / "image"
-            blobs[manifest.layers[0].digest] = payload
             unpacked = unpack_firmware(payload, directory / FIRMWARE_FILENAME)
             if unpacked is not None:
                 payload = unpacked
                 size, crc, sha = oci.file_checksums(unpacked)
                 resolved = dataclasses.replace(resolved, size=size, crc32=crc, sha256=sha)
-        else:
-            payload = directory / "bundle.tar"
-            for index, layer in enumerate(manifest.layers):
-                blobs[layer.digest] = directory / f"file-{index}"
         log.info("cached %s %s (%s, %d bytes, %s)", repository, version, kind, resolved.size, digest)
         return Firmware(
             device=device,
@@ -288,7 +283,7 @@ class FirmwareService:
             crc32=resolved.crc32,
             sha256=resolved.sha256,
             files=resolved.files,
-            blobs=blobs,
+            blobs=resolved.blobs,
         )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from weatherfleet import artifacts
+from weatherfleet.oci import contract, signatures
 
 
 class SignatureRejected(Exception):
@@ -17,13 +17,13 @@ class SignatureRejected(Exception):
 
 class SignaturePolicy:
     def __init__(self, key_paths: tuple[Path, ...] | list[Path] = ()) -> None:
-        self.keys = [artifacts.load_public_key(Path(p).read_bytes()) for p in key_paths]
+        self.keys = [signatures.load_public_key(Path(p).read_bytes()) for p in key_paths]
 
     @property
     def required(self) -> bool:
         return bool(self.keys)
 
-    def check(self, manifest_digest: str, document: artifacts.SignatureDocument | None) -> None:
+    def check(self, manifest_digest: str, document: contract.SignatureDocument | None) -> None:
         """Raise SignatureRejected unless the policy accepts this signature for this manifest digest."""
         if not self.required:
             return
@@ -33,10 +33,10 @@ class SignaturePolicy:
             raise SignatureRejected(
                 "mismatch", f"signature covers {document.manifest_digest}, not {manifest_digest}"
             )
-        known = {artifacts.key_id(k) for k in self.keys}
+        known = {signatures.key_id(k) for k in self.keys}
         if document.key_id not in known:
             raise SignatureRejected(
                 "unknown-key", f"signed by unknown key {document.key_id} ({manifest_digest})"
             )
-        if not artifacts.verify(self.keys, document, manifest_digest):
+        if not signatures.verify(self.keys, document, manifest_digest):
             raise SignatureRejected("invalid", f"signature of {manifest_digest} does not verify")

@@ -98,7 +98,7 @@ def make_release(
     files: dict[str, bytes], version: str, private_key, device: str = "dev-01", kind: str = "bundle"
 ) -> dict:
     """The /v1/manifest document and blobs for a release, signed like `weatherfleet firmware sign` does."""
-    from weatherfleet import artifacts
+    from weatherfleet.oci import contract, signatures
 
     layers = []
     blobs = {}
@@ -107,10 +107,10 @@ def make_release(
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         blobs[digest] = data.hex()
         layer = {
-            "mediaType": artifacts.FILE_LAYER if kind == "bundle" else artifacts.IMAGE_LAYER,
+            "mediaType": contract.FILE_LAYER if kind == "bundle" else contract.IMAGE_LAYER,
             "digest": digest,
             "size": len(data),
-            "annotations": {artifacts.ANNOTATION_TITLE: path},
+            "annotations": {contract.ANNOTATION_TITLE: path},
         }
         layers.append(layer)
         entries.append({"path": path, "digest": digest, "size": len(data), "crc32": zlib.crc32(data)})
@@ -122,16 +122,16 @@ def make_release(
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "artifactType": BUNDLE_ARTIFACT if kind == "bundle" else IMAGE_ARTIFACT,
         "config": {
-            "mediaType": artifacts.BUNDLE_CONFIG,
+            "mediaType": contract.BUNDLE_CONFIG,
             "digest": "sha256:" + hashlib.sha256(config).hexdigest(),
             "size": len(config),
         },
         "layers": layers,
-        "annotations": {artifacts.ANNOTATION_VERSION: version},
+        "annotations": {contract.ANNOTATION_VERSION: version},
     }
     text = json.dumps(manifest, separators=(",", ":"))
     digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-    sig = artifacts.sign(private_key, digest)
+    sig = signatures.sign(private_key, digest)
     whole = b"".join(files.values())
     doc = {
         "device": device,

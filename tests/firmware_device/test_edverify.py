@@ -1,5 +1,5 @@
 """Pure-Python Ed25519 verification under the real MicroPython interpreter: RFC 8032 test vectors, and a
-manifest digest signed at run time by weatherfleet.artifacts (the same code `firmware sign` uses)."""
+manifest digest signed at run time by weatherfleet.oci.signatures (the same code `firmware sign` uses)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import hashlib
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from mpy_harness import raw_public_key, run_micropython
 
-from weatherfleet import artifacts
+from weatherfleet.oci import signatures
 
 # RFC 8032 section 7.1, TEST 1-3 (public key, message, signature)
 RFC8032 = [
@@ -51,7 +51,7 @@ def _flip(hexstr: str, byte: int) -> str:
 def test_rfc8032_vectors_and_a_runtime_signature() -> None:
     key = ed25519.Ed25519PrivateKey.generate()
     digest = "sha256:" + hashlib.sha256(b"manifest").hexdigest()
-    doc = artifacts.sign(key, digest)
+    doc = signatures.sign(key, digest)
     pk = base64.b64decode(raw_public_key(key)).hex()
     sig = base64.b64decode(doc.signature).hex()
     msg = digest.encode().hex()

@@ -1,6 +1,6 @@
 """The OTA client's state machine under the real MicroPython interpreter, against a fake OtaFlux (the /v1
 HTTP API over a fake socket) and a fake esp32.Partition. Releases are built and signed here at run time
-with weatherfleet.artifacts, exactly as OtaFlux would serve them."""
+with weatherfleet.oci, exactly as OtaFlux would serve them."""
 
 from __future__ import annotations
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from weatherfleet import artifacts, oci
+from weatherfleet import oci
 from weatherfleet.firmware import build, push, signing
+from weatherfleet.oci import signatures
 from weatherfleet.services.process import ManagedProcess, free_port
 
 from .conftest import DEVICE_SOURCES
@@ -178,5 +179,5 @@ class FaultProxy:
 
 
 def raw_public_key(path: Path) -> bytes:
-    key = artifacts.load_public_key(path.read_bytes())
+    key = signatures.load_public_key(path.read_bytes())
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)

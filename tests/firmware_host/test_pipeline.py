@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from weatherfleet import artifacts, oci
+from weatherfleet import oci
 from weatherfleet.cli import main
 from weatherfleet.firmware import features as feature_table
+from weatherfleet.oci import contract, signatures
 
 from .conftest import DEVICE_SOURCES
 
@@ -53,8 +54,8 @@ def build(source: Path, out: Path, features: str, version: str = "1.0.0", *extra
 def test_build_selects_feature_files_and_compiles_them(source: Path, tmp_path: Path) -> None:
     assert build(source, tmp_path / "small", "bme280,influx") == 0
     assert build(source, tmp_path / "full", "bme280,scd30,sds011,tls,mtls,ota,influx") == 0
-    small = artifacts.BundleManifest.model_validate_json((tmp_path / "small/manifest.json").read_text())
-    full = artifacts.BundleManifest.model_validate_json((tmp_path / "full/manifest.json").read_text())
+    small = contract.BundleManifest.model_validate_json((tmp_path / "small/manifest.json").read_text())
+    full = contract.BundleManifest.model_validate_json((tmp_path / "full/manifest.json").read_text())
     small_files = {f.path for f in small.files}
     assert "bme280.mpy" in small_files and "sds011.mpy" not in small_files and "ota.mpy" not in small_files
     assert {"boot.py", "main.py"} <= small_files, "MicroPython runs boot.py/main.py only as source"
@@ -165,18 +166,18 @@ def test_push_bundle_with_signature_and_verify_from_the_registry(
     store = oci.connect(registry.url)
     pushed = store.fetch_manifest("fleet/dev-01", "1.4.0")
     document = json.loads(pushed.raw)
-    built = artifacts.BundleManifest.model_validate_json((bundle / "manifest.json").read_text())
-    assert [layer["annotations"][artifacts.ANNOTATION_TITLE] for layer in document["layers"]] == sorted(
+    built = contract.BundleManifest.model_validate_json((bundle / "manifest.json").read_text())
+    assert [layer["annotations"][contract.ANNOTATION_TITLE] for layer in document["layers"]] == sorted(
         f.path for f in built.files
     )
     assert {layer["digest"] for layer in document["layers"]} == {"sha256:" + f.sha256 for f in built.files}
-    assert document["annotations"][artifacts.ANNOTATION_VERSION] == "1.4.0"
-    assert document["annotations"][artifacts.ANNOTATION_FEATURES] == "bme280,influx,ota,scd30,tls"
-    assert document["annotations"][artifacts.ANNOTATION_BOARD] == "esp32-devkit-v1"
-    signature = store.fetch_signature("fleet/dev-01", pushed.digest)
+    assert document["annotations"][contract.ANNOTATION_VERSION] == "1.4.0"
+    assert document["annotations"][contract.ANNOTATION_FEATURES] == "bme280,influx,ota,scd30,tls"
+    assert document["annotations"][contract.ANNOTATION_BOARD] == "esp32-devkit-v1"
+    signature = signatures.fetch_signature(store, "fleet/dev-01", pushed.digest)
     assert signature is not None and signature.manifest_digest == pushed.digest
-    assert artifacts.verify([artifacts.load_public_key(public.read_bytes())], signature, pushed.digest)
-    assert artifacts.signature_tag(pushed.digest) in store.list_tags("fleet/dev-01")
+    assert signatures.verify([signatures.load_public_key(public.read_bytes())], signature, pushed.digest)
+    assert contract.signature_tag(pushed.digest) in store.list_tags("fleet/dev-01")
     assert main(["firmware", "verify", ref, "--public-key", str(public), "--plain-http"]) == 0
 
 
@@ -226,7 +227,7 @@ def test_push_image_is_one_layer_signed_while_pushing(registry, tmp_path: Path, 
     store = oci.connect(registry.url)
     manifest = store.fetch_manifest("fleet/dev-03", "0.9.0")
     assert manifest.kind == "image" and len(manifest.layers) == 1
-    assert manifest.layers[0].media_type == artifacts.IMAGE_LAYER
+    assert manifest.layers[0].media_type == contract.IMAGE_LAYER
     assert manifest.layers[0].size == binary.stat().st_size
     assert main(["firmware", "verify", ref, "--public-key", str(public), "--plain-http"]) == 0
 

@@ -12,7 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from helpers import wait_for
 
-from weatherfleet import artifacts, oci
+from weatherfleet import oci
+from weatherfleet.oci import signatures
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +37,7 @@ def pushed(registry, tmp_path):
     for name, key in (("good", trusted), ("forged", other), ("unsigned", None)):
         result = store.push_image(f"fleet/{name}", "1.2.0", binary, version="1.2.0", board="esp32-devkit-v1")
         if key is not None:
-            store.push_signature(f"fleet/{name}", artifacts.sign(key, result.digest))
+            signatures.push_signature(store, f"fleet/{name}", signatures.sign(key, result.digest))
         results[name] = result
     return registry.address, pem(trusted), binary.read_bytes(), results
 

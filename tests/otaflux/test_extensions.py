@@ -10,7 +10,8 @@ import tarfile
 import zlib
 from pathlib import Path
 
-from weatherfleet import artifacts, oci
+from weatherfleet import oci
+from weatherfleet.oci import contract
 
 
 def test_manifest_matches_the_registry_and_blob_resumes_with_range(
@@ -64,12 +65,12 @@ def test_bundle_manifest_files_and_legacy_tar(
     for name, content in files.items():
         paths[name] = tmp_path / name.replace("/", "_")
         paths[name].write_bytes(content)
-    bundle = artifacts.BundleManifest(
+    bundle = contract.BundleManifest(
         version="1.5.0",
         board="esp32",
         features=["bme280"],
         files=[
-            artifacts.BundleFile(path=n, sha256=hashlib.sha256(c).hexdigest(), size=len(c))
+            contract.BundleFile(path=n, sha256=hashlib.sha256(c).hexdigest(), size=len(c))
             for n, c in files.items()
         ],
     )
@@ -102,11 +103,11 @@ def test_an_artifact_that_is_not_firmware_is_a_502_with_the_reason(
     registry, store, prefix, otaflux_factory
 ) -> None:
     repository = f"{prefix}dev-18"
-    store.push_blob(repository, oci.EMPTY_BLOB)
+    store.push_blob(repository, contract.EMPTY_BLOB)
     empty = {
         "schemaVersion": 2,
-        "mediaType": oci.OCI_MANIFEST,
-        "config": {"mediaType": oci.EMPTY_MEDIA_TYPE, "digest": oci.EMPTY_DIGEST, "size": 2},
+        "mediaType": contract.OCI_MANIFEST,
+        "config": {"mediaType": contract.EMPTY_MEDIA_TYPE, "digest": contract.EMPTY_DIGEST, "size": 2},
         "layers": [],
     }
     store.push_manifest(repository, "1.0.0", oci.canonical_json(empty))

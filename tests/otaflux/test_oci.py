@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from weatherfleet import artifacts, oci
+from weatherfleet import oci
+from weatherfleet.oci import contract, signatures
 from weatherfleet.services.process import free_port
 
 
@@ -30,12 +31,12 @@ def _bundle(tmp_path: Path, files: dict[str, bytes], version: str = "1.1.0"):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
         paths[name] = path
-    manifest = artifacts.BundleManifest(
+    manifest = contract.BundleManifest(
         version=version,
         board="esp32",
         features=["bme280", "scd30"],
         files=[
-            artifacts.BundleFile(path=n, sha256=hashlib.sha256(c).hexdigest(), size=len(c))
+            contract.BundleFile(path=n, sha256=hashlib.sha256(c).hexdigest(), size=len(c))
             for n, c in files.items()
         ],
     )
@@ -52,8 +53,8 @@ def test_image_round_trip(store: oci.OciStore, tmp_path: Path) -> None:
     manifest = store.fetch_manifest("oci-test/img", "1.0.0")
     assert hashlib.sha256(manifest.raw).hexdigest() == pushed.digest.split(":")[1]
     assert (manifest.kind, manifest.version) == ("image", "1.0.0")
-    assert manifest.annotations[artifacts.ANNOTATION_FEATURES] == "a"
-    assert manifest.document["artifactType"] == artifacts.IMAGE_ARTIFACT_TYPE
+    assert manifest.annotations[contract.ANNOTATION_FEATURES] == "a"
+    assert manifest.document["artifactType"] == contract.IMAGE_ARTIFACT_TYPE
     assert [layer.title for layer in manifest.layers] == ["firmware.bin"]
 
     resolved = store.resolve("oci-test/img", "1.0.0")
@@ -74,11 +75,11 @@ def test_bundle_layers_config_and_deterministic_tar(store: oci.OciStore, tmp_pat
     fetched = store.fetch_manifest("oci-test/bun", "1.1.0")
     assert fetched.kind == "bundle"
     assert sorted(layer.title for layer in fetched.layers) == ["lib/app.mpy", "main.py"]
-    config = artifacts.BundleManifest.model_validate_json(
+    config = contract.BundleManifest.model_validate_json(
         store.fetch_blob_bytes("oci-test/bun", fetched.config.digest)
     )
     assert config == manifest
-    assert fetched.config.media_type == artifacts.BUNDLE_CONFIG
+    assert fetched.config.media_type == contract.BUNDLE_CONFIG
 
     first = store.resolve("oci-test/bun", pushed.digest)
     again = store.resolve("oci-test/bun", "1.1.0")
@@ -106,14 +107,14 @@ def test_signature_artifact(store: oci.OciStore, tmp_path: Path, make_key) -> No
     binary.write_bytes(b"signed firmware")
     repo = f"oci-test/sig-{uuid.uuid4().hex[:8]}"  # the session registry outlives this test
     pushed = store.push_image(repo, "2.0.0", binary, version="2.0.0")
-    assert store.fetch_signature(repo, pushed.digest) is None
+    assert signatures.fetch_signature(store, repo, pushed.digest) is None
 
     key = make_key()
-    sig = store.push_signature(repo, artifacts.sign(key, pushed.digest))
-    assert sig.tag == artifacts.signature_tag(pushed.digest)
-    document = store.fetch_signature(repo, pushed.digest)
-    assert artifacts.verify([key.public_key()], document, pushed.digest)
-    assert not artifacts.verify([make_key().public_key()], document, pushed.digest)
+    sig = signatures.push_signature(store, repo, signatures.sign(key, pushed.digest))
+    assert sig.tag == contract.signature_tag(pushed.digest)
+    document = signatures.fetch_signature(store, repo, pushed.digest)
+    assert signatures.verify([key.public_key()], document, pushed.digest)
+    assert not signatures.verify([make_key().public_key()], document, pushed.digest)
 
 
 def test_missing_things_are_not_found(store: oci.OciStore, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from weatherfleet import artifacts
+from weatherfleet.oci import signatures
 from weatherfleet.rollout import FleetPlan, RolloutPlan
 from weatherfleet.services.process import wait_until
 
@@ -144,19 +144,19 @@ def test_only_correctly_signed_firmware_is_served(
         keys.append(str(tmp_path / name))
 
     good = push_image(f"{prefix}dev-09", "1.0.0", b"good firmware")
-    store.push_signature(f"{prefix}dev-09", artifacts.sign(signer, good.digest))
+    signatures.push_signature(store, f"{prefix}dev-09", signatures.sign(signer, good.digest))
     ecdsa = push_image(f"{prefix}dev-10", "1.0.0", b"ecdsa-signed firmware")
-    store.push_signature(f"{prefix}dev-10", artifacts.sign(ecdsa_signer, ecdsa.digest))
+    signatures.push_signature(store, f"{prefix}dev-10", signatures.sign(ecdsa_signer, ecdsa.digest))
     push_image(f"{prefix}dev-11", "1.0.0", b"never signed")
     foreign = push_image(f"{prefix}dev-12", "1.0.0", b"signed by someone else")
-    store.push_signature(f"{prefix}dev-12", artifacts.sign(stranger, foreign.digest))
+    signatures.push_signature(store, f"{prefix}dev-12", signatures.sign(stranger, foreign.digest))
     # Tampered: a correctly signed release whose tag is then re-pushed with other bytes; the stored
     # signature still covers the old digest.
     original = push_image(f"{prefix}dev-13", "1.0.0", b"the reviewed firmware")
-    store.push_signature(f"{prefix}dev-13", artifacts.sign(signer, original.digest))
+    signatures.push_signature(store, f"{prefix}dev-13", signatures.sign(signer, original.digest))
     tampered = push_image(f"{prefix}dev-13", "1.0.0", b"the tampered firmware")
-    forged = artifacts.sign(signer, original.digest).model_copy(update={"manifest_digest": tampered.digest})
-    store.push_signature(f"{prefix}dev-13", forged)  # a signature moved onto the new digest
+    forged = signatures.sign(signer, original.digest).model_copy(update={"manifest_digest": tampered.digest})
+    signatures.push_signature(store, f"{prefix}dev-13", forged)  # a signature moved onto the new digest
 
     server = otaflux_factory(
         {
@@ -168,7 +168,7 @@ def test_only_correctly_signed_firmware_is_served(
     assert server.get("/firmware?device=dev-09")[2] == b"good firmware"
     assert server.get("/firmware?device=dev-10")[2] == b"ecdsa-signed firmware"
     manifest = json.loads(server.get("/v1/manifest?device=dev-09")[2])
-    assert manifest["signature"]["keyId"] == artifacts.key_id(signer.public_key())
+    assert manifest["signature"]["keyId"] == signatures.key_id(signer.public_key())
     assert manifest["signature"]["algorithm"] == "ed25519"
 
     for device, reason in (

@@ -150,8 +150,8 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from ..artifacts import key_id
     from ..firmware import signing
+    from ..oci.signatures import key_id
 
     private, public = args.out.with_suffix(".key"), args.out.with_suffix(".pub")
     args.out.parent.mkdir(parents=True, exist_ok=True)

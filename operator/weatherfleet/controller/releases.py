@@ -1,7 +1,7 @@
 """FirmwareRelease resolution: pin the artifact to its digest, compute what a device checks (size, CRC32,
 sha256), and verify its signature with the key from the release's publicKeyRef.
 
-Registry I/O is `weatherfleet.oci`, signature checks `weatherfleet.artifacts.verify`. The registry is
+Registry I/O is `weatherfleet.oci`, signature checks `weatherfleet.oci.signatures.verify`. The registry is
 asked again only when the spec changed or `release_resync_seconds` passed, so a resync is cheap."""
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ import threading
 import time
 from datetime import datetime
 
-from .. import artifacts, oci
+from .. import oci
 from ..models import FirmwareRelease, set_condition
 from ..models.common import Condition, ConditionStatus
 from ..models.release import FirmwareReleaseStatus
+from ..oci import contract, signatures
 from ..reconcilers.common import Event
 from .kube import KubeClient
 from .settings import OperatorSettings
@@ -166,16 +167,16 @@ class ReleaseResolver:
         if not public_key_pem:
             return False, "PublicKeyMissing", f"ConfigMap {ref.name} key {ref.key} not found"
         try:
-            key = artifacts.load_public_key(public_key_pem.encode())
+            key = signatures.load_public_key(public_key_pem.encode())
         except ValueError as exc:
             return False, "PublicKeyInvalid", f"ConfigMap {ref.name} key {ref.key}: {exc}"
         try:
-            document = self.store(host).fetch_signature(path, digest)
+            document = signatures.fetch_signature(self.store(host), path, digest)
         except oci.OciError as exc:
             return False, "SignatureUnavailable", str(exc)
         if document is None:
-            return False, "SignatureMissing", f"no signature under tag {artifacts.signature_tag(digest)}"
-        if not artifacts.verify([key], document, digest):
+            return False, "SignatureMissing", f"no signature under tag {contract.signature_tag(digest)}"
+        if not signatures.verify([key], document, digest):
             return (
                 False,
                 "SignatureInvalid",

@@ -1,5 +1,5 @@
 """`weatherfleet firmware build`: select the device files for a feature set, compile them with mpy-cross,
-and write the bundle folder with its manifest.json (a `weatherfleet.artifacts.BundleManifest`).
+and write the bundle folder with its manifest.json (a `weatherfleet.oci.contract.BundleManifest`).
 
 boot.py and main.py are compiled too (so a syntax error fails the build) but shipped as source: MicroPython
 only executes those two names as .py files. `emit="py"` ships sources instead of .mpy, for emulated
@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from ..artifacts import BundleFile, BundleManifest
+from ..oci.contract import BundleFile, BundleManifest
 from . import features as feature_table
 
 SOURCE_ONLY = ("boot.py", "main.py")

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .. import artifacts, oci
+from .. import oci
+from ..oci import contract, signatures
 from . import signing
 from .build import load_bundle
 
@@ -70,10 +71,10 @@ class PushResult:
 
 
 def _signature(
-    digest: str, signature_file: Path | None, key: artifacts.PrivateKey | None, allow_unsigned: bool
-) -> artifacts.SignatureDocument | None:
+    digest: str, signature_file: Path | None, key: signatures.PrivateKey | None, allow_unsigned: bool
+) -> contract.SignatureDocument | None:
     if key is not None:
-        return artifacts.sign(key, digest)
+        return signatures.sign(key, digest)
     if signature_file is not None and signature_file.exists():
         document = signing.read_signature(signature_file)
         if document.manifest_digest != digest:
@@ -94,7 +95,7 @@ def push_bundle(
     ref: Reference,
     folder: Path,
     *,
-    key: artifacts.PrivateKey | None = None,
+    key: signatures.PrivateKey | None = None,
     allow_unsigned: bool = False,
     progress: Progress | None = None,
 ) -> PushResult:
@@ -112,7 +113,7 @@ def push_bundle(
         raise PushError(
             f"registry stored {pushed.digest}, but {planned} was signed (manifest encoding drift)"
         )
-    sig_tag = store.push_signature(ref.repository, document).tag if document else None
+    sig_tag = signatures.push_signature(store, ref.repository, document).tag if document else None
     return PushResult(ref, pushed.digest, "bundle", uploaded, sig_tag)
 
 
@@ -125,7 +126,7 @@ def push_image(
     board: str = "",
     features: list[str] | None = None,
     signature_file: Path | None = None,
-    key: artifacts.PrivateKey | None = None,
+    key: signatures.PrivateKey | None = None,
     allow_unsigned: bool = False,
     progress: Progress | None = None,
 ) -> PushResult:
@@ -144,17 +145,17 @@ def push_image(
         raise PushError(
             f"registry stored {pushed.digest}, but {planned} was signed (manifest encoding drift)"
         )
-    sig_tag = store.push_signature(ref.repository, document).tag if document else None
+    sig_tag = signatures.push_signature(store, ref.repository, document).tag if document else None
     return PushResult(ref, pushed.digest, "image", size, sig_tag)
 
 
-def verify_pushed(store: oci.OciStore, ref: Reference, public_keys: list[artifacts.PublicKey]) -> str:
+def verify_pushed(store: oci.OciStore, ref: Reference, public_keys: list[signatures.PublicKey]) -> str:
     """The digest of REF when its stored signature verifies with one of the keys; raises otherwise."""
     manifest = store.fetch_manifest(ref.repository, ref.tag)
-    document = store.fetch_signature(ref.repository, manifest.digest)
+    document = signatures.fetch_signature(store, ref.repository, manifest.digest)
     if document is None:
         raise signing.SigningError(
-            f"{ref} ({manifest.digest}) has no signature at {artifacts.signature_tag(manifest.digest)}"
+            f"{ref} ({manifest.digest}) has no signature at {contract.signature_tag(manifest.digest)}"
         )
     signing.check(public_keys, document, manifest.digest)
     return manifest.digest

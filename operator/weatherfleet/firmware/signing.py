@@ -1,4 +1,4 @@
-"""Signing and verifying firmware per `weatherfleet.artifacts`: the signature covers the OCI manifest
+"""Signing and verifying firmware per `weatherfleet.oci.contract`: the signature covers the OCI manifest
 digest, which covers every layer digest. A bundle's manifest is computed offline
 (`weatherfleet.oci.planned_bundle_manifest`), so a release can be signed on a separate machine before it is
 pushed; `push` checks the pushed digest is the signed one. Keys are PEM files; the private key's bytes
@@ -13,7 +13,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from .. import artifacts, oci
+from .. import oci
+from ..oci import contract, signatures
 from .build import load_bundle
 
 SIGNATURE_FILE = "signature.json"
@@ -23,7 +24,7 @@ class SigningError(RuntimeError):
     """A key cannot be used or a signature does not verify; the message never contains key material."""
 
 
-def read_private_key(path: Path) -> artifacts.PrivateKey:
+def read_private_key(path: Path) -> signatures.PrivateKey:
     path = Path(path)
     try:
         pem = path.read_bytes()
@@ -33,14 +34,14 @@ def read_private_key(path: Path) -> artifacts.PrivateKey:
         # like ssh: a signing key others can read is a leaked key
         raise SigningError(f"private key {path} is readable by group/others; chmod 600 it")
     try:
-        return artifacts.load_private_key(pem)
+        return signatures.load_private_key(pem)
     except (ValueError, TypeError):
         raise SigningError(f"{path} is not an unencrypted PEM Ed25519 or ECDSA P-256 private key") from None
 
 
-def read_public_key(path: Path) -> artifacts.PublicKey:
+def read_public_key(path: Path) -> signatures.PublicKey:
     try:
-        return artifacts.load_public_key(Path(path).read_bytes())
+        return signatures.load_public_key(Path(path).read_bytes())
     except OSError as error:
         raise SigningError(f"cannot read public key {path}: {error.strerror}") from None
     except (ValueError, TypeError):
@@ -48,8 +49,8 @@ def read_public_key(path: Path) -> artifacts.PublicKey:
 
 
 def generate_key(
-    algorithm: artifacts.Algorithm, private_path: Path, public_path: Path
-) -> artifacts.PublicKey:
+    algorithm: contract.Algorithm, private_path: Path, public_path: Path
+) -> signatures.PublicKey:
     """A new key pair: the private key written 0600 (never overwritten), the public key beside it."""
     key = (
         ed25519.Ed25519PrivateKey.generate()
@@ -72,7 +73,7 @@ def generate_key(
     return public
 
 
-def device_key_text(public: artifacts.PublicKey) -> str | None:
+def device_key_text(public: signatures.PublicKey) -> str | None:
     """The raw Ed25519 public key in hex, as the device config's `signingKeys` takes it."""
     if isinstance(public, ed25519.Ed25519PublicKey):
         return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
@@ -91,32 +92,32 @@ def image_digest(binary: Path, version: str, board: str, features: list[str]) ->
     )
 
 
-def sign_digest(private_key: artifacts.PrivateKey, digest: str) -> artifacts.SignatureDocument:
-    return artifacts.sign(private_key, digest)
+def sign_digest(private_key: signatures.PrivateKey, digest: str) -> contract.SignatureDocument:
+    return signatures.sign(private_key, digest)
 
 
-def write_signature(path: Path, document: artifacts.SignatureDocument) -> None:
+def write_signature(path: Path, document: contract.SignatureDocument) -> None:
     Path(path).write_text(document.model_dump_json(by_alias=True, indent=2) + "\n")
 
 
-def read_signature(path: Path) -> artifacts.SignatureDocument:
+def read_signature(path: Path) -> contract.SignatureDocument:
     try:
-        return artifacts.SignatureDocument.model_validate_json(Path(path).read_text())
+        return contract.SignatureDocument.model_validate_json(Path(path).read_text())
     except OSError as error:
         raise SigningError(f"cannot read signature {path}: {error.strerror}") from None
     except ValueError as error:
         raise SigningError(f"{path} is not a signature document: {error.errors()[0]['msg']}") from None
 
 
-def check(public_keys: list[artifacts.PublicKey], document: artifacts.SignatureDocument, digest: str) -> None:
+def check(public_keys: list[signatures.PublicKey], document: contract.SignatureDocument, digest: str) -> None:
     """Raise SigningError unless one of the keys signed exactly `digest`."""
     if document.manifest_digest != digest:
         raise SigningError(f"signature is for {document.manifest_digest}, not for {digest}")
-    if not any(artifacts.key_id(k) == document.key_id for k in public_keys):
+    if not any(signatures.key_id(k) == document.key_id for k in public_keys):
         raise SigningError(
             f"signature was made with key {document.key_id}, which is not among the given keys"
         )
-    if not artifacts.verify(public_keys, document, digest):
+    if not signatures.verify(public_keys, document, digest):
         raise SigningError(f"signature over {digest} does not verify (tampered or wrong key)")
 
 
