@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import secrets
 import sys
 
@@ -66,8 +65,6 @@ def run(args: argparse.Namespace) -> int:
         priority = secrets.randbelow(1_000_000) + 1
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
-    if not args.standalone:
-        os.environ["WEATHERFLEET_PEERING"] = args.peering  # the handlers follow this peering's lead
     importlib.import_module("weatherfleet.controller.handlers")
     # kopf.run installs SIGTERM/SIGINT handlers: running reconciles finish, cleanup stops MQTT.
     kopf.run(

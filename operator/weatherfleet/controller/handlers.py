@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -29,17 +29,15 @@ from .settings import OperatorSettings
 from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
-SETTINGS = OperatorSettings.from_env()
 MANAGED = {MANAGED_BY: "weatherfleet"}
-# Set by `weatherfleet operator` to kopf's peering name; empty when running standalone.
-PEERING = os.environ.get("WEATHERFLEET_PEERING", "")
 
 
 class Runtime:
     """Everything that lives from kopf's startup to its cleanup (a restart in tests starts afresh)."""
 
-    def __init__(self, settings: OperatorSettings) -> None:
+    def __init__(self, settings: OperatorSettings, peering: str = "") -> None:
         self.settings = settings
+        self.peering = peering  # kopf's peering name; empty when standalone (this replica always leads)
         self.loop = asyncio.get_running_loop()
         self.queue = WorkQueue(settings.backoff_seconds, settings.backoff_max_seconds)
         self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="reconcile")
@@ -67,13 +65,14 @@ class Runtime:
         self.controller.readings = Readings(open_store(settings))
         self.task: asyncio.Task | None = None
         self.readings_task: asyncio.Task | None = None
+        self.timers: list[asyncio.Task] = []
         # Set while this replica leads (always when standalone). Reconciles wait for it, so a paused
         # replica never writes, even for work queued before kopf paused it.
         self.active = asyncio.Event()
 
     def enqueue(self, key: Key) -> None:
         self.queue.add(key)
-        metrics.QUEUE_DEPTH.set(len(self.queue._queued))
+        metrics.QUEUE_DEPTH.set(self.queue.depth)
 
     def enqueue_later(self, key: Key, delay: float) -> None:
         self.queue.add_after(key, delay)
@@ -118,6 +117,26 @@ class Runtime:
         self.task = asyncio.create_task(self.queue.run(self.settings.workers, self.handle))
         if self.controller.readings.store is not None:
             self.readings_task = asyncio.create_task(self._poll_readings())
+        self.timers = [
+            asyncio.create_task(self._every(self.settings.resync_seconds, self.resync_all)),
+            asyncio.create_task(self._every(self.settings.rollout_seconds, self.rollouts_tick)),
+        ]
+
+    async def _every(self, seconds: float, tick: Callable[[], None]) -> None:
+        """Call `tick` every `seconds` while this replica leads (the first time after `seconds`)."""
+        while True:
+            await asyncio.sleep(seconds)
+            await self.active.wait()
+            tick()
+
+    def rollouts_tick(self) -> None:
+        """Re-evaluate rollouts in progress: bake times pass without any event."""
+        for fleet in self.controller.cache.list("SensorFleet"):
+            phase = ((fleet.get("status") or {}).get("rollout") or {}).get("phase")
+            if phase in ("Progressing", "Paused"):
+                self.enqueue(
+                    ("SensorFleet", fleet["metadata"].get("namespace") or "", fleet["metadata"]["name"])
+                )
 
     async def _poll_readings(self) -> None:
         """One store query per interval for the whole fleet; sensors whose reading changed are requeued."""
@@ -132,9 +151,11 @@ class Runtime:
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Graceful: let running reconciles finish (writes are never cut in half), then stop MQTT."""
-        if self.readings_task:
-            self.readings_task.cancel()
-            await asyncio.gather(self.readings_task, return_exceptions=True)
+        for task in [*self.timers, *([self.readings_task] if self.readings_task else [])]:
+            task.cancel()
+        await asyncio.gather(
+            *self.timers, *([self.readings_task] if self.readings_task else []), return_exceptions=True
+        )
         await self.queue.drained(timeout)
         if self.task:
             self.task.cancel()
@@ -159,8 +180,10 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
-    RUNTIME = Runtime(OperatorSettings.from_env())
-    if settings.peering.standalone or not PEERING:
+    # The settings are read here, when the operator starts, never at import.
+    peering = "" if settings.peering.standalone else (settings.peering.name or "")
+    RUNTIME = Runtime(OperatorSettings.from_env(), peering)
+    if not peering:
         # Let the initial listings of every watched kind land in the caches first: a sensor reconciled
         # before its fleet is known would flap to NotInFleet.
         asyncio.get_running_loop().call_later(RUNTIME.settings.leader_settle_seconds, RUNTIME.active.set)
@@ -171,6 +194,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 async def _lead(stopped: kopf.DaemonStopped) -> None:
     rt = runtime()
+    # Let peering settle first, so two replicas starting together do not both act for a moment.
+    if await stopped.wait(rt.settings.leader_settle_seconds):
+        return
     rt.active.set()
     log.info("leading: this replica reconciles")
     rt.resync_all()
@@ -181,29 +207,18 @@ async def _lead(stopped: kopf.DaemonStopped) -> None:
         log.info("paused: another replica leads")
 
 
+def _our_peering(name: str, **_: Any) -> bool:
+    return RUNTIME is not None and bool(RUNTIME.peering) and name == RUNTIME.peering
+
+
 # kopf stops every daemon when peering pauses this replica, and starts them again when it resumes: a
-# daemon on the peering object itself is therefore "am I the leader". The initial delay lets peering
-# settle at startup, so two replicas starting together do not both act for a moment.
-@kopf.daemon(
-    "kopf.dev",
-    "v1",
-    "kopfpeerings",
-    when=lambda name, **_: bool(PEERING) and name == PEERING,
-    initial_delay=SETTINGS.leader_settle_seconds,
-    cancellation_timeout=5,
-)
+# daemon on the peering object itself is therefore "am I the leader".
+@kopf.daemon("kopf.dev", "v1", "kopfpeerings", when=_our_peering, cancellation_timeout=5)
 async def leadership(stopped: kopf.DaemonStopped, **_: Any) -> None:
     await _lead(stopped)
 
 
-@kopf.daemon(
-    "kopf.dev",
-    "v1",
-    "clusterkopfpeerings",
-    when=lambda name, **_: bool(PEERING) and name == PEERING,
-    initial_delay=SETTINGS.leader_settle_seconds,
-    cancellation_timeout=5,
-)
+@kopf.daemon("kopf.dev", "v1", "clusterkopfpeerings", when=_our_peering, cancellation_timeout=5)
 async def cluster_leadership(stopped: kopf.DaemonStopped, **_: Any) -> None:
     await _lead(stopped)
 
@@ -327,26 +342,3 @@ async def configmap_event(event: kopf.RawEvent, **_: Any) -> None:
         runtime().controller.cache.put(dict(obj))
         return
     _child_event(event)
-
-
-@kopf.timer(
-    GROUP, VERSION, "sensorfleets", interval=SETTINGS.resync_seconds, initial_delay=SETTINGS.resync_seconds
-)
-async def resync(body: kopf.Body, **_: Any) -> None:
-    """Drift repair: the whole fleet and its sensors again. Writes nothing when nothing drifted."""
-    rt = runtime()
-    ns, name = _key(body)
-    rt.enqueue(("SensorFleet", ns, name))
-    for sensor in rt.controller.cache.list("WeatherSensor", ns):
-        rt.enqueue(("WeatherSensor", ns, sensor["metadata"]["name"]))
-    for release in rt.controller.cache.list("FirmwareRelease", ns):
-        rt.enqueue(("FirmwareRelease", ns, release["metadata"]["name"]))
-
-
-@kopf.timer(GROUP, VERSION, "sensorfleets", interval=SETTINGS.rollout_seconds)
-async def rollout_tick(body: kopf.Body, **_: Any) -> None:
-    """Re-evaluate a rollout in progress (bake times pass without any event)."""
-    phase = ((body.get("status") or {}).get("rollout") or {}).get("phase")
-    if phase in ("Progressing", "Paused"):
-        ns, name = _key(body)
-        runtime().enqueue(("SensorFleet", ns, name))

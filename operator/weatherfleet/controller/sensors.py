@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ..models import SensorFleet, WeatherSensor
-from ..models.sensor import LastReading
+from ..models import WeatherSensor
+from ..models.sensor import LastReading, WeatherSensorStatus
 from ..reconcilers.fleet import fleet_for_sensor
-from ..reconcilers.sensor import SensorObservation, is_online, no_data_after, reconcile_sensor
+from ..reconcilers.sensor import SensorObservation, no_data_after, reconcile_sensor
 
 if TYPE_CHECKING:
     from .controller import Controller
@@ -57,8 +57,7 @@ def reconcile(ctl: Controller, namespace: str, name: str) -> float | None:
     reading = ctl.readings.get(device_id)
     device = sighting.observation if sighting else None
     heard = [t for t in (sighting.last_seen if sighting else None, reading.time if reading else None) if t]
-    refresh = ctl.settings.status_refresh_seconds
-    last_seen = throttled_last_seen(sensor, fleet, max(heard), device, now, refresh) if heard else None
+    last_seen = max(heard) if heard else None
     last_reading = LastReading(time=reading.time, values=reading.values) if reading else None
     plan = ctl.plan_for(namespace, fleet.metadata.name) if fleet else None
     observation = SensorObservation(
@@ -86,11 +85,11 @@ def reconcile(ctl: Controller, namespace: str, name: str) -> float | None:
         age = (now - created_at(cert, now)).total_seconds() if cert else 0.0
         if age < ctl.settings.status_settle_seconds:
             return ctl.settings.status_settle_seconds - age
-    status = result.status.model_dump(by_alias=True, mode="json", exclude_none=True)
-    ctl.write_status(body, status)
+    status = coarse_heartbeat(sensor.status, result.status, ctl.settings.status_refresh_seconds)
+    ctl.write_status(body, status.model_dump(by_alias=True, mode="json", exclude_none=True))
     # On the first status, a Normal event repeats what the conditions already say; warnings always go.
     ctl.emit(body, [e for e in result.events if not first or e.type == "Warning"])
-    seen = result.status.last_seen
+    seen = result.status.last_seen  # the exact one, not the coarse one in the status
     if result.status.online and seen is not None:
         # Look again when the silence would turn the sensor offline.
         deadline = seen + timedelta(seconds=no_data_after(sensor, fleet))
@@ -98,19 +97,24 @@ def reconcile(ctl: Controller, namespace: str, name: str) -> float | None:
     return None
 
 
-def throttled_last_seen(
-    sensor: WeatherSensor,
-    fleet: SensorFleet | None,
-    seen: datetime,
-    device: Any,
-    now: datetime,
-    refresh_seconds: float,
-) -> datetime | None:
-    """lastSeen moves in the status at most every `refresh_seconds`, unless that changes whether the
-    sensor is online: a sensor reporting every minute does not cost a write a minute."""
-    old = sensor.status.last_seen
-    if old is None:
-        return seen
-    moved = (seen - old).total_seconds() >= refresh_seconds
-    flips = is_online(sensor, fleet, seen, device, now) != is_online(sensor, fleet, old, device, now)
-    return seen if moved or flips else None
+def coarse_heartbeat(
+    old: WeatherSensorStatus, new: WeatherSensorStatus, refresh_seconds: float
+) -> WeatherSensorStatus:
+    """The status to write, with lastSeen and lastReading (the heartbeat: they move whenever a device
+    speaks) kept at their old values unless
+
+    - lastSeen moved by `refresh_seconds` or more (so at most 3600 / refresh_seconds heartbeat writes per
+      sensor and hour, like kubelet's nodeStatusReportFrequency), or
+    - anything else in the status changed (that write goes out anyway; it carries the fresh heartbeat), or
+    - the status has none yet.
+
+    Online and its condition come from the exact lastSeen (the reconciler saw it), so a sensor going
+    silent or coming back is written at once; only the timestamps shown are coarse."""
+    if old.last_seen is None or (old.last_reading is None and new.last_reading is not None):
+        return new
+    held = new.model_copy(update={"last_seen": old.last_seen, "last_reading": old.last_reading})
+    if held != old:
+        return new  # a real change: written now, with the fresh heartbeat
+    if new.last_seen is not None and (new.last_seen - old.last_seen).total_seconds() >= refresh_seconds:
+        return new
+    return held

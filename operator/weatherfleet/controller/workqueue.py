@@ -59,9 +59,10 @@ class WorkQueue:
     def failures(self, key: Hashable) -> int:
         return self._failures.get(key, 0)
 
-    def busy(self) -> bool:
-        """Anything queued or running now (delayed keys do not count)."""
-        return bool(self._queued or self._processing)
+    @property
+    def depth(self) -> int:
+        """Keys waiting for a worker now (delayed ones do not count)."""
+        return len(self._queued)
 
     async def _promote_delayed(self) -> None:
         loop = asyncio.get_running_loop()
