@@ -102,10 +102,12 @@ class MqttConsumer:
         log.warning("disconnected from the broker: %s", reason_code)
 
     def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:  # a broker that does not check topics: the parser rejects it with a reason
+            topic = message._topic.decode("utf-8", "backslashreplace")
         self.ingestor.submit(
-            Delivery(
-                message.topic, message.payload, time.time_ns(), (self._generation, message.mid, message.qos)
-            )
+            Delivery(topic, message.payload, time.time_ns(), (self._generation, message.mid, message.qos))
         )
 
     # -- acknowledgements (writer thread) -----------------------------------------------------------

@@ -52,7 +52,12 @@ class DeadLetterStore:
     def add_many(self, letters: list[DeadLetter]) -> None:
         if not letters:
             return
-        rows = [(d.received_ns, d.topic, d.source, d.reason, d.payload, _digest(d)) for d in letters]
+        # text from a hostile message (a topic, a reason quoting it) must not make the dead letter itself
+        # unstorable: anything UTF-8 cannot carry is written as a backslash escape
+        rows = [
+            (d.received_ns, _text(d.topic), _text(d.source), _text(d.reason), bytes(d.payload), _digest(d))
+            for d in letters
+        ]
         with self._lock:
             self._db.execute("BEGIN")
             try:
@@ -83,6 +88,14 @@ class DeadLetterStore:
             self._db.close()
 
 
+def _text(value: str) -> str:
+    try:
+        value.encode()
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode()
+
+
 def _digest(letter: DeadLetter) -> str:
-    digest = hashlib.sha256(letter.topic.encode() + b"\0" + letter.source.encode() + b"\0" + letter.payload)
-    return digest.hexdigest()
+    topic, source = _text(letter.topic).encode(), _text(letter.source).encode()
+    return hashlib.sha256(topic + b"\0" + source + b"\0" + bytes(letter.payload)).hexdigest()

@@ -15,7 +15,7 @@ from influxdb_client_3.exceptions import InfluxDB3ClientQueryError, InfluxDBPart
 
 from .. import messages
 from .records import DEVICE_STATUS, OTA_EVENTS, WEATHER, Point, to_line_protocol
-from .store import Reading, SeriesPoint, StoreUnavailable, WriteResult, from_ns
+from .store import Reading, SeriesPoint, StoreUnavailable, Unstorable, WriteResult, from_ns
 
 log = logging.getLogger(__name__)
 WEATHER_FIELDS = tuple(messages.FIELDS)
@@ -90,9 +90,11 @@ class InfluxStore:
             return WriteResult(written=len(points) - len(rejected), rejected=rejected)
         except Exception as error:
             status = getattr(error, "status", None)
-            if status == 400:  # the whole batch refused for its content: retrying cannot help
+            if status == 400:  # the whole batch refused for its content: retrying the same batch cannot help
                 reason = f"InfluxDB refused the batch: {getattr(error, 'message', error)}"
-                return WriteResult(written=0, rejected=[(p, reason) for p in points])
+                if len(points) == 1:
+                    return WriteResult(written=0, rejected=[(points[0], reason)])
+                raise Unstorable(reason) from error  # ingest splits the batch to find the refused message
             if status in (401, 403, 404):
                 log.error(
                     "InfluxDB refused writes (%s): check the token and database %r", status, self.database

@@ -6,12 +6,19 @@ Rules (issue 6): measurement and field names are known, values are finite number
 present, not in the future beyond the allowed clock skew and not from before the device clock was set,
 the payload's device id equals the topic's. Values outside the physical range of the sensors
 (`weatherfleet.messages.FIELDS`) are *flagged*, not dropped: they leave the value column (so graphs and
-alerts are not skewed by a broken sensor) and are kept in the `flagged` field as `name=value` pairs."""
+alerts are not skewed by a broken sensor) and are kept in the `flagged` field as `name=value` pairs.
+
+Hostile input (issue 14) is rejected here, with a reason, before it can reach a store: text anywhere in a
+payload (tags, string values, JSON keys) must not hold control characters, lone surrogates (`"\\ud800"`
+is valid JSON and valid UTF-8 on the wire, but no store can encode it) or Unicode non-characters;
+integers have at most 18 digits (they fit a signed 64-bit column), timestamps are bounded before any
+arithmetic, and JSON nesting deeper than Python's recursion limit is a reason, not a crash."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -23,6 +30,16 @@ NS = 1_000_000_000
 WEATHER_TAGS = ("device", "location", "firmware")
 JSON_META = ("device", "location", "firmware", "time")
 RANGES = {name: (low, high) for name, (_unit, low, high) in messages.FIELDS.items()}
+MAX_INT_DIGITS = 18  # every integer of at most 18 digits fits a signed 64-bit column (SQLite, InfluxDB)
+MAX_EPOCH_SECONDS = 1e12  # bounds 'time' before it is scaled to nanoseconds (the skew check says the rest)
+_NONCHARACTERS = "\ufdd0-\ufdef" + "".join(
+    f"{chr(plane * 0x10000 + 0xFFFE)}{chr(plane * 0x10000 + 0xFFFF)}" for plane in range(17)
+)
+# What no text field may hold: C0 control characters, lone surrogates, non-characters.
+_BAD_TEXT = re.compile(f"[\x00-\x1f\ud800-\udfff{_NONCHARACTERS}]")
+# What a whole payload may not hold (tabs and line ends separate lines and JSON tokens there).
+_BAD_PAYLOAD = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff{_NONCHARACTERS}]")
+_LP_INTEGER = re.compile(r"-?[0-9]{1,18}[iu]")
 
 
 class Rejected(ValueError):
@@ -59,6 +76,11 @@ class MessageParser:
             text = payload.decode("utf-8")
         except UnicodeDecodeError as error:
             raise Rejected(f"payload is not UTF-8 ({error.reason} at byte {error.start})") from None
+        if not device.isascii() or not device.isprintable():
+            raise Rejected(f"device id {device!r} in the topic is not printable ASCII")
+        bad = None if text.isascii() and text.isprintable() else _BAD_PAYLOAD.search(text)
+        if bad is not None:
+            raise Rejected(f"payload contains {_describe_char(bad.group())} at character {bad.start()}")
         if kind == "measurements":
             stripped = text.lstrip()
             if stripped.startswith("{"):
@@ -119,11 +141,13 @@ class MessageParser:
             if not sep or not key or not raw:
                 raise Rejected(f"malformed field {part!r}")
             fields[key] = _lp_number(key, raw)
-        try:
-            time_ns = int(stamp)
-        except ValueError:
-            raise Rejected(f"timestamp {stamp!r} is not an integer (nanoseconds)") from None
-        return self._weather_point(tags, fields, time_ns, received_ns)
+        if not (stamp.isascii() and stamp.lstrip("-").isdigit()):
+            raise Rejected(f"timestamp {stamp[:40]!r} is not an integer (nanoseconds)")
+        if len(stamp) > 19:
+            raise Rejected(
+                f"timestamp of {len(stamp)} digits is out of range (nanoseconds, at most 19 digits)"
+            )
+        return self._weather_point(tags, fields, int(stamp), received_ns)
 
     def _lp_tags(self, device: str, measurement: str, tag_parts: list[str]) -> dict[str, str]:
         if measurement != WEATHER:
@@ -135,6 +159,7 @@ class MessageParser:
                 raise Rejected(f"malformed tag {part!r}")
             if key not in WEATHER_TAGS:
                 raise Rejected(f"unknown tag {key!r}: expected {', '.join(WEATHER_TAGS)}")
+            _check_text(f"tag {key!r}", value)
             tags[key] = value
         self._check_device(device, tags.get("device"))
         tags["device"] = device
@@ -145,9 +170,7 @@ class MessageParser:
         self._check_device(device, data.get("device"))
         if "time" not in data:
             raise Rejected("missing 'time' (epoch seconds): a timestamp makes redelivery idempotent")
-        stamp = data["time"]
-        if isinstance(stamp, bool) or not isinstance(stamp, int | float) or not math.isfinite(stamp):
-            raise Rejected(f"'time' must be a number of epoch seconds, got {stamp!r}")
+        time_ns = _epoch_ns(data["time"])
         tags = {"device": device}
         for key in ("location", "firmware"):
             if key in data:
@@ -164,7 +187,7 @@ class MessageParser:
                     raise Rejected(_unknown_field(key))
                 raise Rejected(f"field {key!r} must be a number, got {value!r}")
             fields[key] = float(value)
-        return self._weather_point(tags, fields, round(stamp * NS), received_ns)
+        return self._weather_point(tags, fields, time_ns, received_ns)
 
     def _weather_point(
         self, tags: dict[str, str], values: dict[str, float], time_ns: int, received_ns: int
@@ -201,7 +224,7 @@ class MessageParser:
         for key in ("firmware", "uptime", "heap", "rssi", "boot", "slot"):
             value = getattr(status, key)
             if value is not None:
-                fields[key] = value
+                fields[key] = _int64(key, value) if isinstance(value, int) else value
         if status.sensors:
             fields["sensors"] = json.dumps(status.sensors, sort_keys=True, separators=(",", ":"))
         return Point(DEVICE_STATUS, {"device": device}, fields, self._event_time(data, received_ns))
@@ -229,9 +252,7 @@ class MessageParser:
         stamp = data.get("time")
         if stamp is None:
             return received_ns
-        if isinstance(stamp, bool) or not isinstance(stamp, int | float) or not math.isfinite(stamp):
-            raise Rejected(f"'time' must be a number of epoch seconds, got {stamp!r}")
-        time_ns = round(stamp * NS)
+        time_ns = _epoch_ns(stamp)
         self._check_time(time_ns, received_ns)
         return time_ns
 
@@ -265,12 +286,15 @@ class MessageParser:
 
 
 def _lp_number(key: str, raw: str) -> float:
-    try:
-        return float(raw)  # nan and inf parse here and are refused with the range check
-    except ValueError:
-        pass
-    if raw[-1] in "iu" and raw[:-1].lstrip("-").isdigit():
-        return float(int(raw[:-1]))
+    if raw.isascii() and "_" not in raw:  # float() also takes other scripts' digits and '1_0'
+        try:
+            return float(raw)  # nan and inf parse here and are refused with the range check
+        except ValueError:
+            pass
+        if _LP_INTEGER.fullmatch(raw):
+            return float(int(raw[:-1]))
+        if raw[-1] in "iu" and raw[:-1].lstrip("-").isdigit():
+            raise Rejected(f"field {key!r}: integer {raw[:24]!r}... has more than {MAX_INT_DIGITS} digits")
     if key not in messages.FIELDS:
         raise Rejected(_unknown_field(key)) from None
     raise Rejected(f"field {key!r} must be a number, got {raw!r}") from None
@@ -348,16 +372,79 @@ def _unescape(text: str) -> str:
 
 def _json_object(text: str) -> dict:
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = json.loads(text, parse_constant=_reject_constant, parse_int=_bounded_int)
     except json.JSONDecodeError as error:
         raise Rejected(f"invalid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    except RecursionError:
+        raise Rejected("invalid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise Rejected(f"expected a JSON object, got {type(data).__name__}")
+    _check_json_text(data)
     return data
 
 
 def _reject_constant(name: str) -> float:
     raise Rejected(f"JSON contains {name} (not a finite number)")
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise Rejected(
+            f"integer of {len(digits.lstrip('-'))} digits is out of range (at most {MAX_INT_DIGITS})"
+        )
+    return int(digits)
+
+
+def _check_json_text(data: dict) -> None:
+    """Every key and string value of a parsed object (escapes like `\\ud800` only show up here)."""
+    pending: list = [data]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                _check_text("a key", key)
+                if isinstance(value, str):
+                    _check_text(f"{key[:40]!r}", value)
+                elif isinstance(value, dict | list):
+                    pending.append(value)
+        elif isinstance(item, list):
+            for value in item:
+                if isinstance(value, str):
+                    _check_text("a list item", value)
+                elif isinstance(value, dict | list):
+                    pending.append(value)
+
+
+def _check_text(what: str, value: str) -> None:
+    if value.isascii() and value.isprintable():
+        return  # the common case, checked in C
+    bad = _BAD_TEXT.search(value)
+    if bad is not None:
+        raise Rejected(f"{what} contains {_describe_char(bad.group())}: text must be valid Unicode text")
+
+
+def _describe_char(char: str) -> str:
+    code = ord(char)
+    if 0xD800 <= code <= 0xDFFF:
+        return f"a lone surrogate (U+{code:04X})"
+    if code < 0x20:
+        return f"a control character (U+{code:04X})"
+    return f"a non-character (U+{code:04X})"
+
+
+def _int64(key: str, value: int) -> int:
+    if not -(2**63) <= value < 2**63:
+        raise Rejected(f"{key!r} {value:.6g} is out of range (a signed 64-bit integer)")
+    return value
+
+
+def _epoch_ns(stamp: object) -> int:
+    """Epoch seconds (a JSON number) as nanoseconds; bounded before it is scaled (1e300 overflows)."""
+    if isinstance(stamp, bool) or not isinstance(stamp, int | float) or not math.isfinite(stamp):
+        raise Rejected(f"'time' must be a number of epoch seconds, got {str(stamp)[:40]!r}")
+    if not -MAX_EPOCH_SECONDS < stamp < MAX_EPOCH_SECONDS:
+        raise Rejected(f"'time' {stamp:.6g} is out of range for epoch seconds")
+    return round(stamp * NS)
 
 
 def _pydantic_reason(error: ValidationError) -> str:

@@ -2,7 +2,13 @@
 
 A message is acknowledged (through the `ack` callback) only after its batch is committed to the store,
 or to the spool when the store fails; rejected messages are committed as dead letters first. While the
-spool holds batches, new batches are appended behind them so the store sees them in arrival order."""
+spool holds batches, new batches are appended behind them so the store sees them in arrival order.
+
+Only `StoreUnavailable` means "the store is down, try again later". Any other write failure is a content
+problem of some message (issue 14: one lone surrogate stopped ingest for the whole fleet while the same
+batch was retried forever): the batch is split in halves until the message(s) the store refuses are
+found; those become dead letters with the store's reason, the rest is stored in the same commit. A
+poison message therefore costs no retry cycle at all, and about 2·log2(batch) extra writes."""
 
 from __future__ import annotations
 
@@ -109,6 +115,7 @@ class Ingestor:
     def _run(self) -> None:
         deliveries: list[Delivery] = []
         points: list[Point] = []
+        origins: list[Delivery] = []  # the message each point came from (same length as points)
         dead: list[DeadLetter] = []
         first_at = last_at = None
         policy, inbox = self.policy, self._inbox
@@ -117,15 +124,15 @@ class Ingestor:
                 while inbox and len(deliveries) < policy.max_rows:
                     delivery = inbox.popleft()
                     deliveries.append(delivery)
-                    self._parse(delivery, points, dead)
+                    self._parse(delivery, points, origins, dead)
                 last_at = self.clock()
                 if first_at is None:
                     first_at = last_at
             now = self.clock()
             stopping = self._stopping.is_set()
             if deliveries and (stopping or policy.due(len(deliveries), first_at, last_at, now)):
-                if self._commit(deliveries, points, dead):
-                    deliveries, points, dead = [], [], []
+                if self._commit(deliveries, points, origins, dead):
+                    deliveries, points, origins, dead = [], [], [], []
                     first_at = last_at = None
                 else:
                     self._stopping.wait(policy.retry_interval)
@@ -146,7 +153,9 @@ class Ingestor:
                     self._wake.wait(timeout)
                 self._idle = False
 
-    def _parse(self, delivery: Delivery, points: list[Point], dead: list[DeadLetter]) -> None:
+    def _parse(
+        self, delivery: Delivery, points: list[Point], origins: list[Delivery], dead: list[DeadLetter]
+    ) -> None:
         topic = delivery.topic
         kind = topic[topic.rfind("/") + 1 :]
         self._kind_counts[kind if kind in self._kinds else "other"] += 1
@@ -166,9 +175,16 @@ class Ingestor:
         for point in parsed:
             if "flagged" in point.fields:
                 self.metrics.flagged_values.inc()
+            origins.append(delivery)
         points.extend(parsed)
 
-    def _commit(self, deliveries: list[Delivery], points: list[Point], dead: list[DeadLetter]) -> bool:
+    def _commit(
+        self,
+        deliveries: list[Delivery],
+        points: list[Point],
+        origins: list[Delivery],
+        dead: list[DeadLetter],
+    ) -> bool:
         """Make the batch durable, then acknowledge it. False when even that failed (retry later)."""
         started = time.perf_counter()
         for kind, count in self._kind_counts.items():
@@ -184,7 +200,7 @@ class Ingestor:
                     self.spool.append(points)  # behind older batches: keep the order
                 else:
                     try:
-                        self._account(points, self.store.write(points))
+                        self._write(points, origins)
                     except StoreUnavailable as error:
                         log.warning("store unavailable, spooling %d points: %s", len(points), error)
                         self.metrics.store_errors.inc()
@@ -206,27 +222,63 @@ class Ingestor:
         while self.spool and time.perf_counter() < deadline:
             points = self.spool.oldest() or []
             try:
-                result = self.store.write(points)
+                self._write(points, None)
             except StoreUnavailable as error:
                 log.info("store still unavailable (%d batches spooled): %s", self.spool.depth, error)
                 self._next_replay = self.clock() + self.policy.retry_interval
                 return
-            self._account(points, result)
             self.spool.pop_oldest()
             self._update_spool_gauges()
         if self.spool:
             self._next_replay = self.clock()
 
-    def _account(self, points: list[Point], result: WriteResult) -> None:
+    def _write(self, points: list[Point], origins: list[Delivery] | None) -> None:
+        """Write points; a failure other than StoreUnavailable isolates the refused messages (bisection)
+        and dead-letters them. `origins` (the message of each point) is None for spooled points, which
+        are then isolated one by one."""
+        try:
+            result = self.store.write(points)
+        except StoreUnavailable:
+            raise
+        except Exception as error:
+            groups = _groups(origins) if origins is not None else [(i, i + 1) for i in range(len(points))]
+            if len(groups) == 1:
+                reason = f"the store refused it: {type(error).__name__}: {error}"[:500]
+                self._dead_from_store([(p, reason) for p in points], _origin_map(points, origins))
+                return
+            log.warning(
+                "store refused a batch of %d messages (%s); isolating the culprit", len(groups), error
+            )
+            middle = groups[len(groups) // 2][0]
+            for part in (slice(0, middle), slice(middle, None)):
+                self._write(points[part], origins[part] if origins is not None else None)
+            return
+        self._account(points, result, origins)
+
+    def _dead_from_store(self, rejected: list[tuple[Point, str]], origin_of: dict[int, Delivery]) -> None:
+        """Dead letters for points the store refused: the original message when known (one letter per
+        message, `origin_of` maps id(point) to it), else the point itself (a spooled batch)."""
+        now = time.time_ns()
+        letters: dict[int, DeadLetter] = {}
+        for point, reason in rejected:
+            origin = origin_of.get(id(point))
+            if origin is not None:
+                letters.setdefault(
+                    id(origin), DeadLetter(origin.topic, origin.payload, reason, now, source="store")
+                )
+            else:
+                letters[id(point)] = DeadLetter(
+                    f"store:{point.table}", _describe(point), reason, now, "store"
+                )
+        self.dead_letters.add_many(list(letters.values()))
+        self.metrics.dead_letters.labels("store").inc(len(letters))
+
+    def _account(
+        self, points: list[Point], result: WriteResult, origins: list[Delivery] | None = None
+    ) -> None:
         """Count rows per table; keep lines the store refused for good (partial writes) as dead letters."""
         if result.rejected:
-            now = time.time_ns()
-            letters = [
-                DeadLetter(f"store:{p.table}", to_line_protocol(p).encode(), reason, now, source="store")
-                for p, reason in result.rejected
-            ]
-            self.dead_letters.add_many(letters)
-            self.metrics.dead_letters.labels("store").inc(len(letters))
+            self._dead_from_store(result.rejected, _origin_map(points, origins))
         counts = dict.fromkeys(TABLES, 0)
         for point in points:
             counts[point.table] += 1
@@ -239,3 +291,26 @@ class Ingestor:
     def _update_spool_gauges(self) -> None:
         self.metrics.spool_batches.set(self.spool.depth)
         self.metrics.spool_points.set(self.spool.points)
+
+
+def _groups(origins: list[Delivery]) -> list[tuple[int, int]]:
+    """[start, end) of each message's points (a message's points are adjacent)."""
+    groups, start = [], 0
+    for index in range(1, len(origins) + 1):
+        if index == len(origins) or origins[index] is not origins[start]:
+            groups.append((start, index))
+            start = index
+    return groups
+
+
+def _origin_map(points: list[Point], origins: list[Delivery] | None) -> dict[int, Delivery]:
+    return {id(p): o for p, o in zip(points, origins, strict=True)} if origins is not None else {}
+
+
+def _describe(point: Point) -> bytes:
+    """A refused point as bytes for its dead letter: line protocol when it can be written, else JSON."""
+    try:
+        text = to_line_protocol(point)
+    except Exception:
+        text = point.to_json()
+    return text.encode("utf-8", "backslashreplace")

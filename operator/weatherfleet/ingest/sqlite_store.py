@@ -103,6 +103,11 @@ class SQLiteStore:
                     raise
         except sqlite3.OperationalError as error:  # locked, disk full, I/O error: try again later
             raise StoreUnavailable(f"SQLite {self.path}: {error}") from error
+        except sqlite3.DatabaseError as error:
+            if type(error) in (sqlite3.DatabaseError, sqlite3.InternalError):  # a damaged file: not the data
+                raise StoreUnavailable(f"SQLite {self.path}: {error}") from error
+            raise  # IntegrityError, DataError, ...: this batch's content (ingest isolates the message)
+        # UnicodeEncodeError, OverflowError: also the content, raised as they are
         return WriteResult(written=len(points))
 
     # -- queries ------------------------------------------------------------------------------------

@@ -18,6 +18,12 @@ class StoreUnavailable(RuntimeError):
     """The store cannot take writes right now (down, unreachable, misconfigured); spool and retry."""
 
 
+class Unstorable(ValueError):
+    """The store refused these points for their content: retrying the same batch cannot help. Any
+    exception from `write` other than StoreUnavailable is treated so (ingest splits the batch and keeps
+    the refused message as a dead letter); this one just names the case."""
+
+
 @dataclass
 class WriteResult:
     """What a write did: rows sent, and the points the store refused for good (partial writes) with why."""
@@ -44,7 +50,8 @@ class SeriesPoint(BaseModel):
 
 class Store(Protocol):
     def write(self, points: list[Point]) -> WriteResult:
-        """Store the points durably; raise StoreUnavailable when that is not possible now."""
+        """Store the points durably; raise StoreUnavailable when that is not possible now, anything else
+        (e.g. Unstorable) when some point cannot be stored at all."""
 
     def latest_readings(self) -> dict[str, Reading]:
         """The latest weather reading per device."""
