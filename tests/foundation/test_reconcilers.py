@@ -408,15 +408,13 @@ def _alert_docs(children):
 
 
 def test_one_no_data_rule_per_sensor_routed_to_telegram(build, fleet, sensors):
-    result = reconcile_fleet(fleet, observe(build, sensors))
+    result = reconcile_fleet(fleet, observe(build, sensors, telegram_token="123:tok"))
     cm = by_name(result.children, "ConfigMap", "garden-alerts")
-    assert cm["metadata"]["annotations"] == {
-        "weatherfleet.io/telegram-token-env": "WEATHERFLEET_TELEGRAM_TOKEN_WEATHERFLEET_GARDEN",
-        "weatherfleet.io/telegram-token-secret": "tg/token",
-    }
-    (doc,) = _alert_docs(result.children)
+    assert "annotations" not in cm["metadata"]
+    (doc,) = _alert_docs([c for c in result.children if c["kind"] == "ConfigMap"])
     assert "\\u0000" not in next(iter(cm["data"].values()))  # every per-sensor marker was filled in
     assert doc["apiVersion"] == 1
+    assert "policies" not in doc  # one tree per organisation: never a fleet's to replace
     rules = doc["groups"][0]["rules"]
     assert [r["title"] for r in rules] == [
         "no data from dev-01 for 15m",
@@ -430,26 +428,46 @@ def test_one_no_data_rule_per_sensor_routed_to_telegram(build, fleet, sensors):
         assert "$" not in rule["data"][0]["model"]["rawSql"]  # Grafana would expand it as a variable
         assert rule["notification_settings"] == {"receiver": "weatherfleet-weatherfleet-garden-telegram"}
         assert rule["labels"]["weatherfleet_fleet"] == "garden"
-    receiver = doc["contactPoints"][0]["receivers"][0]
+    secret = by_name(result.children, "Secret", "garden-alerts-contact-point")
+    assert secret["metadata"]["labels"]["grafana_alert"] == "1"
+    (text,) = secret["stringData"].values()
+    (point,) = json.loads(text)["contactPoints"]
+    assert point["name"] == "weatherfleet-weatherfleet-garden-telegram"
+    (receiver,) = point["receivers"]
     assert receiver["type"] == "telegram"
-    assert receiver["settings"]["bottoken"] == "$WEATHERFLEET_TELEGRAM_TOKEN_WEATHERFLEET_GARDEN"
+    assert receiver["settings"]["bottoken"] == "123:tok"
     assert receiver["settings"]["chatid"] == "-1001"
-    policy = doc["policies"][0]
-    assert policy["receiver"] == "weatherfleet-weatherfleet-garden-telegram"
-    assert policy["routes"][0]["object_matchers"] == [["weatherfleet_fleet", "=", "garden"]]
+    conds = {c.type: c for c in result.status.conditions}
+    assert conds["AlertingConfigured"].reason == "ContactPointProvisioned"
+
+
+def test_without_the_bot_token_rules_are_not_routed_and_the_fleet_says_why(build, fleet, sensors):
+    result = reconcile_fleet(fleet, observe(build, sensors))
+    assert not [c for c in result.children if c["kind"] == "Secret"]
+    (doc,) = _alert_docs(result.children)
+    assert all("notification_settings" not in r for r in doc["groups"][0]["rules"])
+    cond = {c.type: c for c in result.status.conditions}["AlertingConfigured"]
+    assert (cond.status, cond.reason) == ("False", "TelegramTokenMissing") and "tg" in cond.message
 
 
 def test_alerts_without_telegram_have_no_contact_point(build, sensors):
     quiet = SensorFleet.model_validate(build.fleet())
-    (doc,) = _alert_docs(reconcile_fleet(quiet, observe(build, sensors)).children)
+    result = reconcile_fleet(quiet, observe(build, sensors, telegram_token="unused"))
+    (doc,) = _alert_docs(result.children)
     assert "contactPoints" not in doc and "policies" not in doc
     assert all("notification_settings" not in r for r in doc["groups"][0]["rules"])
+    assert not [c for c in result.children if c["kind"] == "Secret"]
 
 
 def test_user_text_keeps_its_dollars_in_provisioning_files(build, fleet):
     sensor = _sensor(build, "dev-09", location="$HOME shed")
     (doc,) = _alert_docs(reconcile_fleet(fleet, observe(build, [sensor])).children)
-    assert doc["groups"][0]["rules"][0]["labels"]["location"] == "$$HOME shed"
+    (rule,) = doc["groups"][0]["rules"]
+    assert rule["labels"]["location"] == "$$HOME shed"  # labels are expanded: `$$` is one `$`
+    # annotations are taken raw and are templates: the location comes from the label, never as text
+    assert rule["annotations"]["summary"] == (
+        "No data from {{ $labels.device }} ({{ $labels.location }}) for 15m"
+    )
 
 
 def test_large_fleets_split_alert_rules_over_configmaps_under_the_size_limit(build, fleet):
@@ -463,7 +481,7 @@ def test_large_fleets_split_alert_rules_over_configmaps_under_the_size_limit(bui
     uids = [r["uid"] for d in docs for r in d["groups"][0]["rules"]]
     assert len(uids) == 1000 == len(set(uids))
     assert len({d["groups"][0]["name"] for d in docs}) == 3
-    assert sum("contactPoints" in d for d in docs) == 1
+    assert not any("contactPoints" in d for d in docs)
 
 
 # --- SensorFleet: rollout --------------------------------------------------------------------------------

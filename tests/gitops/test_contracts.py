@@ -263,23 +263,32 @@ def test_grafana_datasource_sidecars_and_telegram(example: list[dict]) -> None:
         "name": job_env["TOKEN_SECRET_NAME"],
         "key": "token",
     }
-    sidecar_labels = {
-        next(e["value"] for e in c["env"] if e["name"] == "LABEL")
+    sidecars = {
+        next(e["value"] for e in c["env"] if e["name"] == "LABEL"): {
+            e["name"]: e.get("value") for e in c["env"]
+        }
         for n, c in containers.items()
         if n != "grafana"
     }
-    assert sidecar_labels == {"grafana_dashboard", "grafana_alert"}
+    assert set(sidecars) == {grafana_reconciler.DASHBOARD_LABEL, grafana_reconciler.ALERT_LABEL}
+    # the sidecar reads a folder annotation only under the name FOLDER_ANNOTATION gives it
+    assert sidecars["grafana_dashboard"]["FOLDER_ANNOTATION"] == grafana_reconciler.FOLDER_ANNOTATION
+    # rules in ConfigMaps, each fleet's contact point (it holds the bot token) in a Secret
+    assert sidecars["grafana_alert"]["RESOURCE"] == "both"
+    role = gb.find(example, "Role", "grafana-sidecar")
+    readable = {
+        r for rule in role["rules"] if {"list", "watch"} <= set(rule["verbs"]) for r in rule["resources"]
+    }
+    assert {"configmaps", "secrets"} <= readable
+    assert not [e for e in containers["grafana"]["env"] if e["name"].startswith("WEATHERFLEET_TELEGRAM")], (
+        "bot tokens reach Grafana as contact point files, never as variables a person adds per fleet"
+    )
     fleets = [SensorFleet.model_validate(o) for o in example if o["kind"] == "SensorFleet"]
     assert fleets
     for fleet in fleets:
         assert fleet.spec.grafana.datasource_uid == datasource["uid"]
-        if fleet.spec.alerting.telegram is None:
-            continue
-        variable = grafana_reconciler.telegram_token_env(fleet)
-        ref = fleet.spec.alerting.telegram.bot_token_secret_ref
-        assert variable in grafana_env, f"Grafana lacks {variable} for fleet {fleet.metadata.name}"
-        assert grafana_env[variable]["valueFrom"]["secretKeyRef"] == {"name": ref.name, "key": ref.key}
-        gb.find(example, "Secret", ref.name)
+        if fleet.spec.alerting.telegram is not None:
+            gb.find(example, "Secret", fleet.spec.alerting.telegram.bot_token_secret_ref.name)
 
 
 def _container_of_job(objects: list[dict]) -> dict:

@@ -26,6 +26,7 @@ from ..models import FirmwareRelease, SensorFleet, WeatherSensor, set_condition
 from ..models.common import Condition
 from ..observe import FleetView
 from ..reconcilers.common import MANAGED_BY, Event
+from ..reconcilers.grafana import ProvisionedAlerts
 from ..reconcilers.plan import PLAN_CONFIGMAP, plan_key
 from ..reconcilers.sensor import credentials_secret_name
 from ..rollout import FleetPlan
@@ -73,6 +74,7 @@ class Controller:
         self.settings, self.kube, self.view, self.enqueue = settings, kube, view, enqueue
         self.view_ready = view_ready
         self.cache = ObjectCache()
+        self.alerting: dict[tuple[str, str], ProvisionedAlerts] = {}  # last known alert files per fleet
         self.releases = ReleaseResolver(settings, kube)
         self.readings = Readings(None)
         self.devices: dict[str, Key] = {}  # deviceId -> its WeatherSensor key, for MQTT-driven requeues

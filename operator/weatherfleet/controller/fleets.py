@@ -18,7 +18,7 @@ from ..reconcilers.common import labels, metadata
 from ..reconcilers.fleet import FleetObservation, reconcile_fleet, select_members
 from ..reconcilers.plan import PLAN_CONFIGMAP, plan_json, plan_key
 from ..reconcilers.sensor import credentials_secret_name
-from . import metrics
+from . import alerting, metrics
 
 if TYPE_CHECKING:
     from .controller import Controller
@@ -32,6 +32,7 @@ def reconcile(ctl: Controller, namespace: str, name: str) -> float | None:
     body = ctl.cache.get("SensorFleet", namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         remove_plan(ctl, namespace, name)
+        alerting.retire(ctl, namespace, name)
         return None
     fleet: SensorFleet = ctl.parse(body)
     if fleet.spec.rollout.release and not ctl.view_ready():
@@ -63,11 +64,14 @@ def reconcile(ctl: Controller, namespace: str, name: str) -> float | None:
         devices={d: s.observation for d, s in sightings.items() if s},
         passwords=passwords,
         last_seen={d: s.last_seen for d, s in sightings.items() if s and s.status is not None},
+        provisioned_alerts=alerting.provisioned(ctl, namespace, name),
+        telegram_token=alerting.bot_token(ctl, fleet),
     )
     result = reconcile_fleet(fleet, observation)
     for child in result.children:
         ctl.apply(child)
     ctl.prune(body, result.children)
+    alerting.drop_retired(ctl, namespace, name)
     if result.broker_patch is not None:
         restart_broker_on_change(ctl, result.broker_patch, result.config_hash)
     # The status first, the plan after: the status is the rollout's source of truth and the plan is

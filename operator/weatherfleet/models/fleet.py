@@ -9,7 +9,16 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints, model_validator
 
 from ..durations import parse_duration
-from .common import DNS1123_LABEL, DNS1123_SUBDOMAIN, Condition, Duration, Model, ObjectMeta, SecretKeyRef
+from .common import (
+    DNS1123_LABEL,
+    DNS1123_SUBDOMAIN,
+    Condition,
+    Duration,
+    Model,
+    ObjectMeta,
+    SecretKeyRef,
+    register_pattern_meaning,
+)
 
 Name = Annotated[str, StringConstraints(pattern=DNS1123_LABEL, max_length=63)]
 
@@ -99,8 +108,16 @@ class CertificatePolicy(Model):
         return self
 
 
+# One path segment: the dashboards sidecar makes the folder a subdirectory and Grafana names the folder
+# after the directory's last part, while alert rules split a `/` into nested folders; `.` would hide it.
+GRAFANA_FOLDER = r"^[^/\\.\x00-\x1f][^/\\\x00-\x1f]{0,99}$"
+register_pattern_meaning(
+    GRAFANA_FOLDER, "a Grafana folder name: up to 100 characters, no '/' or '\\', not starting with '.'"
+)
+
+
 class GrafanaSpec(Model):
-    folder: str = "Weather"
+    folder: Annotated[str, StringConstraints(pattern=GRAFANA_FOLDER)] = "Weather"
     dashboard_title: str = Field(default="Weather fleet", alias="dashboardTitle")
     datasource_uid: Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9_-]{1,40}$")] = Field(
         default="influxdb3", alias="datasourceUid"
@@ -120,15 +137,24 @@ class FleetAlerting(Model):
 
 
 class Wave(Model):
-    percent: Annotated[float, Field(gt=0, le=100)]
-    bake_time: Duration = Field(default="10m", alias="bakeTime")
+    percent: Annotated[float, Field(gt=0, le=100)] = Field(
+        description="share of the fleet this wave opens to: exactly ceil(percent x members / 100) devices, "
+        "at least one, the first ones in the rollout's order"
+    )
+    bake_time: Duration = Field(
+        default="10m",
+        alias="bakeTime",
+        description="how long the wave runs (paused time not counted) before the next one may open",
+    )
 
 
 class FailureThreshold(Model):
     """Halt when this many devices of the opened share fail: an absolute count or a percentage."""
 
-    count: Annotated[int, Field(ge=1)] | None = None
-    percent: Annotated[float, Field(gt=0, le=100)] | None = None
+    count: Annotated[int, Field(ge=1)] | None = Field(default=None, description="failed devices that halt")
+    percent: Annotated[float, Field(gt=0, le=100)] | None = Field(
+        default=None, description="failed share of the opened devices that halts"
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> FailureThreshold:
@@ -145,12 +171,55 @@ class FailureThreshold(Model):
 class RolloutSpec(Model):
     release: Name | None = Field(default=None, description="FirmwareRelease to roll out to the fleet")
     waves: Annotated[list[Wave], Field(min_length=1, max_length=10)] = Field(
-        default_factory=lambda: [Wave(percent=10), Wave(percent=50), Wave(percent=100)]
+        default_factory=lambda: [Wave(percent=10), Wave(percent=50), Wave(percent=100)],
+        description="strictly increasing percentages, the last one 100",
     )
     failure_threshold: FailureThreshold = Field(
-        default_factory=lambda: FailureThreshold(count=1), alias="failureThreshold"
+        default_factory=lambda: FailureThreshold(count=1),
+        alias="failureThreshold",
+        description="failures (failed or rolled back, offline after updating, timed out) that halt the "
+        "rollout and close the candidate",
     )
-    paused: bool = False
+    success_threshold: Annotated[float, Field(gt=0, le=100)] = Field(
+        default=100,
+        alias="successThreshold",
+        description="percentage of the wave's online devices (failed ones aside) that must run the release "
+        "before the next wave opens, or the last one completes",
+    )
+    update_timeout: Duration = Field(
+        default="2h",
+        alias="updateTimeout",
+        description="an online device of the open share that does not run the release this long after its "
+        "wave opened (paused time not counted) counts as failed, reason 'timed out'",
+    )
+    paused: bool = Field(
+        default=False,
+        description="hold the rollout where it is: no device is newly offered the release, every clock "
+        "stops; false again continues where it stopped",
+    )
+    abort: bool = Field(
+        default=False,
+        description="stop the rollout of this release now: the candidate is offered to no device any more; "
+        "devices that installed it keep it until a rollback or the next release. Clear it together with "
+        "the next release (clearing it alone starts this release again from the first wave)",
+    )
+    rollback: bool = Field(
+        default=False,
+        description="take the whole fleet back to status.rollout.rollbackVersion (the stable release before "
+        "this one) at once, without waves: every device is offered it, and devices that installed this "
+        "release are authorised to go back. Clear it together with the next release",
+    )
+    announce: bool = Field(
+        default=True,
+        description="notify devices over MQTT when the plan opens a wave to them (or halts, or rolls back), "
+        "instead of waiting for their next periodic check",
+    )
+    announce_window: Duration = Field(
+        default="1m",
+        alias="announceWindow",
+        description="notifications of one change are spread evenly over this window so that OtaFlux and "
+        "the broker are not stampeded",
+    )
 
     @model_validator(mode="after")
     def _waves_increase_to_100(self) -> RolloutSpec:
@@ -183,17 +252,43 @@ class FailedDevice(Model):
     reason: str
 
 
+RolloutPhase = Literal["Idle", "Progressing", "Paused", "Halted", "Aborted", "RolledBack", "Complete"]
+
+
 class RolloutStatus(Model):
-    release: str | None = None
-    version: str | None = None
-    stable_version: str | None = Field(default=None, alias="stableVersion")
-    phase: Literal["Idle", "Progressing", "Paused", "Halted", "Complete"] = "Idle"
-    wave: int = 0
-    percent: float = 0
+    release: str | None = Field(default=None, description="the FirmwareRelease this rollout is about")
+    version: str | None = Field(default=None, description="its version: the candidate until complete")
+    stable_version: str | None = Field(
+        default=None,
+        alias="stableVersion",
+        description="what devices outside the open share are offered: the release the fleet was on before "
+        "(or the version all its devices reported); after completion the release itself. Unknown: they "
+        "are offered nothing and keep what they run",
+    )
+    rollback_version: str | None = Field(
+        default=None, alias="rollbackVersion", description="where spec.rollout.rollback takes the fleet"
+    )
+    phase: RolloutPhase = "Idle"
+    wave: int = Field(default=0, description="index of the open wave (0 is the first)")
+    percent: float = Field(default=0, description="the open wave's percentage")
+    threshold: str | None = Field(
+        default=None,
+        description="rank of the last device inside the open share (a device is inside when "
+        "sha256(rolloutId NUL deviceId) is at most this); only grows during a rollout",
+    )
+    eligible: int = Field(default=0, description="members the release can go to (not pinned, not excluded)")
+    opened: int = Field(default=0, description="devices inside the open share")
     wave_started_at: datetime | None = Field(default=None, alias="waveStartedAt")
-    updated: int = 0
+    paused_at: datetime | None = Field(
+        default=None, alias="pausedAt", description="since when the clocks stand still (paused or aborted)"
+    )
+    paused_seconds: float = Field(
+        default=0, alias="pausedSeconds", description="time the open wave spent paused, not counted"
+    )
+    updated: int = Field(default=0, description="devices of the share running the release")
     failed: int = 0
-    pending: int = 0
+    pending: int = Field(default=0, description="online devices of the share not running it yet")
+    offline: int = Field(default=0, description="devices of the share not seen recently (not counted)")
     reason: str = ""
     failed_devices: list[FailedDevice] = Field(default_factory=list, alias="failedDevices")
 

@@ -8,7 +8,6 @@ only gathers their inputs and turns the outcome into children, conditions and ev
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -60,6 +59,21 @@ class FleetObservation(BaseModel):
         default=False,
         description="roll out a release whose required signature has not been verified yet (render only: it "
         "cannot reach the registry; the operator never sets this)",
+    )
+    provisioned_alerts: grafana.ProvisionedAlerts | None = Field(
+        default=None,
+        description="what the fleet's alert files held so far (its alert ConfigMaps as they are, or in the "
+        "previous render): rules and contact points gone since are deleted in Grafana",
+    )
+    telegram_token: str | None = Field(
+        default=None,
+        description="the bot token from alerting.telegram.botTokenSecretRef; None: not available, so no "
+        "contact point is provisioned and rules use Grafana's default notification policy",
+    )
+    assume_telegram_token: bool = Field(
+        default=False,
+        description="route rules to the Telegram contact point without the token (render only: its output "
+        "holds no Secret; the operator never sets this)",
     )
 
 
@@ -206,45 +220,6 @@ def _broker_children(
     return children, acl, pwd
 
 
-def _grafana_children(
-    fleet: SensorFleet, members: list[WeatherSensor], lbl: dict[str, str], owners: list[Object]
-) -> list[Object]:
-    ns, name = fleet.metadata.namespace, fleet.metadata.name
-    board = grafana.build_dashboard(fleet, members)
-    children = [
-        _configmap(
-            f"{name}-dashboard",
-            ns,
-            {**lbl, "grafana_dashboard": "1"},
-            owners,
-            {f"{ns}-{name}.json": json.dumps(board, indent=2, sort_keys=True) + "\n"},
-            {"grafana_folder": fleet.spec.grafana.folder},
-        )
-    ]
-    annotations: dict[str, str] = {}
-    if fleet.spec.alerting.telegram is not None:
-        ref = fleet.spec.alerting.telegram.bot_token_secret_ref
-        annotations = {
-            "weatherfleet.io/telegram-token-env": grafana.telegram_token_env(fleet),
-            "weatherfleet.io/telegram-token-secret": f"{ref.name}/{ref.key}",
-        }
-    files = grafana.alert_files(fleet, members)
-    for n, doc in enumerate(files):
-        suffix = "" if n == 0 else f"-{n + 1}"
-        text = grafana.alert_file_text(doc)
-        children.append(
-            _configmap(
-                f"{name}-alerts{suffix}",
-                ns,
-                {**lbl, "grafana_alert": "1"},
-                owners,
-                {f"{ns}-{name}-alerts{suffix}.json": text},
-                annotations,
-            )
-        )
-    return children
-
-
 def _counts(fleet: SensorFleet, members: list[WeatherSensor], obs: FleetObservation) -> SensorCounts:
     online = stale = 0
     for s in members:
@@ -295,10 +270,13 @@ def reconcile_fleet(fleet: SensorFleet, observation: FleetObservation) -> FleetR
     `spec.broker.aclConfigMap` (NanoMQ key `nanomq_acl.conf`, Mosquitto key `mosquitto.acl`); for NanoMQ
     with `observation.passwords` the Secret `spec.broker.credentialsSecret` (key `nanomq_pwd.conf`); the
     dashboard ConfigMap `<fleet>-dashboard` (label grafana_dashboard "1"); the alert ConfigMaps
-    `<fleet>-alerts[-N]` (label grafana_alert "1").
+    `<fleet>-alerts[-N]` (label grafana_alert "1"; the first also deletes in Grafana the rules and contact
+    point that `observation.provisioned_alerts` had and the fleet has no more); with alerting.telegram and
+    `observation.telegram_token` the contact point Secret `<fleet>-alerts-contact-point` (see
+    `grafana.grafana_children`).
 
     Also: `plan` (put it into `rollout_plan_configmap` under `plan_key`), `status` (sensor counts, rollout
-    from `rollout.next_status`, conditions Ready / BrokerConfigured / ReleaseAvailable / RolloutHealthy,
+    from `rollout.next_status`, conditions Ready / BrokerConfigured / ReleaseAvailable / RolloutHealthy / AlertingConfigured,
     observedGeneration), `config_hash` and `broker_patch` (apply it so NanoMQ restarts on ACL changes), and
     `events` to emit on the fleet. Deterministic: the same fleet and observation give the same result.
     """
@@ -310,7 +288,20 @@ def reconcile_fleet(fleet: SensorFleet, observation: FleetObservation) -> FleetR
     owners = owner_references(fleet.api_version, fleet.kind, fleet.metadata)
 
     broker_objs, acl, pwd = _broker_children(fleet, device_ids, observation, lbl, owners)
-    children = sorted_children(broker_objs + _grafana_children(fleet, members, lbl, owners))
+    telegram = fleet.spec.alerting.telegram
+    routed = telegram is not None and (
+        observation.telegram_token is not None or observation.assume_telegram_token
+    )
+    grafana_objs = grafana.grafana_children(
+        fleet,
+        members,
+        lbl,
+        owners,
+        previous=observation.provisioned_alerts,
+        bot_token=observation.telegram_token,
+        routed=routed,
+    )
+    children = sorted_children(broker_objs + grafana_objs)
     config_hash = content_hash(acl, pwd)
 
     version, release, why_not = _release_version(fleet, observation)
@@ -363,6 +354,25 @@ def reconcile_fleet(fleet: SensorFleet, observation: FleetObservation) -> FleetR
         put("ReleaseAvailable", "False", "NotFound" if release is None else "SignatureNotVerified", why_not)
     else:
         put("ReleaseAvailable", "True", "Available", f"{fleet.spec.rollout.release} is version {version}")
+    if telegram is None:
+        put(
+            "AlertingConfigured", "True", "NoContactPoint", "alerts use Grafana's default notification policy"
+        )
+    elif routed:
+        put(
+            "AlertingConfigured",
+            "True",
+            "ContactPointProvisioned",
+            f"alerts go to {telegram.chat_id} on Telegram",
+        )
+    else:
+        ref = telegram.bot_token_secret_ref
+        put(
+            "AlertingConfigured",
+            "False",
+            "TelegramTokenMissing",
+            f"Secret {ref.name} has no key {ref.key}: alerts use Grafana's default notification policy",
+        )
     if rollout.phase == "Halted":
         put("RolloutHealthy", "False", "FailureThresholdReached", rollout.reason)
     else:

@@ -1,5 +1,6 @@
 """Grafana for a fleet: a dashboard (built with grafana-foundation-sdk) and "no data" alert rules, both as
-ConfigMaps for the Grafana Helm chart's sidecar (labels `grafana_dashboard` / `grafana_alert`).
+ConfigMaps for the Grafana Helm chart's sidecar (labels `grafana_dashboard` / `grafana_alert`), and the
+fleet's Telegram contact point as a Secret with the `grafana_alert` label (it holds the bot token).
 
 Queries are SQL for an InfluxDB 3 datasource. Measurement `weather` (tags device, location, firmware; one
 field per physical quantity); tables `device_status` (device, online, firmware, ...) and `ota_events`
@@ -15,8 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
+import yaml
 from grafana_foundation_sdk.builders import alerting, dashboard, stat, statetimeline, table, timeseries
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import variants as cogvariants
@@ -27,6 +31,7 @@ from ..durations import parse_duration
 from ..messages import FIELDS, MEASUREMENT, SENSOR_FIELDS
 from ..models.fleet import SensorFleet
 from ..models.sensor import WeatherSensor
+from .common import FLEET_LABEL, Object, metadata
 
 STATUS_TABLE = "device_status"
 OTA_TABLE = "ota_events"
@@ -219,22 +224,52 @@ def build_dashboard(fleet: SensorFleet, sensors: list[WeatherSensor]) -> dict[st
 
 
 # --- alerting --------------------------------------------------------------------------------------------
+#
+# How Grafana reads what is written here (Grafana 12.0, pkg/services/provisioning/alerting and .../values):
+# - Every alerting file is read on start and on `POST /api/admin/provisioning/alerting/reload`, which the
+#   alerts sidecar calls after each change. Per file, rule groups are upserted first, then `deleteRules`
+#   are deleted; deleting a uid that does not exist is a no-op. A rule that vanishes from the files is
+#   *not* deleted: only `deleteRules` deletes. So the first alert file of a fleet lists under `deleteRules`
+#   every rule an earlier version of its files provisioned and the current one no longer has (see
+#   `ProvisionedAlerts`), and a deleted fleet leaves a retired file that deletes all of its rules.
+# - Contact points are provisioned before rules and deleted (`deleteContactPoints`) after them, so a rule
+#   may route to a contact point of the same reload, and a contact point is deleted only once no rule
+#   routes to it. Rules route by `notification_settings` (simplified routing), not by the notification
+#   policy tree: that tree is one per organisation, and a `policies` block in a fleet's file would replace
+#   the whole tree for every alert of the organisation.
+# - String fields of the v1 file types (`values.StringValue`, labels, contact point settings) go through
+#   environment expansion, where `$$` stands for `$`; rule annotations are taken raw (`Annotations.Raw`),
+#   so they are written without escaping.
 
-
-def telegram_token_env(fleet: SensorFleet) -> str:
-    """The environment variable Grafana must carry (from the fleet's botTokenSecretRef) for the contact
-    point: the token is substituted by Grafana's provisioning at load time, never written into a file."""
-    name = f"{fleet.metadata.namespace}_{fleet.metadata.name}"
-    return "WEATHERFLEET_TELEGRAM_TOKEN_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
+ALERT_LABEL = "grafana_alert"
+DASHBOARD_LABEL = "grafana_dashboard"
+# The annotation that names a dashboard's folder. The k8s-sidecar reads the annotation named by its
+# FOLDER_ANNOTATION variable (default `k8s-sidecar-target-directory`) and writes the ConfigMap's files into
+# that subfolder; Grafana's file provider with `foldersFromFilesStructure` makes the subfolder's name the
+# dashboard folder. gitops/base/grafana sets FOLDER_ANNOTATION to this name.
+FOLDER_ANNOTATION = "grafana_folder"
+ORG_ID = 1
+# deleteRules kept in a fleet's first file: Grafana may read a file only at its next reload or start, so a
+# deletion stays listed until the rule comes back; beyond this many, the oldest are dropped (about 60 bytes
+# each: 5,000 keep the file far below the ConfigMap limit).
+MAX_DELETE_RULES = 5000
 
 
 def contact_point_name(fleet: SensorFleet) -> str:
     return f"weatherfleet-{fleet.metadata.namespace}-{fleet.metadata.name}-telegram"
 
 
+def _uid(namespace: str, fleet: str, item: str) -> str:
+    return "wf-" + hashlib.sha256(f"{namespace}/{fleet}/{item}".encode()).hexdigest()[:24]
+
+
 def rule_uid(fleet: SensorFleet, device_id: str) -> str:
-    key = f"{fleet.metadata.namespace}/{fleet.metadata.name}/{device_id}"
-    return "wf-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+    return _uid(fleet.metadata.namespace, fleet.metadata.name, device_id)
+
+
+def contact_point_uid(namespace: str, fleet: str) -> str:
+    """The uid of a fleet's Telegram integration; "telegram" is no valid device id, so no rule shares it."""
+    return _uid(namespace, fleet, "telegram")
 
 
 def _rule_template(fleet: SensorFleet) -> dict[str, Any]:
@@ -276,7 +311,7 @@ def _rule_template(fleet: SensorFleet) -> dict[str, Any]:
 
 
 def _literal(text: str) -> str:
-    """Grafana expands `$NAME` in provisioning files; user text keeps its dollars as `$$`."""
+    """Text for a field Grafana expands environment variables in (`$NAME`, `${NAME}`): `$$` is a `$`."""
     return text.replace("$", "$$")
 
 
@@ -284,7 +319,8 @@ class EncodedRule(str):
     """One alert rule, already encoded as compact JSON (see `_RuleTemplate`)."""
 
 
-_MARK = re.compile(r'"\\u0000(\w+)\\u0000"')
+# A marker is a whole JSON string (the value goes in as JSON) or part of one (its escaped text goes in).
+_MARK = re.compile(r'"\\u0000(\w+)\\u0000"|\\u0000(\w+)\\u0000')
 
 
 class _RuleTemplate:
@@ -292,7 +328,7 @@ class _RuleTemplate:
     sensor's rule is then one substitution in a string. Building and encoding 10,000 rules one by one
     took most of the render time of a 10,000-sensor fleet."""
 
-    def __init__(self, fleet: SensorFleet) -> None:
+    def __init__(self, fleet: SensorFleet, routed: bool) -> None:
         rule = _rule_template(fleet)
         rule["uid"] = "\x00uid\x00"
         rule["title"] = "\x00title\x00"
@@ -305,8 +341,13 @@ class _RuleTemplate:
             "device": "\x00device\x00",
             "location": "\x00location\x00",
         }
-        rule["annotations"] = {"summary": "\x00summary\x00"}
-        if fleet.spec.alerting.telegram is not None:
+        # Annotations are Go templates, evaluated per alert: the summary takes device and location from the
+        # rule's labels, so user text never enters a template (a `{{` in a location would break it) and
+        # nothing in it needs escaping.
+        rule["annotations"] = {
+            "summary": "No data from {{ $labels.device }} ({{ $labels.location }}) for \x00after\x00"
+        }
+        if routed:
             rule["notification_settings"] = {"receiver": contact_point_name(fleet)}
         self.text = _compact(rule)
         self.fleet = fleet
@@ -315,32 +356,102 @@ class _RuleTemplate:
         fleet = self.fleet
         device = sensor.spec.device_id
         seconds = int(window)
-        # No `$` anywhere: Grafana expands environment variables in provisioning files.
+        # No `$` anywhere: Grafana expands environment variables in the query model.
         sql = (
             f"SELECT date_bin(INTERVAL '1 minute', time) AS time, count(*) AS readings FROM {MEASUREMENT} "
             f"WHERE device = {_sql_literal(device)} AND time >= now() - INTERVAL '{seconds} seconds' GROUP BY 1"
         )
         after = sensor.spec.alerting.no_data_after or fleet.spec.alerting.no_data_after
-        location = _literal(sensor.spec.location)
+        location = sensor.spec.location
         values = {
             "uid": _compact(rule_uid(fleet, device)),
+            "after": _compact(after)[1:-1],
             "title": _compact(f"no data from {device} for {after}"),
             "seconds": str(seconds),
             "sql": _compact(sql),
             "device": _compact(device),
-            "location": _compact(location),
-            "summary": _compact(f"No data from {device} ({location}) for {after}"),
+            "location": _compact(_literal(location)),  # labels are expanded: `$$` is a `$`
         }
-        return EncodedRule(_MARK.sub(lambda m: values[m.group(1)], self.text))
+        return EncodedRule(_MARK.sub(lambda m: values[m.group(1) or m.group(2)], self.text))
 
 
-def alert_files(fleet: SensorFleet, sensors: list[WeatherSensor]) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class ProvisionedAlerts:
+    """What the earlier alert files of one fleet held: read back from the fleet's alert ConfigMaps as they
+    are in the cluster (the operator) or in the previous rendered output (`weatherfleet render
+    --previous`). It is how the next files know which rules and contact points to delete."""
+
+    rules: frozenset[str] = frozenset()
+    deleted_rules: tuple[str, ...] = ()
+    receivers: frozenset[str] = frozenset()
+    deleted_contact_points: tuple[str, ...] = ()
+
+    @classmethod
+    def from_configmaps(cls, configmaps: Iterable[Object]) -> ProvisionedAlerts:
+        rules: set[str] = set()
+        deleted: list[str] = []
+        receivers: set[str] = set()
+        deleted_cps: list[str] = []
+        for cm in sorted(configmaps, key=lambda c: c["metadata"]["name"]):
+            for text in (cm.get("data") or {}).values():
+                try:
+                    doc = json.loads(text)
+                except ValueError:
+                    doc = yaml.safe_load(text)
+                if not isinstance(doc, dict):
+                    continue
+                for group in doc.get("groups") or []:
+                    for rule in group.get("rules") or []:
+                        rules.add(rule["uid"])
+                        receiver = (rule.get("notification_settings") or {}).get("receiver")
+                        if receiver:
+                            receivers.add(receiver)
+                deleted += [d["uid"] for d in doc.get("deleteRules") or []]
+                deleted_cps += [d["uid"] for d in doc.get("deleteContactPoints") or []]
+        return cls(
+            frozenset(rules),
+            tuple(dict.fromkeys(deleted)),
+            frozenset(receivers),
+            tuple(dict.fromkeys(deleted_cps)),
+        )
+
+    def with_deletions(self, current: set[str]) -> list[str]:
+        """deleteRules for a fleet whose files now provision `current`: what was deleted before (still
+        listed: Grafana may not have read it yet) and what was provisioned before, minus what is back."""
+        carried = [u for u in self.deleted_rules if u not in current]
+        fresh = sorted(self.rules - current - set(carried))
+        return (carried + fresh)[-MAX_DELETE_RULES:]
+
+
+def fleet_alert_configmaps(objects: Iterable[Object], namespace: str, fleet: str) -> list[Object]:
+    """A fleet's alert ConfigMaps among `objects` (live or rendered), its retired file included."""
+    return [
+        o
+        for o in objects
+        if o.get("kind") == "ConfigMap"
+        and o["metadata"].get("namespace") == namespace
+        and (o["metadata"].get("labels") or {}).get(ALERT_LABEL) == "1"
+        and (o["metadata"].get("labels") or {}).get(FLEET_LABEL) == fleet
+    ]
+
+
+def alert_files(
+    fleet: SensorFleet,
+    sensors: list[WeatherSensor],
+    previous: ProvisionedAlerts | None = None,
+    routed: bool | None = None,
+) -> list[dict[str, Any]]:
     """Grafana alerting file-provisioning documents (`apiVersion: 1`; rules as `EncodedRule` JSON text,
-    write them with `alert_file_text`), each holding at most
-    RULES_PER_CONFIGMAP rules: one "no data from <device> for <noDataAfter>" rule per sensor with
-    noDataState Alerting. The first also carries the Telegram contact point (bot token as `$ENV`) and the
-    notification policy routing this fleet's alerts to it."""
-    template = _RuleTemplate(fleet)
+    write them with `alert_file_text`), each holding at most RULES_PER_CONFIGMAP rules: one "no data from
+    <device> for <noDataAfter>" rule per sensor with noDataState Alerting, routed to the fleet's Telegram
+    contact point when `routed` (default: the fleet has alerting.telegram; the contact point itself is
+    `contact_point_file`). The first document also lists under `deleteRules` the rules `previous` files
+    provisioned that are gone now, and under `deleteContactPoints` the fleet's contact point once no rule
+    routes to it."""
+    if routed is None:
+        routed = fleet.spec.alerting.telegram is not None
+    previous = previous or ProvisionedAlerts()
+    template = _RuleTemplate(fleet, routed)
     ordered = sorted(sensors, key=lambda s: s.spec.device_id)
     fleet_window = parse_duration(fleet.spec.alerting.no_data_after)
     chunks = [ordered[i : i + RULES_PER_CONFIGMAP] for i in range(0, len(ordered), RULES_PER_CONFIGMAP)] or [
@@ -362,50 +473,73 @@ def alert_files(fleet: SensorFleet, sensors: list[WeatherSensor]) -> list[dict[s
             name = f"{fleet.metadata.name} no data" + (f" {n + 1}" if len(chunks) > 1 else "")
             doc["groups"] = [
                 {
-                    "orgId": 1,
-                    "name": name,
+                    "orgId": ORG_ID,
+                    "name": _literal(name),
                     "folder": _literal(fleet.spec.grafana.folder),
                     "interval": "1m",
                     "rules": rules,
                 }
             ]
-        if n == 0 and fleet.spec.alerting.telegram is not None:
-            telegram = fleet.spec.alerting.telegram
-            receiver = contact_point_name(fleet)
-            doc["contactPoints"] = [
-                {
-                    "orgId": 1,
-                    "name": receiver,
-                    "receivers": [
-                        {
-                            "uid": rule_uid(fleet, "telegram"),
-                            "type": "telegram",
-                            "settings": {
-                                # `$NAME`, not `${NAME}`: Grafana's advice for values that may contain a `$` themselves.
-                                "bottoken": "$" + telegram_token_env(fleet),
-                                "chatid": telegram.chat_id,
-                                "parse_mode": "HTML",
-                            },
-                            "disableResolveMessage": False,
-                        }
-                    ],
-                }
-            ]
-            doc["policies"] = [
-                {
-                    "orgId": 1,
-                    "receiver": receiver,
-                    "group_by": ["grafana_folder", "alertname"],
-                    "routes": [
-                        {
-                            "receiver": receiver,
-                            "object_matchers": [["weatherfleet_fleet", "=", fleet.metadata.name]],
-                        }
-                    ],
-                }
-            ]
         files.append(doc)
+    current = {rule_uid(fleet, s.spec.device_id) for s in ordered}
+    deletions = previous.with_deletions(current)
+    if deletions:
+        files[0]["deleteRules"] = [{"orgId": ORG_ID, "uid": u} for u in deletions]
+    cp_uid = contact_point_uid(fleet.metadata.namespace, fleet.metadata.name)
+    if not routed and (
+        contact_point_name(fleet) in previous.receivers or cp_uid in previous.deleted_contact_points
+    ):
+        files[0]["deleteContactPoints"] = [{"orgId": ORG_ID, "uid": cp_uid}]
     return files
+
+
+def contact_point_file(fleet: SensorFleet, bot_token: str) -> dict[str, Any]:
+    """The fleet's Telegram contact point as a provisioning document. It holds the bot token, so it goes
+    into a Secret (`grafana_children`); Grafana expands variables in contact point settings, hence `$$`."""
+    telegram = fleet.spec.alerting.telegram
+    if telegram is None:
+        raise ValueError(f"SensorFleet {fleet.metadata.name} has no alerting.telegram")
+    return {
+        "apiVersion": 1,
+        "contactPoints": [
+            {
+                "orgId": ORG_ID,
+                "name": contact_point_name(fleet),
+                "receivers": [
+                    {
+                        "uid": contact_point_uid(fleet.metadata.namespace, fleet.metadata.name),
+                        "type": "telegram",
+                        "settings": {
+                            "bottoken": _literal(bot_token),
+                            "chatid": telegram.chat_id,
+                            "parse_mode": "HTML",
+                        },
+                        "disableResolveMessage": False,
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def retired_alert_file(namespace: str, fleet: str, previous: ProvisionedAlerts) -> dict[str, Any] | None:
+    """What stays of a deleted fleet's alerting: deleteRules for every rule its files provisioned (and
+    deleteContactPoints for its contact point), or None when it provisioned nothing."""
+    rules = previous.with_deletions(set())
+    cp_uid = contact_point_uid(namespace, fleet)
+    had_contact_point = bool(previous.receivers) or cp_uid in previous.deleted_contact_points
+    if not rules and not had_contact_point:
+        return None
+    doc: dict[str, Any] = {"apiVersion": 1}
+    if rules:
+        doc["deleteRules"] = [{"orgId": ORG_ID, "uid": u} for u in rules]
+    if had_contact_point:
+        doc["deleteContactPoints"] = [{"orgId": ORG_ID, "uid": cp_uid}]
+    return doc
+
+
+def retired_name(fleet: str) -> str:
+    return f"{fleet}-alerts-retired"
 
 
 def _compact(value: Any) -> str:
@@ -420,8 +554,16 @@ def alert_file_text(doc: dict[str, Any]) -> str:
     keys = sorted(doc)
     for n, key in enumerate(keys):
         comma = "," if n < len(keys) - 1 else ""
-        if key != "groups":
+        if key not in ("groups", "deleteRules"):
             lines.append(f" {_compact(key)}: {_compact(doc[key])}{comma}")
+            continue
+        if key == "deleteRules":
+            items = doc[key]
+            lines.append(' "deleteRules": [')
+            lines.extend(
+                "  " + _compact(d) + ("," if i < len(items) - 1 else "") for i, d in enumerate(items)
+            )
+            lines.append(" ]" + comma)
             continue
         lines.append(' "groups": [')
         for g, group in enumerate(doc["groups"]):
@@ -438,3 +580,86 @@ def alert_file_text(doc: dict[str, Any]) -> str:
         lines.append(" ]" + comma)
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+# --- the ConfigMaps and the Secret the sidecars read ------------------------------------------------------
+
+
+def grafana_children(
+    fleet: SensorFleet,
+    members: list[WeatherSensor],
+    lbl: dict[str, str],
+    owners: list[Object],
+    *,
+    previous: ProvisionedAlerts | None = None,
+    bot_token: str | None = None,
+    routed: bool | None = None,
+) -> list[Object]:
+    """The dashboard ConfigMap `<fleet>-dashboard` (label grafana_dashboard, annotation grafana_folder), the
+    alert ConfigMaps `<fleet>-alerts[-N]` (label grafana_alert) and, with a bot token, the Secret
+    `<fleet>-alerts-contact-point` (label grafana_alert) holding the Telegram contact point: the alerts
+    sidecar watches ConfigMaps and Secrets with that label and writes each key as a file into Grafana's
+    alerting provisioning folder. `routed` (default: a token is given) says whether rules route to it."""
+    ns, name = fleet.metadata.namespace, fleet.metadata.name
+    if routed is None:
+        routed = fleet.spec.alerting.telegram is not None and bot_token is not None
+    routed = routed and fleet.spec.alerting.telegram is not None
+    board = build_dashboard(fleet, members)
+    children: list[Object] = [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": metadata(
+                f"{name}-dashboard",
+                ns,
+                {**lbl, DASHBOARD_LABEL: "1"},
+                owners,
+                {FOLDER_ANNOTATION: fleet.spec.grafana.folder},
+            ),
+            "data": {f"{ns}-{name}.json": json.dumps(board, indent=2, sort_keys=True) + "\n"},
+        }
+    ]
+    for n, doc in enumerate(alert_files(fleet, members, previous, routed)):
+        suffix = "" if n == 0 else f"-{n + 1}"
+        children.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": metadata(f"{name}-alerts{suffix}", ns, {**lbl, ALERT_LABEL: "1"}, owners),
+                "data": {f"{ns}-{name}-alerts{suffix}.json": alert_file_text(doc)},
+            }
+        )
+    if routed and bot_token is not None:
+        children.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": metadata(f"{name}-alerts-contact-point", ns, {**lbl, ALERT_LABEL: "1"}, owners),
+                "type": "Opaque",
+                "stringData": {
+                    f"{ns}-{name}-contact-point.json": json.dumps(
+                        contact_point_file(fleet, bot_token), indent=1, sort_keys=True
+                    )
+                    + "\n"
+                },
+            }
+        )
+    return children
+
+
+def retired_children(
+    namespace: str, fleet: str, previous: ProvisionedAlerts, lbl: dict[str, str]
+) -> list[Object]:
+    """For a fleet that no longer exists: the ConfigMap `<fleet>-alerts-retired` (label grafana_alert, no
+    owner, so it outlives the fleet) that makes Grafana delete what the fleet's files provisioned."""
+    doc = retired_alert_file(namespace, fleet, previous)
+    if doc is None:
+        return []
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": metadata(retired_name(fleet), namespace, {**lbl, ALERT_LABEL: "1"}, []),
+            "data": {f"{namespace}-{fleet}-alerts-retired.json": alert_file_text(doc)},
+        }
+    ]

@@ -14,7 +14,8 @@ from datetime import datetime
 
 from ..models import FirmwareRelease, SensorFleet, WeatherSensor
 from ..rollout import FleetPlan
-from .common import Object, sorted_children
+from . import grafana
+from .common import FLEET_LABEL, Object, labels, sorted_children
 from .fleet import FleetObservation, fleet_for_sensor, reconcile_fleet, select_members
 from .plan import rollout_plan_configmap
 from .sensor import sensor_children
@@ -121,9 +122,20 @@ def warnings(resources: Resources) -> list[str]:
     return out
 
 
-def hydrate(resources: Resources, now: datetime, plan_namespace: str = "weatherfleet") -> list[Object]:
+def hydrate(
+    resources: Resources,
+    now: datetime,
+    plan_namespace: str = "weatherfleet",
+    previous: list[Object] | None = None,
+) -> list[Object]:
     """All children of all resources, sorted, plus the rollout plan ConfigMap (`weatherfleet-rollout-plan`
-    in `plan_namespace`, one key per fleet). Secrets are never part of the output."""
+    in `plan_namespace`, one key per fleet). Secrets are never part of the output.
+
+    `previous` is the output of the previous render (what is deployed): Grafana deletes provisioned alert
+    rules only when a file lists them under `deleteRules`, so each fleet's first alert file lists the rules
+    its previous files had and it has no more, and a fleet that is gone leaves `<fleet>-alerts-retired`
+    deleting all of its rules. Without `previous`, nothing is deleted."""
+    previous = previous or []
     children: list[Object] = []
     plans: dict[str, FleetPlan] = {}
     by_ns_releases: dict[str, dict[str, FirmwareRelease]] = {}
@@ -143,12 +155,32 @@ def hydrate(resources: Resources, now: datetime, plan_namespace: str = "weatherf
                 releases=by_ns_releases.get(fleet.metadata.namespace, {}),
                 passwords=None,
                 trust_unverified_releases=True,
+                assume_telegram_token=True,
+                provisioned_alerts=grafana.ProvisionedAlerts.from_configmaps(
+                    grafana.fleet_alert_configmaps(previous, fleet.metadata.namespace, fleet.metadata.name)
+                ),
             ),
         )
         children += result.children
         plans[result.plan_key] = result.plan
         for sensor in mine:
             children += sensor_children(sensor, fleet, broker_password=None)
+    present = {(f.metadata.namespace, f.metadata.name) for f in resources.fleets}
+    gone = sorted(
+        {
+            (o["metadata"].get("namespace", ""), (o["metadata"].get("labels") or {}).get(FLEET_LABEL, ""))
+            for o in previous
+            if o.get("kind") == "ConfigMap"
+            and (o["metadata"].get("labels") or {}).get(grafana.ALERT_LABEL) == "1"
+        }
+        - present
+    )
+    for namespace, name in gone:
+        if name:
+            earlier = grafana.fleet_alert_configmaps(previous, namespace, name)
+            children += grafana.retired_children(
+                namespace, name, grafana.ProvisionedAlerts.from_configmaps(earlier), labels(name)
+            )
     if plans:
         children.append(rollout_plan_configmap(plans, plan_namespace))
     return sorted_children([c for c in children if c["kind"] != "Secret"])
