@@ -5,10 +5,27 @@ FileResponse does three thread-pool hops per download. This server answers a cac
 `data_received` (no task, no thread), and sends files with os.sendfile, which brings both numbers near
 nginx (see bench/otaflux.py).
 
-Scope, deliberately small: GET/HEAD/POST; requests with Content-Length bodies only (no chunked request
-bodies: 411); keep-alive by HTTP/1.1 rules (and `Connection: close`, HTTP/1.0); pipelined requests are
-answered in order; one byte range (`Range: bytes=a-b | a- | -n`, `If-Range`), 416 when unsatisfiable.
-Anything malformed gets a 4xx with a one-line reason and the connection is closed.
+Parsing is llhttp's (Node's HTTP parser) through `httptools`, the binding uvicorn uses, not our own
+(issue 14): framing is where request smuggling lives, and llhttp refuses duplicate `Content-Length`,
+`Content-Length` with `Transfer-Encoding`, anything but ASCII digits in a length, lengths that overflow,
+bare CR or LF, NUL and other bad characters in names, values and targets. It also skips empty lines
+before a request line, as RFC 9112 §2.2 asks (embedded clients such as the original OtaFlux firmware
+send one). What this module adds on top: a 16 KiB bound on the request head, a 1 MiB bound on bodies,
+GET/HEAD/POST only, no request bodies in chunked encoding (411).
+
+Time and memory a client can hold, all bounded:
+  - a request (head and body) must arrive within `request_timeout` (10 s) of its first byte: a total
+    deadline, not reset by each byte, so a head trickled a byte at a time is closed (408);
+  - a keep-alive connection between requests is closed after `idle_timeout` (75 s, nginx's default),
+    counted from the last response, also not reset by stray bytes (e.g. endless empty lines);
+  - at most `max_unfinished` (1024) connections per worker may hold an unfinished request at once; the
+    next one closes the oldest of them (a legitimate client finishes its head in one packet, so the
+    oldest is the slowest);
+  - none of these apply while a response is being sent (a slow download is paced by TCP).
+
+Scope, deliberately small: keep-alive by HTTP/1.1 rules (and `Connection: close`, HTTP/1.0); pipelined
+requests are answered in order; one byte range (`Range: bytes=a-b | a- | -n`, `If-Range`), 416 when
+unsatisfiable. Anything malformed gets a 4xx with a one-line reason and the connection is closed.
 """
 
 from __future__ import annotations
@@ -18,22 +35,31 @@ import logging
 import os
 import re
 import socket
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from urllib.parse import parse_qsl, unquote
+
+import httptools
 
 log = logging.getLogger("otaflux.http")
 
 MAX_HEAD = 16 * 1024
 MAX_BODY = 1 << 20
-_PLAIN_DEVICE_QUERY = re.compile(r"device=[A-Za-z0-9._-]*\Z")
+_PLAIN_DEVICE_QUERY = re.compile(r"device=[A-Za-z0-9._-]*")
 IDLE_TIMEOUT = 75.0  # seconds, as nginx's keepalive_timeout default
+REQUEST_TIMEOUT = 10.0  # seconds from the first byte of a request to its last
+MAX_UNFINISHED = 1024  # connections with an unfinished request, per worker
+MAX_PIPELINED = 32  # parsed requests waiting for their turn before the connection stops reading
 REASONS = {
     200: "OK", 206: "Partial Content", 304: "Not Modified", 400: "Bad Request", 401: "Unauthorized",
-    404: "Not Found", 405: "Method Not Allowed", 411: "Length Required", 413: "Content Too Large",
-    414: "URI Too Long", 416: "Range Not Satisfiable", 431: "Request Header Fields Too Large",
-    500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
+    404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required",
+    413: "Content Too Large", 414: "URI Too Long", 416: "Range Not Satisfiable",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented",
+    502: "Bad Gateway", 503: "Service Unavailable",
 }  # fmt: skip
+_VERSIONS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
+_METHODS = {b"GET": "GET", b"HEAD": "HEAD", b"POST": "POST"}
 
 
 class Request:
@@ -41,23 +67,41 @@ class Request:
         "_query", "body", "headers", "keep_alive", "method", "path", "query_string", "route", "started", "version",
     )  # fmt: skip
 
-    def __init__(self, method: str, target: str, version: str, headers: dict[str, str], body: bytes) -> None:
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        version: str,
+        headers: dict[str, str],
+        body: bytes,
+        keep_alive: bool | None = None,
+    ) -> None:
         self.method, self.version, self.headers, self.body = method, version, headers, body
         path, _, self.query_string = target.partition("?")
         self.path = unquote(path) if "%" in path else path
         self._query: dict[str, str] | None = None
-        connection = headers.get("connection", "").lower()
-        self.keep_alive = "close" not in connection and (version == "HTTP/1.1" or "keep-alive" in connection)
+        if keep_alive is None:
+            connection = headers.get("connection", "").lower()
+            keep_alive = "close" not in connection and (version == "HTTP/1.1" or "keep-alive" in connection)
+        self.keep_alive = keep_alive
 
     @property
     def query(self) -> dict[str, str]:
         if self._query is None:
             qs = self.query_string
-            if _PLAIN_DEVICE_QUERY.match(qs):
+            if _PLAIN_DEVICE_QUERY.fullmatch(qs):
                 self._query = {"device": qs[7:]}  # what every device sends; same result as parse_qsl
             else:
                 self._query = dict(parse_qsl(qs, keep_blank_values=True))
         return self._query
+
+
+class _Reject(Exception):
+    """Raised inside a parser callback: answer `status` with `message` and close."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
 
 
 class Response:
@@ -150,6 +194,51 @@ class _HeadCache:
 _HEADS = _HeadCache()
 
 
+class Limits:
+    """What the connections of one server share: the connection set, the deadlines, and the connections
+    with an unfinished request in the order their requests began (oldest first)."""
+
+    def __init__(
+        self,
+        idle_timeout: float = IDLE_TIMEOUT,
+        request_timeout: float = REQUEST_TIMEOUT,
+        max_unfinished: int = MAX_UNFINISHED,
+    ) -> None:
+        self.idle_timeout, self.request_timeout, self.max_unfinished = (
+            idle_timeout,
+            request_timeout,
+            max_unfinished,
+        )
+        self.connections: set[HttpProtocol] = set()
+        self.unfinished: OrderedDict[HttpProtocol, None] = OrderedDict()
+        self.evicted = 0  # connections closed to make room for a new unfinished request
+        self.timed_out = 0  # requests that missed their deadline
+
+    def begin(self, connection: HttpProtocol) -> None:
+        unfinished = self.unfinished
+        while len(unfinished) >= self.max_unfinished:
+            oldest, _ = unfinished.popitem(last=False)
+            self.evicted += 1
+            oldest._abort()
+        unfinished[connection] = None
+
+    def sweep(self, now: float) -> None:
+        """Close what missed a deadline: unfinished requests (oldest first, so this stops early) and
+        connections idle between requests."""
+        request_deadline = now - self.request_timeout
+        unfinished = self.unfinished
+        while unfinished:
+            connection = next(iter(unfinished))
+            if connection.request_since is not None and connection.request_since > request_deadline:
+                break
+            self.timed_out += 1
+            unfinished.pop(connection)
+            connection._timeout()
+        idle_deadline = now - self.idle_timeout
+        for connection in [c for c in self.connections if c.idle(idle_deadline)]:
+            connection._close()
+
+
 class HttpProtocol(asyncio.Protocol):
     def __init__(
         self,
@@ -157,16 +246,30 @@ class HttpProtocol(asyncio.Protocol):
         loop: asyncio.AbstractEventLoop,
         done: Done | None = None,
         connections: set | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.app, self.loop, self.done = app, loop, done
-        self.connections = connections if connections is not None else set()
-        self.last_active = loop.time()
+        self.limits = limits or Limits()
+        if connections is not None:
+            self.limits.connections = connections
+        self.connections = self.limits.connections
         self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.busy = False  # a request is being answered asynchronously; later ones wait in the buffer
+        self.parser = httptools.HttpRequestParser(self)
+        self.pending: deque[Request | _Reject] = deque()  # parsed, waiting for their turn
+        self.busy = False  # a request is being answered asynchronously; later ones wait in `pending`
         self.closing = False
+        self.request_since: float | None = None  # first byte of the request not yet complete
+        self.idle_since = loop.time()  # last response sent (or the connection made)
         self._can_write = asyncio.Event()
         self._can_write.set()
+        self._reset_message()
+
+    def _reset_message(self) -> None:
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._head_size = 0
+        self._body: bytearray | None = None
+        self._transfer_encoding = False
 
     # -- transport callbacks --
 
@@ -176,9 +279,11 @@ class HttpProtocol(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._begin_request()  # a connection that never sends a request is an unfinished one
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
+        self.limits.unfinished.pop(self, None)
         self.closing = True
         self._can_write.set()
 
@@ -189,19 +294,106 @@ class HttpProtocol(asyncio.Protocol):
         self._can_write.set()
 
     def data_received(self, data: bytes) -> None:
-        self.last_active = self.loop.time()
-        self.buffer += data
+        if self.closing:
+            return
+        if self.request_since is None:
+            self._begin_request()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # an Upgrade (h2c, websocket) we do not speak: the request itself was complete and is
+            # answered over HTTP/1.1; whatever follows is another protocol, so the connection ends there
+            if self.pending and isinstance(self.pending[-1], Request):
+                self.pending[-1].keep_alive = False
+            self.transport.pause_reading()
+        except httptools.HttpParserError as error:
+            context = error.__context__
+            if isinstance(context, _Reject):
+                self.pending.append(context)
+            else:
+                self.pending.append(_Reject(400, f"Bad request: {error}"))
+            self.transport.pause_reading()
         if not self.busy:
             self._process()
-        elif len(self.buffer) > MAX_HEAD + MAX_BODY:
+        elif len(self.pending) > MAX_PIPELINED:
             self.transport.pause_reading()  # a client pipelining far ahead: let TCP push back
+
+    def idle(self, deadline: float) -> bool:
+        """Between requests and nothing sent since `deadline` (the sweeper closes it then)."""
+        return (
+            self.request_since is None and not self.busy and not self.pending and self.idle_since < deadline
+        )
+
+    def _begin_request(self) -> None:
+        self.request_since = self.loop.time()
+        self.limits.begin(self)
+
+    def _end_request(self) -> None:
+        self.request_since = None
+        self.limits.unfinished.pop(self, None)
+
+    # -- parser callbacks (llhttp, through httptools) --
+
+    def on_message_begin(self) -> None:
+        if self.request_since is None:  # a pipelined request in the same packet as the previous one
+            self._begin_request()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_size += len(url)
+        if self._head_size > MAX_HEAD:
+            raise _Reject(431, "Request head too large")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > MAX_HEAD:
+            raise _Reject(431, "Request head too large")
+        key = name.decode("latin-1").lower()
+        if key == "transfer-encoding":
+            self._transfer_encoding = True
+        self._headers[key] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        version = _VERSIONS.get(parser.get_http_version())
+        if version is None:
+            raise _Reject(400, "Bad request line: HTTP/1.1 or HTTP/1.0 only")
+        target = self._url.decode("latin-1")
+        if not target.startswith("/") or not (target.isascii() and target.isprintable()):
+            raise _Reject(400, "Bad request target: an absolute path of printable ASCII")
+        if self._transfer_encoding:  # (with Content-Length as well, llhttp has refused it already)
+            raise _Reject(411, "Chunked request bodies are not accepted: send Content-Length")
+        length = self._headers.get("content-length")
+        if length is not None and int(length) > MAX_BODY:  # llhttp checked: ASCII digits, no overflow
+            raise _Reject(413, "Request body too large")
+        method = _METHODS.get(parser.get_method())
+        if method is None:
+            raise _Reject(405, "Method not allowed")
+        self._method, self._target, self._version = method, target, version
+        self._keep_alive = parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        if self._body is None:
+            self._body = bytearray(body)
+        else:
+            self._body += body
+
+    def on_message_complete(self) -> None:
+        body = bytes(self._body) if self._body is not None else b""
+        self.pending.append(
+            Request(self._method, self._target, self._version, self._headers, body, self._keep_alive)
+        )
+        self._reset_message()
+        self._end_request()
 
     # -- request loop --
 
     def _process(self) -> None:
-        while self.buffer and not self.closing and not self.busy:
-            request = self._parse()
-            if request is None:
+        pending = self.pending
+        while pending and not self.closing and not self.busy:
+            request = pending.popleft()
+            if isinstance(request, _Reject):
+                self._fail(request.status, request.message)
                 return
             try:
                 result = self.app(request)
@@ -233,64 +425,10 @@ class HttpProtocol(asyncio.Protocol):
             self._close()
         finally:
             self.busy = False
+            self.idle_since = self.loop.time()
         if not self.closing:
             self.transport.resume_reading()
             self._process()
-
-    def _parse(self) -> Request | None:
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self.buffer) > MAX_HEAD:
-                self._fail(431, "Request head too large")
-            return None
-        if end > MAX_HEAD:
-            self._fail(431, "Request head too large")
-            return None
-        try:
-            head = self.buffer[:end].decode("latin-1")
-        except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
-            self._fail(400, "Bad request head")
-            return None
-        lines = head.split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or parts[2] not in ("HTTP/1.1", "HTTP/1.0") or not parts[1].startswith("/"):
-            self._fail(400, "Bad request line")
-            return None
-        method, target, version = parts
-        if not (target.isascii() and target.isprintable()):
-            self._fail(400, "Bad characters in the request target")
-            return None
-        joined = "".join(lines)
-        if "\n" in joined or "\r" in joined or "\x00" in joined:
-            self._fail(400, "Bad characters in the request head")  # bare CR or LF, NUL: smuggling attempts
-            return None
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, colon, value = line.partition(":")
-            if not colon or not name or name != name.strip():
-                self._fail(400, "Bad header line")
-                return None
-            headers[name.lower()] = value.strip()
-        if "transfer-encoding" in headers:
-            self._fail(411, "Chunked request bodies are not accepted: send Content-Length")
-            return None
-        length = headers.get("content-length", "0")
-        if not length.isdigit():
-            self._fail(400, "Bad Content-Length")
-            return None
-        size = int(length)
-        if size > MAX_BODY:
-            self._fail(413, "Request body too large")
-            return None
-        total = end + 4 + size
-        if len(self.buffer) < total:
-            return None
-        body = bytes(self.buffer[end + 4 : total])
-        del self.buffer[:total]
-        if method not in ("GET", "HEAD", "POST"):
-            self._fail(405, "Method not allowed")
-            return None
-        return Request(method, target, version, headers, body)
 
     # -- responses --
 
@@ -331,6 +469,7 @@ class HttpProtocol(asyncio.Protocol):
             if head is None:
                 head = heads[key] = self._head(request, response.status, response.content_type, key[2], [])
         self.transport.write(head if request.method == "HEAD" else head + response.body)
+        self.idle_since = self.loop.time()
         if self.done is not None:
             self.done(request, response.status)
         if not request.keep_alive:
@@ -414,40 +553,61 @@ class HttpProtocol(asyncio.Protocol):
         )
         self._close()
 
+    def _timeout(self) -> None:
+        """The request missed its deadline: 408 when nothing else is being sent, then close."""
+        if self.busy or self.closing:
+            self._abort()
+        else:
+            self._fail(408, "Request not received in time")
+
+    def _abort(self) -> None:
+        self._end_request()
+        if self.busy:  # a response is going out on this connection: no 4xx in the middle of it
+            self.closing = True
+            self.pending.clear()
+            self.transport.close()
+        else:
+            self._fail(503, "Too many unfinished requests")
+
     def _close(self) -> None:
         self.closing = True
-        self.buffer.clear()
+        self.pending.clear()
+        self._end_request()
         if self.transport is not None:
             self.transport.close()
 
 
 async def start_server(
-    app: App, host: str, port: int, done: Done | None = None, idle_timeout: float = IDLE_TIMEOUT
+    app: App,
+    host: str,
+    port: int,
+    done: Done | None = None,
+    idle_timeout: float = IDLE_TIMEOUT,
+    request_timeout: float = REQUEST_TIMEOUT,
+    max_unfinished: int = MAX_UNFINISHED,
 ) -> HttpServer:
-    """Listen with SO_REUSEPORT, so several worker processes can share the port. Connections that send
-    nothing for `idle_timeout` seconds while no response is in progress are closed (an idle keep-alive
-    connection, or a client that never finishes its request head, must not hold a descriptor forever)."""
+    """Listen with SO_REUSEPORT, so several worker processes can share the port. The deadlines and the
+    bound on unfinished requests are described at the top of this module."""
     loop = asyncio.get_running_loop()
-    connections: set[HttpProtocol] = set()
+    limits = Limits(idle_timeout, request_timeout, max_unfinished)
     server = await loop.create_server(
-        lambda: HttpProtocol(app, loop, done, connections), host, port, reuse_port=True, backlog=1024
+        lambda: HttpProtocol(app, loop, done, limits=limits), host, port, reuse_port=True, backlog=1024
     )
 
     async def sweep() -> None:
+        interval = max(0.05, min(1.0, request_timeout / 4, idle_timeout / 4))
         while server.is_serving():
-            await asyncio.sleep(min(5.0, idle_timeout / 2))
-            deadline = loop.time() - idle_timeout
-            for connection in [c for c in connections if not c.busy and c.last_active < deadline]:
-                connection._close()
+            await asyncio.sleep(interval)
+            limits.sweep(loop.time())
 
-    return HttpServer(server, loop.create_task(sweep()))
+    return HttpServer(server, loop.create_task(sweep()), limits)
 
 
 class HttpServer:
-    """The listening server and its idle-connection sweeper, closed together."""
+    """The listening server and its deadline sweeper, closed together."""
 
-    def __init__(self, server: asyncio.Server, sweeper: asyncio.Task) -> None:
-        self.server, self.sweeper = server, sweeper
+    def __init__(self, server: asyncio.Server, sweeper: asyncio.Task, limits: Limits | None = None) -> None:
+        self.server, self.sweeper, self.limits = server, sweeper, limits or Limits()
 
     @property
     def port(self) -> int:

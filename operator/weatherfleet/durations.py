@@ -11,7 +11,7 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 def parse_duration(text: str) -> float:
     """Seconds in a Go duration string; raises ValueError naming the bad text."""
-    if not re.match(DURATION_PATTERN, text or ""):
+    if not re.fullmatch(DURATION_PATTERN, text or ""):  # `$` alone would accept a trailing newline
         raise ValueError(f"{text!r} is not a duration like '90s', '10m' or '1h30m'")
     return sum(float(n) * _UNIT_SECONDS[u] for n, u in _PART.findall(text))
 

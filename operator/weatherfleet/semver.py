@@ -21,7 +21,7 @@ class Version:
     __slots__ = ("build", "major", "minor", "patch", "prerelease")
 
     def __init__(self, text: str) -> None:
-        match = _SEMVER.match(text)
+        match = _SEMVER.fullmatch(text)  # fullmatch: `$` alone would accept a trailing newline
         if match is None:
             raise ValueError(f"{text!r} is not a semantic version (MAJOR.MINOR.PATCH[-PRE][+BUILD])")
         self.major, self.minor, self.patch = (int(match.group(i)) for i in (1, 2, 3))
@@ -56,7 +56,7 @@ class Version:
 
 
 def is_semver(text: str) -> bool:
-    return _SEMVER.match(text) is not None
+    return _SEMVER.fullmatch(text) is not None
 
 
 def highest(tags: list[str] | tuple[str, ...]) -> str | None:
