@@ -36,6 +36,7 @@ class HarborResource(BaseModel):
 
 class HarborRepository(BaseModel):
     name: str
+    namespace: str = ""
     repo_full_name: str = ""
 
 
@@ -65,6 +66,26 @@ class RegistryEnvelope(BaseModel):
     events: list[RegistryEvent]
 
 
+# Webhook refreshes of devices this worker does not know: a burst of 8, then one every 5 s.
+UNKNOWN_DEVICE_BURST = 8
+UNKNOWN_DEVICE_RATE = 0.2
+
+
+class TokenBucket:
+    def __init__(self, capacity: float, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity, self.rate, self.clock = capacity, rate, clock
+        self.tokens, self.stamp = capacity, clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 # --- the application -----------------------------------------------------------------------------------
 
 
@@ -89,6 +110,7 @@ class Api:
             "/webhooks/harbor": ("POST", "webhook_harbor", self.harbor),
             "/webhooks/registry": ("POST", "webhook_registry", self.registry),
         }
+        self._unknown_budget = TokenBucket(UNKNOWN_DEVICE_BURST, UNKNOWN_DEVICE_RATE)
         self.stats = service.stats
         self._served = {r: metrics.bytes_served.labels(r).inc for r in ("firmware", "blob")}
 
@@ -208,6 +230,7 @@ class Api:
             return text(400, f"Malformed payload: {' '.join(str(exc).split())[:300]}")
 
     def _device_of(self, repository: str) -> str | None:
+        """The device whose repository this is; None outside the prefix or for an invalid id."""
         prefix = self.service.prefix
         if not repository.startswith(prefix):
             return None
@@ -215,6 +238,23 @@ class Api:
             return check_device(repository[len(prefix) :])
         except InvalidDevice:
             return None
+
+    def _known(self, device: str) -> bool:
+        """A device this worker has served firmware to, or one the rollout plan lists."""
+        answer = self.service._answers.get(device)
+        if answer is not None and answer.firmware is not None:
+            return True
+        plan = self.service.plan.current()
+        fleet_of = getattr(plan, "fleet_of", None)
+        return fleet_of is not None and fleet_of(device) is not None
+
+    def _worth_a_refresh(self, device: str) -> bool:
+        """Work per webhook is bounded (issue 14: one authenticated webhook naming 200 unknown devices
+        used to cause 800 registry requests). Known devices are refreshed; a device nobody has asked for
+        and no plan lists (the first push for a new device, announced so that it updates when it wakes)
+        takes a token from a small per-worker budget, and without one it costs nothing: it hears of its
+        firmware when it next asks."""
+        return self._known(device) or self._unknown_budget.take()
 
     def harbor(self, request: Request) -> Result:
         payload = self._payload(request, HarborEvent)
@@ -225,9 +265,14 @@ class Api:
         if payload.event_data is None:
             return text(400, "Malformed payload: PUSH_ARTIFACT without event_data")
         repo = payload.event_data.repository
-        device = self._device_of(repo.repo_full_name) or self._device_of(self.service.prefix + repo.name)
+        # The full name, or namespace/name: never the bare name under our prefix (an event for another
+        # project's repository of the same name must not refresh a device of ours).
+        full_name = repo.repo_full_name or (f"{repo.namespace}/{repo.name}" if repo.namespace else "")
+        device = self._device_of(full_name)
         if device is None:
             return text(200, "ignored: repository outside the prefix")
+        if not self._worth_a_refresh(device):
+            return text(200, "ignored: an unknown device, and the budget for those is spent")
         self._schedule(device, announce=True)
         return text(200, f"refreshing {device}")
 
@@ -243,7 +288,7 @@ class Api:
             if event.action != "push" or not target.tag:
                 continue
             device = self._device_of(target.repository)
-            if device is not None:
+            if device is not None and (device in devices or self._worth_a_refresh(device)):
                 announce = not target.tag.endswith(".sig")
                 devices[device] = devices.get(device, False) or announce
                 if announce:

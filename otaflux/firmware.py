@@ -53,7 +53,7 @@ class ArtifactUnusable(oci.OciError):
 def check_device(device: str | None) -> str:
     if not device:
         raise InvalidDevice("Missing required query parameter: 'device'")
-    if not DEVICE_ID.match(device) or ".." in device:
+    if not DEVICE_ID.fullmatch(device) or ".." in device:  # fullmatch: `$` accepts a trailing newline
         raise InvalidDevice("Invalid device id: letters, digits, '.', '_' and '-' only, at most 128")
     return device
 
