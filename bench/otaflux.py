@@ -10,25 +10,42 @@ OtaFlux gets its firmware from a real distribution registry (pushed with weather
 so every answer goes through the real resolution path (cache hit, refresh check). nginx serves the same
 bytes from files in a temporary directory: it is the ceiling, not a peer doing the same work.
 
-    .venv/bin/python bench/otaflux.py --quick          # ~25 s: one round of 3 s per case
-    .venv/bin/python bench/otaflux.py                  # ~1.5 min: 3 rounds of 6 s per case
+    .venv/bin/python bench/otaflux.py --quick          # ~1 min: one round of 3 s per case, 300 slow readers
+    .venv/bin/python bench/otaflux.py                  # ~3 min: 3 rounds of 6 s per case, 2000 slow readers
 
 Columns: the best figure of each server over the rounds, the median of the per-round ratios (each round
 runs nginx and OtaFlux back to back, so both see the same background load), and every round's ratio.
+
+3. Slow request heads (issue 14): 300 clients trickle request heads a byte a second (reconnecting when
+   closed) while a probe asks `/health` and `/version` every 20 ms on its own keep-alive connection:
+   p99 latency, against the same with no load. OtaFlux closes a head that is not complete 10 s after its
+   first byte, so the tricklers keep reconnecting; nginx keeps them (client_header_timeout 60 s).
+4. Slow readers (issue 18, a wave announcement to ESP32s on slow Wi-Fi): thousands of concurrent
+   `/firmware` downloads, each read at 32 KB/s by a client with a small receive buffer, from a separate
+   process; meanwhile the same probes. Per server: RSS added per slow connection (all its processes),
+   `/health` and `/version` p99 for the other clients, and bytes served per CPU second of the server.
+   One line starting `slow readers` states the figures of both servers.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import multiprocessing
 import os
 import re
+import resource
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
+
+from _common import cpu_seconds
 
 from weatherfleet import oci
 from weatherfleet.services.process import ManagedProcess, free_port, port_open, require_program
@@ -44,19 +61,22 @@ daemon off;
 worker_processes {workers};
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
-events {{ worker_connections 4096; }}
+worker_rlimit_nofile 20000;
+events {{ worker_connections 8192; }}
 http {{
     access_log off;
     sendfile on;
     tcp_nopush on;
     keepalive_requests 1000000;
     keepalive_timeout 60s;
+    client_header_timeout 60s;
     client_body_temp_path {dir}/tmp; proxy_temp_path {dir}/tmp; fastcgi_temp_path {dir}/tmp;
     uwsgi_temp_path {dir}/tmp; scgi_temp_path {dir}/tmp;
     server {{
         listen 127.0.0.1:{port} reuseport;
         location = /version {{ default_type "text/plain; charset=utf-8"; alias {dir}/www/version; }}
         location = /firmware {{ default_type application/octet-stream; alias {dir}/www/firmware; }}
+        location = /health {{ default_type "text/plain; charset=utf-8"; return 200 "ok"; }}
     }}
 }}
 """
@@ -86,6 +106,199 @@ def fetch(url: str) -> bytes:
         return response.read()
 
 
+# -- slow clients (issues 14 and 18) ---------------------------------------------------------------------
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and all its descendants (OtaFlux's supervisor and workers, nginx's master and workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        pending.extend(children.get(current, []))
+    return tree
+
+
+def tree_usage(pid: int) -> tuple[int, float]:
+    """(resident bytes, CPU seconds) summed over a process tree."""
+    rss, cpu = 0, 0.0
+    for member in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss += int(line.split()[1]) * 1024
+            cpu += cpu_seconds(member)
+        except OSError:
+            pass
+    return rss, cpu
+
+
+async def _open(port: int, rcvbuf: int | None = None, limit: int = 65536):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect: the window follows
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    return await asyncio.open_connection(sock=sock, limit=limit)
+
+
+async def _slow_reader(port: int, path: str, rate: float, stop: float, counter) -> None:
+    chunk = 8192
+    while time.monotonic() < stop:
+        try:
+            reader, writer = await _open(port, rcvbuf=16384, limit=chunk)
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+            while time.monotonic() < stop:
+                data = await reader.read(chunk)
+                if not data:
+                    break
+                counter.value += len(data)
+                await asyncio.sleep(len(data) / rate)
+            writer.close()
+        except OSError:
+            await asyncio.sleep(0.5)
+
+
+async def _trickler(port: int, stop: float, every: float) -> None:
+    head = f"GET /version?device={DEVICE} HTTP/1.1\r\nHost: bench\r\nUser-Agent: {'x' * 200}\r\n\r\n".encode()
+    while time.monotonic() < stop:
+        try:
+            reader, writer = await _open(port)
+            for index in range(len(head)):
+                if time.monotonic() >= stop or reader.at_eof():
+                    break
+                writer.write(head[index : index + 1])
+                try:  # a closed connection (408) shows up as a read that returns
+                    if await asyncio.wait_for(reader.read(1024), every):
+                        break
+                except TimeoutError:
+                    pass
+            writer.close()
+        except OSError:
+            await asyncio.sleep(0.2)
+
+
+def _slow_clients(
+    kind: str, port: int, count: int, seconds: float, ramp: float, rate: float, counter, ready
+) -> None:
+    """A separate process (so the probes' latency is not the load generator's own): `count` clients of
+    `kind` (`read` or `trickle`), started evenly over `ramp` seconds, running until `seconds` after that."""
+    import uvloop
+
+    async def main() -> None:
+        stop = time.monotonic() + ramp + seconds
+        tasks = []
+        for _ in range(count):
+            if kind == "read":
+                tasks.append(
+                    asyncio.create_task(_slow_reader(port, f"/firmware?device={DEVICE}", rate, stop, counter))
+                )
+            else:
+                tasks.append(asyncio.create_task(_trickler(port, stop, 1.0)))
+            await asyncio.sleep(ramp / count)
+        ready.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    uvloop.run(main())
+
+
+async def _probe(port: int, path: str, stop: float, every: float, latencies: list[float]) -> None:
+    reader = writer = None
+    request = f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+    while time.monotonic() < stop:
+        started = time.perf_counter()
+        try:
+            if writer is None:
+                reader, writer = await _open(port)
+            writer.write(request)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - started)
+        except (OSError, asyncio.IncompleteReadError, TimeoutError, AttributeError):
+            latencies.append(time.perf_counter() - started)
+            if writer is not None:
+                writer.close()
+            reader = writer = None
+        await asyncio.sleep(max(0.0, every - (time.perf_counter() - started)))
+    if writer is not None:
+        writer.close()
+
+
+def probe(port: int, seconds: float, every: float = 0.02) -> dict[str, float]:
+    """p99 latency (seconds) of /health and /version, each asked every `every` seconds for `seconds`."""
+    found: dict[str, list[float]] = {"health": [], "version": []}
+
+    async def main() -> None:
+        stop = time.monotonic() + seconds
+        await asyncio.gather(
+            _probe(port, "/health", stop, every, found["health"]),
+            _probe(port, f"/version?device={DEVICE}", stop, every, found["version"]),
+        )
+
+    asyncio.run(main())
+    return {name: _p99(values) for name, values in found.items()}
+
+
+def _p99(values: list[float]) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
+def under_slow_clients(
+    kind: str, port: int, pid: int, count: int, seconds: float, rate: float = 32_000
+) -> dict:
+    """Start `count` slow clients against one server, then measure while they run."""
+    context = multiprocessing.get_context("fork")
+    counter, ready = context.Value("q", 0, lock=False), context.Event()
+    ramp = max(1.0, count / 1000)
+    rss_before, _ = tree_usage(pid)
+    worker = context.Process(
+        target=_slow_clients, args=(kind, port, count, seconds + 2.0, ramp, rate, counter, ready), daemon=True
+    )
+    worker.start()
+    try:
+        if not ready.wait(ramp + 30):
+            raise SystemExit(f"{count} slow clients did not start")
+        time.sleep(1.0)  # every client connected and its first reads under way
+        rss, cpu = tree_usage(pid)
+        bytes_before = counter.value
+        latencies = probe(port, seconds)
+        rss_after, cpu_after = tree_usage(pid)
+        served = counter.value - bytes_before
+    finally:
+        worker.join(seconds + 30)
+        if worker.is_alive():
+            worker.terminate()
+    return {
+        **latencies,
+        "rss_per_connection": (max(rss, rss_after) - rss_before) / count,
+        "bytes_per_cpu_second": served / max(1e-9, cpu_after - cpu),
+        "bytes_per_second": served / seconds,
+    }
+
+
+def _ratio(ours: float, theirs: float) -> str:
+    # nginx allocates its connection table at start: its growth can stay below one page per connection
+    return f"{ours / theirs:.1f}x" if theirs >= 256 else "nginx's growth below page granularity"
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by OtaFlux and nginx
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs (3 s each)")
@@ -94,7 +307,14 @@ def main() -> int:
     parser.add_argument(
         "--rounds", type=int, default=3, help="rounds; the median per-round ratio is reported"
     )
+    parser.add_argument("--slow-readers", type=int, default=2000, help="concurrent slow downloads (issue 18)")
+    parser.add_argument(
+        "--tricklers", type=int, default=300, help="clients trickling request heads (issue 14)"
+    )
     args = parser.parse_args()
+    raise_fd_limit()
+    slow_readers = min(args.slow_readers, 300) if args.quick else args.slow_readers
+    load_seconds = 4.0 if args.quick else 12.0
     seconds = 3.0 if args.quick else args.seconds
     rounds = 1 if args.quick else args.rounds
     require_program("wrk", "wrk")
@@ -190,6 +410,49 @@ def main() -> int:
                 )
             met = version_ratio >= 0.5 and firmware_ratio >= 0.8
             print("goals met" if met else "goals NOT met")
+
+            servers = {
+                "otaflux": (ota_port, otaflux.process.pid),
+                "nginx": (nginx_port, server.process.pid),
+            }
+            idle = {name: probe(port, min(load_seconds, 4.0)) for name, (port, _pid) in servers.items()}
+            trickle = {
+                name: under_slow_clients("trickle", port, pid, args.tricklers, load_seconds)
+                for name, (port, pid) in servers.items()
+            }
+            slow = {
+                name: under_slow_clients("read", port, pid, slow_readers, load_seconds)
+                for name, (port, pid) in servers.items()
+            }
+            ms = 1000.0
+            print()
+            print(f"{'p99 latency, ms':44}{'nginx':>10}{'otaflux':>10}")
+            for label, figures in (
+                ("/health, no load", idle),
+                (f"/health while {args.tricklers} clients trickle heads", trickle),
+                (f"/version while {args.tricklers} clients trickle heads", trickle),
+                (f"/health with {slow_readers} slow readers", slow),
+                (f"/version with {slow_readers} slow readers", slow),
+            ):
+                key = "version" if label.startswith("/version") else "health"
+                print(f"{label:44}{figures['nginx'][key] * ms:>10.2f}{figures['otaflux'][key] * ms:>10.2f}")
+            print(
+                f"/health p99 while {args.tricklers} slow clients trickle request heads: "
+                f"otaflux {trickle['otaflux']['health'] * ms:.2f} ms, nginx {trickle['nginx']['health'] * ms:.2f} ms "
+                f"(no load: otaflux {idle['otaflux']['health'] * ms:.2f} ms, nginx {idle['nginx']['health'] * ms:.2f} ms)"
+            )
+            o, n = slow["otaflux"], slow["nginx"]
+            print(
+                f"slow readers ({slow_readers} x 32 KB/s, {load_seconds:g} s): "
+                f"RSS per slow connection otaflux {o['rss_per_connection'] / 1024:.1f} KiB, "
+                f"nginx {n['rss_per_connection'] / 1024:.1f} KiB "
+                f"({_ratio(o['rss_per_connection'], n['rss_per_connection'])}, goal <= 2x); "
+                f"/health p99 otaflux {o['health'] * ms:.1f} ms, nginx {n['health'] * ms:.1f} ms; "
+                f"/version p99 otaflux {o['version'] * ms:.1f} ms (goal < 50), nginx {n['version'] * ms:.1f} ms; "
+                f"MB served per CPU second otaflux {o['bytes_per_cpu_second'] / 1e6:.0f}, "
+                f"nginx {n['bytes_per_cpu_second'] / 1e6:.0f} "
+                f"(MB/s served: otaflux {o['bytes_per_second'] / 1e6:.1f}, nginx {n['bytes_per_second'] / 1e6:.1f})"
+            )
             return 0
         finally:
             for process in reversed(processes):
