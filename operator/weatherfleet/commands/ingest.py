@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import threading
 from pathlib import Path
 
@@ -55,7 +56,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mqtt.add_argument(
         "--client-id",
         default=_env("INGEST_CLIENT_ID", identities.INGEST),
-        help="session id; env INGEST_CLIENT_ID",
+        help="session id (with --share-group: its prefix); env INGEST_CLIENT_ID",
+    )
+    mqtt.add_argument(
+        "--share-group",
+        default=_env("INGEST_SHARE_GROUP") or None,
+        help="run as one of several replicas: subscribe $share/<group>/<topic>, each replica with its own "
+        "session <client-id>-<replica>; env INGEST_SHARE_GROUP",
+    )
+    mqtt.add_argument(
+        "--replica",
+        default=_env("INGEST_REPLICA") or socket.gethostname(),
+        help="this replica's name in a share group (default: the host name, the pod's name); env INGEST_REPLICA",
     )
     store = parser.add_argument_group("store")
     store.add_argument(
@@ -114,6 +126,8 @@ class IngestConfig(BaseModel):
     mqtt: MqttSettings
     topic: str
     client_id: str
+    share_group: str | None = None
+    session_id: str  # the MQTT client id: client_id, or client_id-replica in a share group
     store: str
     sqlite_path: Path
     influx_host: str | None
@@ -168,6 +182,11 @@ def load_config(args: argparse.Namespace, environ: dict[str, str] | None = None)
             token = read_token(environ.get("INFLUX_TOKEN"), args.influx_token_file)
         except (OSError, ValueError) as error:
             raise ConfigError(str(error)) from None
+    session_id, state_dir = args.client_id, args.state_dir
+    if args.share_group:
+        # One session and one spool per replica: a killed replica resumes its own when it comes back.
+        session_id = f"{args.client_id}-{args.replica}"
+        state_dir = args.state_dir / args.replica
     return IngestConfig(
         mqtt=MqttSettings(
             host=args.broker_host,
@@ -180,14 +199,16 @@ def load_config(args: argparse.Namespace, environ: dict[str, str] | None = None)
         ),
         topic=args.topic,
         client_id=args.client_id,
+        share_group=args.share_group,
+        session_id=session_id,
         store=args.store,
         sqlite_path=args.sqlite_path,
         influx_host=args.influx_host,
         influx_database=args.influx_database,
         influx_token=token,
         influx_ca=args.influx_ca,
-        state_dir=args.state_dir,
-        spool_dir=args.spool_dir or args.state_dir / "spool",
+        state_dir=state_dir,
+        spool_dir=args.spool_dir or state_dir / "spool",
         batch_size=args.batch_size,
         batch_delay=args.batch_delay,
         metrics_port=args.metrics_port,
@@ -219,7 +240,9 @@ def build(config: IngestConfig):
         DeadLetterStore(config.state_dir / "dead-letters.db"),
         policy=BatchPolicy(max_rows=config.batch_size, max_delay=config.batch_delay),
     )
-    return MqttConsumer(config.mqtt, ingestor, topic=config.topic, client_id=config.client_id)
+    return MqttConsumer(
+        config.mqtt, ingestor, topic=config.topic, client_id=config.session_id, share_group=config.share_group
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -239,8 +262,9 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: done.set())
     where = config.influx_host if config.store == "influxdb" else config.sqlite_path
     log.info(
-        "ingest %s from %s:%d into %s (%s), spool %s",
-        config.topic,
+        "ingest %s as %s from %s:%d into %s (%s), spool %s",
+        consumer.subscription,
+        config.session_id,
         config.mqtt.host,
         config.mqtt.port,
         config.store,

@@ -30,6 +30,16 @@ from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 MANAGED = {MANAGED_BY: "weatherfleet"}
+API = f"{GROUP}/{VERSION}"
+# What the handlers below watch: (apiVersion, kind, label selector)
+WATCHED = (
+    (API, "SensorFleet", None),
+    (API, "WeatherSensor", None),
+    (API, "FirmwareRelease", None),
+    ("cert-manager.io/v1", "Certificate", f"{MANAGED_BY}=weatherfleet"),
+    ("v1", "Secret", f"{MANAGED_BY}=weatherfleet"),
+    ("v1", "ConfigMap", f"{MANAGED_BY}=weatherfleet"),
+)
 
 
 class Runtime:
@@ -105,6 +115,21 @@ class Runtime:
         await self.active.wait()
         return await self.loop.run_in_executor(self.executor, self.controller.reconcile, key)
 
+    def prime(self) -> None:
+        """Fill the caches with one listing per watched kind before anything is reconciled: a fleet
+        reconciled before all its sensors are known would shrink its ACL and prune children, and a sensor
+        reconciled before its fleet is known would flap to NotInFleet (the watch streams deliver the same
+        objects, and the cache keeps the newest of each)."""
+        for api_version, kind, selector in WATCHED:
+            for obj in self.kube.list(api_version, kind, selector):
+                self.controller.cache.put(obj)
+
+    async def activate(self) -> None:
+        """Lead: prime the caches, then reconcile (everything known is queued once)."""
+        await self.loop.run_in_executor(self.executor, self.prime)
+        self.active.set()
+        self.resync_all()
+
     def resync_all(self) -> None:
         """Queue every known object (after taking over the lead: nothing was reconciled meanwhile)."""
         for kind in ("SensorFleet", "WeatherSensor", "FirmwareRelease"):
@@ -117,7 +142,7 @@ class Runtime:
         self.task = asyncio.create_task(self.queue.run(self.settings.workers, self.handle))
         if self.controller.readings.store is not None:
             self.readings_task = asyncio.create_task(self._poll_readings())
-        self.timers = [
+        self.timers += [
             asyncio.create_task(self._every(self.settings.resync_seconds, self.resync_all)),
             asyncio.create_task(self._every(self.settings.rollout_seconds, self.rollouts_tick)),
         ]
@@ -184,9 +209,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     peering = "" if settings.peering.standalone else (settings.peering.name or "")
     RUNTIME = Runtime(OperatorSettings.from_env(), peering)
     if not peering:
-        # Let the initial listings of every watched kind land in the caches first: a sensor reconciled
-        # before its fleet is known would flap to NotInFleet.
-        asyncio.get_running_loop().call_later(RUNTIME.settings.leader_settle_seconds, RUNTIME.active.set)
+        RUNTIME.timers.append(asyncio.create_task(RUNTIME.activate()))  # standalone: this replica leads
     metrics.serve(RUNTIME.settings.metrics_port)
     RUNTIME.start()
     log.info("weatherfleet operator started", extra={"namespace": RUNTIME.settings.namespace})
@@ -197,9 +220,8 @@ async def _lead(stopped: kopf.DaemonStopped) -> None:
     # Let peering settle first, so two replicas starting together do not both act for a moment.
     if await stopped.wait(rt.settings.leader_settle_seconds):
         return
-    rt.active.set()
+    await rt.activate()
     log.info("leading: this replica reconciles")
-    rt.resync_all()
     try:
         await stopped.wait()
     finally:
@@ -272,6 +294,11 @@ async def sensor_event(event: kopf.RawEvent, **_: Any) -> None:
         for fleet in rt.controller.cache.list("SensorFleet", ns):
             rt.enqueue_later(
                 ("SensorFleet", ns, fleet["metadata"]["name"]), rt.settings.fleet_debounce_seconds
+            )
+        # Per-device releases are looked up for the namespace's sensors: the set may have changed.
+        for release in rt.controller.cache.list("FirmwareRelease", ns):
+            rt.enqueue_later(
+                ("FirmwareRelease", ns, release["metadata"]["name"]), rt.settings.fleet_debounce_seconds
             )
 
 

@@ -96,6 +96,11 @@ class KubeClient:
                 return None
             raise
 
+    def list(self, api_version: str, kind: str, label_selector: str | None = None) -> list[Object]:
+        """Every object of a kind in every namespace (one request), each with its kind and apiVersion."""
+        found = self.resource(api_version, kind).get(label_selector=label_selector).to_dict()
+        return [{**item, "apiVersion": api_version, "kind": kind} for item in found.get("items") or []]
+
     # -- writes --
     def apply(
         self, desired: Object, live: Object | None = None, manager: str = FIELD_MANAGER
