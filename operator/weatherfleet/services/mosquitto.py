@@ -34,8 +34,12 @@ certfile {cert}
 keyfile {key}
 require_certificate true
 use_identity_as_username true
-tls_version tlsv1.2
+{bind}tls_version tlsv1.2
 """
+# Binds the MQTT client id to the certificate: the broker replaces whatever client id a client sends with
+# its username, which is its certificate's CN. A device certificate that connects as
+# `weatherfleet-ingest` or as another device gets its own session, never theirs (issue 14).
+BIND_CLIENT_ID = "use_username_as_clientid true\n"
 
 
 @dataclass
@@ -47,6 +51,11 @@ class MosquittoBroker:
     port: int
     acl_text: str
     host: str = "127.0.0.1"
+    bind_client_id: bool = False
+    """Client id = certificate identity (`use_username_as_clientid`), so no certificate can take another
+    client's session (issue 14). Off by default for now: it needs one certificate per connection, and
+    today several connections share one (OtaFlux workers, ingest replicas, the operator and the local
+    mode's own view; see docs/security.md)."""
     process: ManagedProcess | None = None
 
     @property
@@ -67,6 +76,7 @@ class MosquittoBroker:
                 ca=self.ca.cert_path,
                 cert=server.cert,
                 key=server.key,
+                bind=BIND_CLIENT_ID if self.bind_client_id else "",
             )
         )
         self.process = ManagedProcess(
