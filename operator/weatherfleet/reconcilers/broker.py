@@ -21,6 +21,13 @@ NANOMQ_AUTH_BLOCK = """auth {
   acl = {include "/etc/nanomq/acl/nanomq_acl.conf"}
 }
 """
+# What a Mosquitto configuration needs besides the ACL for the client id to be the certificate identity
+# (issue 14: without it any device certificate can connect as `weatherfleet-ingest` or as another device
+# and take that client's session). Every connection then needs a certificate of its own.
+MOSQUITTO_IDENTITY_SETTINGS = """require_certificate true
+use_identity_as_username true
+use_username_as_clientid true
+"""
 NANOMQ_ACL_KEY = "nanomq_acl.conf"
 NANOMQ_PASSWORD_KEY = "nanomq_pwd.conf"
 MOSQUITTO_ACL_KEY = "mosquitto.acl"
