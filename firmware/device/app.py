@@ -15,6 +15,7 @@ import payload
 import report
 import ring
 import slots
+import twin
 
 _SLOT_SIZE = const(384)
 # MicroPython ports before 1.22 count time.time() from 2000-01-01; payloads use the Unix epoch
@@ -63,12 +64,26 @@ class App:
         self.t_status = ("%s/%s/status" % (prefix, self.device)).encode()
         self.t_ota = ("%s/%s/ota" % (prefix, self.device)).encode()
         self.t_notify = "%s/%s/#" % (cfg["otaTopic"], self.device)
+        # the operator's side of the device twin: twin/<id>/desired (retained), later twin/<id>/cert
+        self.t_twin = "twin/%s/#" % self.device
+        self.t_desired = "twin/%s/desired" % self.device
         self.encoder = payload.Encoder(cfg["device"], cfg["location"], self.version, "json" in self.features)
         self.ring = ring.Ring(cfg["bufferSize"], max(_SLOT_SIZE, self.encoder.max_size()))
         self.values = [None] * len(payload.FIELDS)
+        self.last_values = [None] * len(payload.FIELDS)  # of the last encoded measurement (heartbeat)
+        self.last_reading_ms = 0
+        self._make_i2c = make_i2c
+        self._make_uart = make_uart
         import sensors
 
         self.sensors = sensors.Sensors(cfg["sensors"], cfg["measurementIntervalSeconds"], make_i2c, make_uart)
+        # the desired configuration in force: its generation (0: config.json as provisioned), and why the
+        # last document was refused, if it was
+        self.config_state = {"generation": cfg.get("generation", 0)}
+        self._desired_text = None
+        self.measure_wake = asyncio.Event()
+        self.heartbeat_wake = asyncio.Event()
+        self._fallback_login = None  # (username, password) before a rotation, until the new one worked
         self.wifi = net.Wifi(cfg.get("wifi"))
         self.started = time.ticks_ms()
         self.alive = self.started
@@ -115,7 +130,20 @@ class App:
             slot=self.slot_label(),
             sensors=self.sensors.status if self.sensors else {},
             dropped=self.ring.dropped,
+            config=self.config_state,
+            reading=self.last_reading(),
         )
+
+    def last_reading(self):
+        """The last measurement as the operator shows it (lastReading), or None before the first."""
+        if not self.last_reading_ms:
+            return None
+        d = {"time": self.last_reading_ms}
+        for i in range(len(payload.FIELDS)):
+            v = self.last_values[i]
+            if payload._finite(v):
+                d[payload.FIELDS[i]] = round(v, 2)
+        return d
 
     def boot_reason(self):
         """OTA's view (ota / rollback) when it has one, else the hardware's reset cause."""
@@ -178,6 +206,11 @@ class App:
             slots.save(self.state, self.root)
 
     def on_message(self, topic, data, retained):
+        if topic == self.t_desired:
+            self.apply_desired(bytes(data).decode())
+            return
+        if topic.startswith("twin/"):
+            return
         # OtaFlux notification {"version", "size"}: check now, unless it is what we run or rolled back
         try:
             version = json.loads(data).get("version")
@@ -185,6 +218,76 @@ class App:
             return
         if version and version != self.version and version not in self.state["bad"]:
             self.ota_wake.set()
+
+    # ---- desired configuration (device twin) ---------------------------------------------------------
+
+    def apply_desired(self, text):
+        """Validate, apply and persist a desired configuration; True when it was applied. A refused one
+        leaves everything as it was and is reported in the next status (sent at once)."""
+        if text == self._desired_text:
+            return False  # the retained document again, after a reconnect
+        if not text:
+            return False  # the operator cleared the topic (decommissioning): keep what we have
+        gen = None
+        try:
+            doc = json.loads(text)
+            gen = doc.get("generation") if isinstance(doc, dict) else None
+            new = twin.merge(self.cfg, doc, twin.driver_present)
+            self._apply(new)
+        except ValueError:  # not JSON (config.ConfigError is no ValueError)
+            return self._refuse(gen, "desired configuration is not valid JSON")
+        except config.ConfigError as e:
+            return self._refuse(gen, str(e))
+        except Exception as e:  # whatever else: never let one document take the board down
+            return self._refuse(gen, "could not apply: %s" % (str(e) or type(e).__name__))
+        try:
+            twin.save(text, self.root)
+        except OSError as e:
+            log("desired configuration applied but not saved:", e)
+        self._desired_text = text
+        self.config_state = {"generation": gen}
+        log("desired configuration generation", gen, "applied")
+        self.heartbeat_wake.set()
+        return True
+
+    def _refuse(self, gen, reason):
+        log("desired configuration refused:", reason)
+        state = {"generation": self.config_state.get("generation", 0), "error": reason}
+        if isinstance(gen, int):
+            state["rejected"] = gen
+        self.config_state = state
+        self.heartbeat_wake.set()
+        return False
+
+    def _apply(self, new):
+        """Switch to configuration new without a reset: everything is built first, then swapped in, so a
+        failure half-way leaves the old configuration whole."""
+        import sensors
+
+        old = self.cfg
+        interval = new["measurementIntervalSeconds"]
+        sens = self.sensors
+        if new["sensors"] != old["sensors"]:
+            sens = sensors.Sensors(new["sensors"], interval, self._make_i2c, self._make_uart)
+        encoder = self.encoder
+        want_json = "json" in new["features"]
+        if want_json != encoder.json:
+            encoder = payload.Encoder(self.device, new["location"], self.version, want_json)
+            if encoder.max_size() > self.ring.slot_size:
+                raise config.ConfigError("payload %s does not fit this board's buffer" % ("json" if want_json else "influx"))
+        b, ob = new["broker"], old["broker"]
+        login = (b.get("username"), b.get("password"))
+        if login != (ob.get("username"), ob.get("password")):
+            # rotation: the next connection uses the new login, the old one stays as a fallback until
+            # the new one has worked once (the broker may not have switched yet)
+            self._fallback_login = (ob.get("username"), ob.get("password"))
+            self.client.username, self.client.password = login
+        self.cfg = new
+        self.features = new["features"]
+        sens.interval_s = interval
+        self.sensors = sens
+        self.encoder = encoder
+        self.measure_wake.set()  # the next measurement on the new interval, not after the old one
 
     # ---- health ------------------------------------------------------------------------------------
 
@@ -216,8 +319,19 @@ class App:
                 attempt += 1
                 continue
             try:
-                await self.client.connect()
+                try:
+                    await self.client.connect()
+                except mqtt.Refused as e:
+                    if self._fallback_login is None:
+                        raise
+                    # a rotated password the broker does not know yet: the previous one, once
+                    log("new login refused (%s): trying the previous one" % e)
+                    self.client.username, self.client.password = self._fallback_login
+                    self._fallback_login = None
+                    await self.client.connect()
+                self._fallback_login = None
                 await self.client.subscribe(self.t_notify, 1)
+                await self.client.subscribe(self.t_twin, 1)
                 attempt = 0
                 log("connected to", self.cfg["broker"]["host"], "MQTT", "5" if self.client.version == 5 else "3.1.1")
                 reader = asyncio.create_task(self.client.run_reader())
@@ -279,25 +393,46 @@ class App:
         self.last_stamp = ms
         n = self.encoder.encode(self.values, ms, self.ring.slot_for_write())
         self.ring.commit(n)
+        if n:
+            lv = self.last_values
+            for i in range(len(lv)):
+                lv[i] = self.values[i]
+            self.last_reading_ms = ms
         await self.drain()
 
     async def measure_task(self):
-        interval = self.cfg["measurementIntervalSeconds"]
         while True:
             start = time.ticks_ms()
             self.alive = start
             await self.measure_once()
             self.alive = time.ticks_ms()
             gc.collect()
-            left = interval * 1000 - time.ticks_diff(time.ticks_ms(), start)
+            # read each time: a desired configuration may change it (and wakes this wait)
+            left = self.cfg["measurementIntervalSeconds"] * 1000 - time.ticks_diff(time.ticks_ms(), start)
             if left > 0:
-                await asyncio.sleep(left / 1000)
+                try:
+                    await asyncio.wait_for(self.measure_wake.wait(), left / 1000)
+                except asyncio.TimeoutError:
+                    pass
+            self.measure_wake.clear()
+
+    async def heartbeat_task(self):
+        """The retained status again every heartbeatSeconds (and at once when the configuration state
+        changed): how the operator knows the board is alive without reading measurements."""
+        while True:
+            try:
+                await asyncio.wait_for(self.heartbeat_wake.wait(), self.cfg["heartbeatSeconds"])
+            except asyncio.TimeoutError:
+                pass
+            self.heartbeat_wake.clear()
+            if self.client.connected:
+                await self.publish(self.t_status, self.status_json(), retain=True)
 
     async def watchdog_task(self):
         # feed only while the measurement loop makes progress: a hang in it ends in a reset
-        limit = (self.cfg["measurementIntervalSeconds"] * 3 + 60) * 1000
         health_limit = (self.cfg.get("ota") or {}).get("healthTimeoutSeconds", 300) * 1000
         while True:
+            limit = (self.cfg["measurementIntervalSeconds"] * 3 + 60) * 1000
             now = time.ticks_ms()
             if time.ticks_diff(now, self.alive) < limit or self.updating:
                 self.feed()
@@ -338,6 +473,7 @@ class App:
             except asyncio.TimeoutError:
                 pass
             self.ota_wake.clear()
+            o = self.cfg["ota"]  # the desired configuration may have changed the check interval
             delay = o["checkIntervalSeconds"] + random.getrandbits(16) % (o["jitterSeconds"] + 1)
             if self.state.get("pending"):
                 continue  # never stack an update on an unconfirmed one
@@ -376,7 +512,7 @@ class App:
 
     async def run(self):
         log("device", self.device, "firmware", self.version, "slot", self.slot_label(), "boot", self.state.get("boot"))
-        tasks = [self.mqtt_task(), self.measure_task(), self.watchdog_task()]
+        tasks = [self.mqtt_task(), self.measure_task(), self.watchdog_task(), self.heartbeat_task()]
         if "ota" in self.features:
             tasks.append(self.ota_task())
         await asyncio.gather(*tasks)
@@ -412,6 +548,7 @@ def main(state=None, slot_dir="", config_path="config.json", **kwargs):
             wdt = WDT(timeout=cfg["watchdogSeconds"] * 1000)
         except (ImportError, AttributeError, ValueError):
             wdt = None
+    cfg = twin.overlay(cfg, kwargs.get("root", ""), twin.driver_present, log)
     if state is None:
         state = slots.load()
     pending = state.get("pending")
@@ -429,4 +566,5 @@ def main(state=None, slot_dir="", config_path="config.json", **kwargs):
         slots.add_event(state, "booted", pending.get("version"))
         slots.save(state)
     app = App(cfg, state, slot_dir, wdt=wdt, **kwargs)
+    app._desired_text = twin.text(kwargs.get("root", "")) if "generation" in cfg else None
     asyncio.run(app.run())

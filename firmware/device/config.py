@@ -77,6 +77,8 @@ def validate(cfg):
         if not isinstance(keys, list) or not keys:
             raise ConfigError("signingKeys must list at least one Ed25519 public key (hex or base64)")
     cfg["measurementIntervalSeconds"] = _int(cfg, "measurementIntervalSeconds", 60, 1, 86400)
+    # a retained status this often, so the operator sees the board alive well within noDataAfter
+    cfg["heartbeatSeconds"] = _int(cfg, "heartbeatSeconds", 60, 5, 3600)
     cfg["bufferSize"] = _int(cfg, "bufferSize", 32, 1, 1024)
     cfg["watchdogSeconds"] = _int(cfg, "watchdogSeconds", 120, 0, 3600)
     cfg.setdefault("topicPrefix", "sensors")
@@ -84,9 +86,16 @@ def validate(cfg):
     sensors = cfg.setdefault("sensors", [])
     if not isinstance(sensors, list):
         raise ConfigError("sensors must be a list")
+    seen = []
     for s in sensors:
         if not isinstance(s, dict) or s.get("type") not in SENSOR_TYPES:
             raise ConfigError("each sensor needs a type among %s" % ", ".join(SENSOR_TYPES))
+        if s["type"] in seen:
+            raise ConfigError("sensor %s listed twice" % s["type"])
+        seen.append(s["type"])
+        for k in ("bus", "address", "sda", "scl", "uart", "tx", "rx"):
+            if k in s and (not isinstance(s[k], int) or isinstance(s[k], bool) or s[k] < 0 or s[k] > 127):
+                raise ConfigError("sensor %s: %s must be a small integer" % (s["type"], k))
     if broker["tls"] or ("tls" in features):
         tls = _section(cfg, "tls", True)
         for k in ("ca", "cert", "key"):

@@ -31,6 +31,10 @@ class UnsupportedVersion(MQTTError):
     pass
 
 
+class Refused(MQTTError):
+    """CONNACK with a failure reason (args[1]: the code), e.g. bad username or password."""
+
+
 def backoff_ms(attempt, base_ms=1000, cap_ms=300000, rand=None):
     """Exponential backoff with "equal jitter": half the step is fixed, half random, so a fleet that lost
     its broker at the same moment does not come back in lockstep."""
@@ -324,7 +328,7 @@ class MQTTClient:
             raise UnsupportedVersion()
         if rc != 0:
             self.close()
-            raise MQTTError("connection refused, reason code %d" % rc)
+            raise Refused("connection refused, reason code %d" % rc, rc)
         self.connected = True
         return session
 

@@ -1,9 +1,9 @@
-# JSON documents for sensors/<id>/status (retained) and sensors/<id>/ota (events), per
+# JSON documents for sensors/<id>/status (retained; also the periodic heartbeat) and sensors/<id>/ota (events), per
 # weatherfleet.messages.DeviceStatus / OtaEvent.
 import json
 
 
-def status(online, firmware=None, uptime=None, heap=None, rssi=None, boot=None, slot=None, sensors=None, dropped=None):
+def status(online, firmware=None, uptime=None, heap=None, rssi=None, boot=None, slot=None, sensors=None, dropped=None, config=None, reading=None):
     d = {"online": online}
     if firmware is not None:
         d["firmware"] = firmware
@@ -15,6 +15,10 @@ def status(online, firmware=None, uptime=None, heap=None, rssi=None, boot=None, 
         d["sensors"] = sensors or {}
         if dropped:
             d["dropped"] = dropped
+        if config is not None:
+            d["config"] = config  # {"generation": applied[, "rejected": n, "error": why]}
+        if reading is not None:
+            d["reading"] = reading  # the last measurement: {"time": epoch ms, field: value, ...}
     return json.dumps(d)
 
 

@@ -27,6 +27,7 @@ _PRINTER_COLUMNS: dict[str, list[dict[str, Any]]] = {
         {"name": "Firmware", "type": "string", "jsonPath": ".status.firmware.reported"},
         {"name": "Desired", "type": "string", "jsonPath": ".status.firmware.desired"},
         {"name": "Online", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Online")].status'},
+        {"name": "Config", "type": "integer", "jsonPath": ".status.config.appliedGeneration"},
         {"name": "Last Seen", "type": "date", "jsonPath": ".status.lastSeen"},
         _AGE,
     ],

@@ -6,6 +6,10 @@
 | sensors/<id>/status            | device ->    | DeviceStatus, retained; the last will is {"online": false} |
 | sensors/<id>/ota               | device ->    | OtaEvent                                                 |
 | ota/<id>                       | OtaFlux ->   | {"version", "size"}, retained, QoS 1 (original OtaFlux)  |
+| twin/<id>/desired              | operator ->  | the desired configuration (reconcilers.devicetwin), retained, QoS 1 |
+
+The status is also the heartbeat: the device republishes it every `heartbeatSeconds`, with the
+generation of the desired configuration it applied (`config`) and its last reading (`reading`).
 """
 
 from __future__ import annotations
@@ -51,6 +55,13 @@ def notify_topic(device_id: str, base: str = "ota") -> str:
     return f"{base}/{device_id}"
 
 
+TWIN_BASE = "twin"
+
+
+def desired_topic(device_id: str) -> str:
+    return f"{TWIN_BASE}/{device_id}/desired"
+
+
 def split_topic(topic: str) -> tuple[str, str] | None:
     """(device id, kind) of a `<prefix>/<device>/<kind>` topic, or None for anything else."""
     parts = topic.split("/")
@@ -72,6 +83,18 @@ class DeviceStatus(Payload):
     boot: str | None = Field(default=None, description="power_on, ota, rollback, watchdog, ...")
     slot: str | None = None
     sensors: dict[str, str] = Field(default_factory=dict, description="sensor type -> 'ok' or the error")
+    config: ConfigReport | None = None
+    reading: dict[str, float] | None = Field(
+        default=None, description="the last measurement: time (epoch ms) and field -> value"
+    )
+
+
+class ConfigReport(Payload):
+    """`config` in a status: the desired generation applied, and the one refused with why."""
+
+    generation: int = Field(default=0, ge=0)
+    rejected: int | None = Field(default=None, ge=0)
+    error: str | None = Field(default=None, max_length=300)
 
 
 class OtaEvent(Payload):

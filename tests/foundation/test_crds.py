@@ -70,7 +70,7 @@ def test_names_columns_and_immutability():
         "FirmwareRelease": ["fwrel"],
     }
     columns = [c["name"] for c in crds["WeatherSensor"]["spec"]["versions"][0]["additionalPrinterColumns"]]
-    assert columns == ["Location", "Sensors", "Firmware", "Desired", "Online", "Last Seen", "Age"]
+    assert columns == ["Location", "Sensors", "Firmware", "Desired", "Online", "Config", "Last Seen", "Age"]
     spec = crds["WeatherSensor"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert spec["properties"]["deviceId"]["x-kubernetes-validations"] == [
         {"rule": "self == oldSelf", "message": "deviceId is immutable"}

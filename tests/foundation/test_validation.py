@@ -130,9 +130,9 @@ CASES = [
     (
         "sensor",
         "spec.measurementIntervalSeconds",
-        1,
+        0,
         "spec.measurementIntervalSeconds",
-        "greater than or equal to 5",
+        "greater than or equal to 1",
     ),
     (
         "sensor",

@@ -20,7 +20,7 @@ def test_loads_sensors_fleet_and_release(cr_dir):
 
 def test_bad_field_names_file_document_and_field(tmp_path):
     bad = sensor("dev-01", "garden")
-    bad["spec"]["measurementIntervalSeconds"] = 1
+    bad["spec"]["measurementIntervalSeconds"] = 0
     path = write_crs(tmp_path, [FLEET, bad])
     with pytest.raises(ResourceError) as error:
         load_resources(tmp_path)

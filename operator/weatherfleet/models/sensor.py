@@ -132,8 +132,14 @@ class WeatherSensorSpec(Model):
     board: Literal["esp32-devkit-v1", "esp32-devkitc", "esp32-s3-devkitc"] = "esp32-devkit-v1"
     sensors: Annotated[list[SensorSpec], Field(min_length=1, max_length=3)]
     features: Features = Field(default_factory=Features)
-    measurement_interval_seconds: Annotated[int, Field(ge=5, le=86400)] = Field(
+    measurement_interval_seconds: Annotated[int, Field(ge=1, le=86400)] = Field(
         default=60, alias="measurementIntervalSeconds"
+    )
+    heartbeat_seconds: Annotated[int, Field(ge=5, le=3600)] | None = Field(
+        default=None,
+        alias="heartbeatSeconds",
+        description="how often the board republishes its retained status; default: a quarter of "
+        "noDataAfter, 5 s to 5 min",
     )
     firmware: FirmwarePolicy = Field(default_factory=FirmwarePolicy)
     alerting: SensorAlerting = Field(default_factory=SensorAlerting)
@@ -180,6 +186,14 @@ class FirmwareStatus(Model):
     last_error: str | None = Field(default=None, alias="lastError")
 
 
+class DeviceConfigStatus(Model):
+    """The desired configuration (device twin) as the board reported it in its status."""
+
+    desired_generation: int | None = Field(default=None, alias="desiredGeneration")
+    applied_generation: int | None = Field(default=None, alias="appliedGeneration")
+    last_error: str | None = Field(default=None, alias="lastError")
+
+
 class WeatherSensorStatus(Model):
     observed_generation: int | None = Field(default=None, alias="observedGeneration")
     conditions: list[Condition] = Field(default_factory=list)
@@ -188,6 +202,7 @@ class WeatherSensorStatus(Model):
     last_seen: datetime | None = Field(default=None, alias="lastSeen")
     last_reading: LastReading | None = Field(default=None, alias="lastReading")
     firmware: FirmwareStatus = Field(default_factory=FirmwareStatus)
+    config: DeviceConfigStatus | None = None
 
 
 class WeatherSensor(Model):

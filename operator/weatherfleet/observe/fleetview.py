@@ -1,5 +1,6 @@
-"""What the operator knows about every device, from `<prefix>/<id>/status` (retained, last will offline)
-and `<prefix>/<id>/ota` events. Thread-safe: paho's network thread writes, the reconcilers read."""
+"""What the operator knows about every device, from `<prefix>/<id>/status` (retained, last will offline;
+the device republishes it every heartbeatSeconds, with the desired-configuration generation it applied
+and its last reading) and `<prefix>/<id>/ota` events. Thread-safe: paho's network thread writes, the reconcilers read."""
 
 from __future__ import annotations
 
@@ -85,10 +86,12 @@ class FleetView:
             obs = base.model_copy(update=update)
             # The last will ({"online": false}) is published by the broker, not the device: not a sighting.
             seen = now if status.online else (prev.last_seen if prev else now)
-            self._devices[device_id] = Sighting(
-                obs, seen, status if status.online else (prev.status if prev else status)
-            )
-            return prev is None or prev.observation != obs
+            kept = status if status.online else (prev.status if prev else status)
+            self._devices[device_id] = Sighting(obs, seen, kept)
+            # A heartbeat that only moves lastSeen and the reading changes no decision (the controller
+            # looks again when the silence would make the device offline); a new configuration report does.
+            old_config = prev.status.config if prev and prev.status else None
+            return prev is None or prev.observation != obs or old_config != kept.config
 
     def _ota(self, device_id: str, event: OtaEvent, now: datetime) -> bool:
         with self._lock:

@@ -1,12 +1,17 @@
 """A paho subscriber with the operator's own client certificate (CN weatherfleet-operator), feeding a
 FleetView. Subscribes only what the ACL grants the operator: `<prefix>/+/status` and `<prefix>/+/ota`.
-Retained status messages rebuild the view after a restart."""
+Retained status messages rebuild the view after a restart.
+
+The same connection publishes what the operator sends devices (the desired configuration on
+`twin/<id>/desired`): one MQTT session per identity, since the broker binds a client id to its
+certificate."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
@@ -40,6 +45,9 @@ class MqttObserver:
         self._subscribed_at: float | None = None
         self._pending: set[int] = set()
         self._lock = threading.Lock()
+        # called (from paho's thread) after every successful (re)connection: whoever publishes through
+        # this client sends again what a broker restart may have lost
+        self.on_connected: list[Callable[[], None]] = []
 
     @property
     def topics(self) -> list[str]:
@@ -53,6 +61,12 @@ class MqttObserver:
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+    def publish(self, topic: str, payload: bytes | str, retain: bool = True, qos: int = 1) -> bool:
+        """Queue a message on the operator's connection; False when not connected (the caller tries
+        again after the next connection, see `on_connected`)."""
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
 
     def ready(self) -> bool:
         """Subscribed, and long enough ago that the broker has delivered the retained status messages:
@@ -79,6 +93,11 @@ class MqttObserver:
         with self._lock:
             self._pending.add(mid)
         log.info("MQTT connected", extra={"topics": self.topics})
+        for callback in list(self.on_connected):
+            try:
+                callback()
+            except Exception:
+                log.exception("on_connected callback failed")
 
     def _on_subscribe(self, _client, _userdata, mid, reason_codes, _properties=None) -> None:
         refused = [rc for rc in reason_codes if rc.is_failure]

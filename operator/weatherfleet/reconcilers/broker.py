@@ -1,8 +1,10 @@
 """Broker access: least-privilege ACLs per device and per service, for Mosquitto and NanoMQ.
 
-Both brokers get the same policy: a device publishes only `<prefix>/<id>/#` and subscribes only
-`ota/<id>/#`; ingest subscribes `<prefix>/#`; OtaFlux publishes `ota/#`; the operator subscribes
-`<prefix>/+/status` and `<prefix>/+/ota`. Everything else is denied.
+Both brokers get the same policy: a device publishes only `<prefix>/<id>/#` and `twin/<id>/csr`, and
+subscribes only `ota/<id>/#` and `twin/<id>/#` (its desired configuration and certificates); ingest
+subscribes `<prefix>/#`; OtaFlux publishes `ota/#`; the operator subscribes `<prefix>/+/status`,
+`<prefix>/+/ota` and `twin/+/csr`, and publishes `twin/+/desired`, `twin/+/cert` and (to clear a
+decommissioned device's retained status) `<prefix>/+/status`. Everything else is denied.
 """
 
 from __future__ import annotations

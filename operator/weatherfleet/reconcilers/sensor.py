@@ -12,12 +12,20 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..durations import format_duration, parse_duration
+from ..messages import ConfigReport
 from ..models.common import Condition, ConditionStatus, set_condition
 from ..models.fleet import CertificatePolicy, SensorFleet
-from ..models.sensor import FirmwareStatus, LastReading, WeatherSensor, WeatherSensorStatus
+from ..models.sensor import (
+    DeviceConfigStatus,
+    FirmwareStatus,
+    LastReading,
+    WeatherSensor,
+    WeatherSensorStatus,
+)
 from ..rollout import FAILED_STATES, DeviceObservation
 from .certificates import device_certificate
 from .common import Event, Object, labels, metadata, owner_references, sorted_children
+from .devicetwin import config_applied
 
 DEFAULT_NO_DATA_AFTER = "10m"
 
@@ -35,6 +43,9 @@ class SensorObservation(BaseModel):
     last_reading: LastReading | None = None
     desired_version: str | None = Field(
         default=None, description="what the rollout offers this device: FleetPlan.version_for(deviceId)"
+    )
+    config: ConfigReport | None = Field(
+        default=None, description="the desired-configuration generation the device reported applying"
     )
 
 
@@ -150,6 +161,11 @@ def _conditions(
     else:
         put("Online", "False", "NoData", f"no data for more than {window}")
 
+    if fleet is None:
+        put("ConfigApplied", "Unknown", "NotInFleet", "no desired configuration without a fleet")
+    else:
+        put("ConfigApplied", *config_applied(sensor.metadata.generation or 0, obs.config))
+
     reported = obs.device.reported_version if obs.device else None
     state = obs.device.ota_state if obs.device else None
     if obs.desired_version is None:
@@ -198,6 +214,10 @@ def _events(before: list[Condition], after: list[Condition], device_id: str) -> 
             )
         elif cond.type == "FirmwareCurrent" and cond.reason == "UpdateFailed":
             events.append(Event(type="Warning", reason="UpdateFailed", message=cond.message))
+        elif cond.type == "ConfigApplied" and cond.reason == "Rejected":
+            events.append(
+                Event(type="Warning", reason="ConfigRejected", message=f"{device_id}: {cond.message}")
+            )
     return events
 
 
@@ -218,8 +238,10 @@ def reconcile_sensor(
     Children: a cert-manager Certificate (CN = deviceId, client auth + digital signature, key algorithm,
     duration, renewBefore and issuerRef from the fleet, Secret `<deviceId>-device-tls`) and, for NanoMQ, a
     basic-auth Secret `<deviceId>-mqtt-credentials` (username = deviceId). Status: conditions Ready,
-    CertificateReady, BrokerAccess, Online (lastSeen vs noDataAfter), FirmwareCurrent; firmware
-    reported/desired/state/lastError; lastSeen, lastReading, fleet, online, observedGeneration.
+    CertificateReady, BrokerAccess, Online (lastSeen vs noDataAfter), ConfigApplied (the device twin's
+    generation the device reported, see `devicetwin`), FirmwareCurrent; firmware
+    reported/desired/state/lastError; config desired/applied generation and lastError; lastSeen,
+    lastReading, fleet, online, observedGeneration.
     """
     last_seen = observation.last_seen or sensor.status.last_seen
     conds, online = _conditions(sensor, fleet, observation, last_seen, broker_password)
@@ -239,6 +261,14 @@ def reconcile_sensor(
             lastError=(device.ota_reason or device.ota_state) if failed and device else None,
         ),
     )
+    if fleet is not None:
+        report = observation.config
+        generation = sensor.metadata.generation or 0
+        status.config = DeviceConfigStatus(
+            desiredGeneration=generation,
+            appliedGeneration=report.generation if report else None,
+            lastError=report.error if report and report.rejected == generation else None,
+        )
     return SensorResult(
         children=sensor_children(sensor, fleet, broker_password),
         status=status,

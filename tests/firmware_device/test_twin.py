@@ -1,0 +1,141 @@
+"""The device twin under the real MicroPython interpreter: a desired configuration is validated as a
+whole, applied without a reset, persisted and reported; a bad one changes nothing and says why; boot
+lays the persisted one over config.json; the heartbeat status carries the applied generation and the
+last reading."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from mpy_harness import DEVICE, run_micropython
+from test_app import GOOD
+
+SCRIPT = """
+import json, os, sys, asyncio
+sys.path.insert(0, '/app')
+import app, slots, config, twin
+from fakes import drive, FakeI2C, FakeUART
+d = json.load(open('/data/input.json'))
+os.mkdir('/dev1'); os.chdir('/dev1')
+
+def frame(pm25, pm10, kind=0xC0):
+    v = [int(pm25 * 10) & 0xFF, int(pm25 * 10) >> 8, int(pm10 * 10) & 0xFF, int(pm10 * 10) >> 8, 1, 2]
+    return bytes([0xAA, kind] + v + [sum(v) & 0xFF, 0xAB])
+def respond(cmd):
+    return frame(7.5, 11.0) if cmd[2] == 4 else frame(0, 0, 0xC5)
+
+class Client:
+    def __init__(self):
+        self.connected = True
+        self.sent = []
+        self.username = None
+        self.password = None
+    async def publish(self, topic, data, n=-1, qos=0, retain=False):
+        self.sent.append([bytes(topic).decode(), bytes(data[:n] if n >= 0 else data).decode(), qos, retain])
+        return len(self.sent)
+    def is_acked(self, pid):
+        return True
+    async def wait_puback(self, pid):
+        return True
+    def close(self):
+        self.connected = False
+
+cfg = config.validate(d['config'])
+a = app.App(cfg, slots.default_state('1.0.0'), make_i2c=lambda w: FakeI2C(), make_uart=lambda w: FakeUART(respond))
+a.client = Client()
+out = {'before': json.loads(a.status_json())}
+drive(a.measure_once())
+out['heartbeat'] = json.loads(a.status_json())
+results = []
+for name, text in d['docs']:
+    a.measure_wake.clear()
+    ok = a.apply_desired(text)
+    results.append([name, ok, dict(a.config_state), a.cfg['measurementIntervalSeconds'],
+                    [s['type'] for s in a.cfg['sensors']], a.measure_wake.is_set(),
+                    a.client.username, a.client.password])
+out['results'] = results
+out['encoder_json'] = a.encoder.json
+out['ota'] = a.cfg['ota']
+out['heartbeatSeconds'] = a.cfg['heartbeatSeconds']
+out['saved'] = json.loads(open('desired.json').read())['generation']
+out['fallback'] = a._fallback_login
+drive(a.measure_once())
+out['json_payload'] = [m[1] for m in a.client.sent if m[0].endswith('/measurements')][-1]
+# a reboot: config.json as provisioned, the persisted desired document on top
+booted = twin.overlay(config.validate(d['config']), '', twin.driver_present)
+out['booted'] = [booted['measurementIntervalSeconds'], booted['generation'], booted['features']]
+# a persisted document the new build cannot honour is ignored at boot, not a boot loop
+with open('desired.json', 'w') as f:
+    f.write(json.dumps({'generation': 9, 'sensors': [{'type': 'dht22'}]}))
+again = twin.overlay(config.validate(d['config']), '', twin.driver_present, log=lambda *x: None)
+out['ignored'] = [again['measurementIntervalSeconds'], again.get('generation')]
+print('RESULT', json.dumps(out))
+"""
+
+
+def _build_without(tmp_path: Path, driver: str) -> Path:
+    """The device sources of a build that lacks one driver module."""
+    build = tmp_path / "build"
+    shutil.copytree(DEVICE, build, ignore=shutil.ignore_patterns("__pycache__", f"{driver}.py"))
+    return build
+
+
+def test_desired_configuration_applies_persists_and_refuses_bad_documents(tmp_path: Path) -> None:
+    good = {
+        "generation": 2,
+        "measurementIntervalSeconds": 3,
+        "heartbeatSeconds": 5,
+        "sensors": [{"type": "bme280", "bus": 0, "address": 119, "sda": 21, "scl": 22}, {"type": "sds011"}],
+        "payload": "json",
+        "ota": {"checkIntervalSeconds": 600, "jitterSeconds": 0, "channel": "beta"},
+        "broker": {"username": "dev-01", "password": "new-secret"},
+    }
+    docs = [
+        ["good", json.dumps(good, sort_keys=True)],
+        ["same_again", json.dumps(good, sort_keys=True)],
+        ["missing_driver", json.dumps({"generation": 3, "sensors": [{"type": "scd30"}]})],
+        ["not_json", "{generation: 4"],
+        ["bad_interval", json.dumps({"generation": 5, "measurementIntervalSeconds": 0})],
+        ["unknown_key", json.dumps({"generation": 6, "measurementIntervalSecs": 5})],
+        [
+            "duplicate_sensor",
+            json.dumps({"generation": 7, "sensors": [{"type": "bme280"}, {"type": "bme280"}]}),
+        ],
+        ["cleared", ""],
+    ]
+    out = (
+        run_micropython(SCRIPT, {"config": GOOD, "docs": docs}, device_dir=_build_without(tmp_path, "scd30"))
+        .check()
+        .json()
+    )
+    assert out["before"]["config"] == {"generation": 0} and "reading" not in out["before"]
+    reading = out["heartbeat"]["reading"]
+    assert reading["pm25"] == 7.5 and reading["pm10"] == 11.0 and reading["time"] > 1_600_000_000_000
+    by_name = {r[0]: r[1:] for r in out["results"]}
+    ok, state, interval, sensors, woke, user, password = by_name["good"]
+    assert ok and state == {"generation": 2} and interval == 3 and sensors == ["bme280", "sds011"] and woke
+    assert (user, password) == ("dev-01", "new-secret")
+    assert out["fallback"] == [None, None]  # the provisioned login, kept until the new one worked
+    assert by_name["same_again"][0] is False and by_name["same_again"][1] == {"generation": 2}
+    reasons = {
+        "missing_driver": "driver scd30 not in this build",
+        "not_json": "desired configuration is not valid JSON",
+        "bad_interval": "measurementIntervalSeconds must be an integer",
+        "unknown_key": "unknown desired key 'measurementIntervalSecs'",
+        "duplicate_sensor": "sensor bme280 listed twice",
+    }
+    for name, reason in reasons.items():
+        ok, state, interval, sensors, _woke, _u, _p = by_name[name]
+        assert ok is False, name
+        assert state["generation"] == 2 and state["error"].startswith(reason), (name, state)
+        assert interval == 3 and sensors == ["bme280", "sds011"], name  # the last good configuration
+    assert by_name["missing_driver"][1]["rejected"] == 3
+    assert "rejected" not in by_name["not_json"][1]
+    assert by_name["cleared"][0] is False
+    assert out["encoder_json"] is True and json.loads(out["json_payload"])["pm25"] == 7.5
+    assert out["ota"]["checkIntervalSeconds"] == 600 and out["ota"]["channel"] == "beta"
+    assert out["heartbeatSeconds"] == 5 and out["saved"] == 2
+    assert out["booted"][0] == 3 and out["booted"][1] == 2 and "json" in out["booted"][2]
+    assert out["ignored"] == [10, None]
