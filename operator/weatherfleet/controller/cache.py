@@ -16,12 +16,22 @@ def resource_version(obj: Object | None) -> int:
         return 0
 
 
+def controller_uid(obj: Object) -> str | None:
+    """The uid of the object's controller (its owner reference with controller: true), if any."""
+    for ref in obj["metadata"].get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref.get("uid")
+    return None
+
+
 class ObjectCache:
-    """kind -> namespace -> name -> object; reads are by kind and namespace, so that is the index."""
+    """kind -> namespace -> name -> object; reads are by kind and namespace, so that is the index, plus
+    one by controller uid (the children of one resource, without going through all of a namespace's)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._objects: dict[str, dict[str, dict[str, Object]]] = {}
+        self._owned: dict[str, set[tuple[str, str, str]]] = {}
 
     def put(self, obj: Object) -> None:
         meta = obj["metadata"]
@@ -32,10 +42,29 @@ class ObjectCache:
             # practice, and only compared between copies of the same object).
             if old is None or resource_version(obj) >= resource_version(old):
                 names[meta["name"]] = obj
+                key = (obj["kind"], meta.get("namespace") or "", meta["name"])
+                self._unindex(old, key)
+                uid = controller_uid(obj)
+                if uid:
+                    self._owned.setdefault(uid, set()).add(key)
+
+    def _unindex(self, old: Object | None, key: tuple[str, str, str]) -> None:
+        uid = controller_uid(old) if old else None
+        if uid and uid in self._owned:
+            self._owned[uid].discard(key)
+            if not self._owned[uid]:
+                del self._owned[uid]
 
     def remove(self, kind: str, namespace: str | None, name: str) -> None:
         with self._lock:
-            self._objects.get(kind, {}).get(namespace or "", {}).pop(name, None)
+            old = self._objects.get(kind, {}).get(namespace or "", {}).pop(name, None)
+            self._unindex(old, (kind, namespace or "", name))
+
+    def owned_by(self, uid: str) -> list[Object]:
+        """The cached objects whose controller is the resource with this uid."""
+        with self._lock:
+            keys = sorted(self._owned.get(uid, ()))
+            return [o for kind, ns, name in keys if (o := self._objects.get(kind, {}).get(ns, {}).get(name))]
 
     def get(self, kind: str, namespace: str | None, name: str) -> Object | None:
         with self._lock:

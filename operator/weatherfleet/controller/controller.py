@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 Object = dict[str, Any]
 Key = tuple[str, str, str]  # (kind, namespace, name)
 Enqueue = Callable[[Key], None]
-PRUNABLE = (("Certificate", "cert-manager.io/v1"), ("Secret", "v1"), ("ConfigMap", "v1"))
+PRUNABLE = {"Certificate": "cert-manager.io/v1", "Secret": "v1", "ConfigMap": "v1"}  # kind -> apiVersion
 MODELS = {"WeatherSensor": WeatherSensor, "SensorFleet": SensorFleet, "FirmwareRelease": FirmwareRelease}
 
 
@@ -80,6 +80,7 @@ class Controller:
         self.devices: dict[str, Key] = {}  # deviceId -> its WeatherSensor key, for MQTT-driven requeues
         self.fleet_cost: dict[tuple[str, str], float] = {}  # seconds the last reconcile of a fleet took
         self.service_lock = threading.Lock()  # one fleet at a time mints a missing service password
+        self._plans: dict[tuple[str, str], tuple[str, FleetPlan]] = {}  # (namespace, fleet) -> (text, plan)
 
     def now(self) -> datetime:
         return datetime.now(UTC)
@@ -171,20 +172,16 @@ class Controller:
         uid = owner["metadata"].get("uid")
         namespace = owner["metadata"].get("namespace")
         wanted = {(c["kind"], c["metadata"]["name"]) for c in desired}
-        for kind, api_version in PRUNABLE:
-            for obj in self.cache.list(kind, namespace):
-                meta = obj["metadata"]
-                if (kind, meta["name"]) in wanted or (meta.get("labels") or {}).get(
-                    MANAGED_BY
-                ) != "weatherfleet":
-                    continue
-                if not any(
-                    r.get("controller") and r.get("uid") == uid for r in meta.get("ownerReferences") or []
-                ):
-                    continue
-                if self.kube.delete(api_version, kind, namespace, meta["name"], meta["uid"]):
-                    self.cache.remove(kind, namespace, meta["name"])
-                    log.info("removed a child no longer wanted", extra={"kind": kind, "child": meta["name"]})
+        for obj in self.cache.owned_by(uid) if uid else []:
+            kind, meta = obj["kind"], obj["metadata"]
+            api_version = PRUNABLE.get(kind)
+            if api_version is None or meta.get("namespace") != namespace or (kind, meta["name"]) in wanted:
+                continue
+            if (meta.get("labels") or {}).get(MANAGED_BY) != "weatherfleet":
+                continue
+            if self.kube.delete(api_version, kind, namespace, meta["name"], meta["uid"]):
+                self.cache.remove(kind, namespace, meta["name"])
+                log.info("removed a child no longer wanted", extra={"kind": kind, "child": meta["name"]})
 
     def emit(self, body: Object, events: list[Event]) -> None:
         for event in events:
@@ -222,9 +219,17 @@ class Controller:
         return existing or secrets.token_urlsafe(24)
 
     def plan_for(self, namespace: str, fleet: str) -> FleetPlan | None:
+        """The fleet's rollout plan as last written, parsed once per change (every sensor reconcile reads
+        it: parsing it each time would make a fleet's reconciles cost N x N)."""
         cm = self.cache.get("ConfigMap", self.settings.namespace, PLAN_CONFIGMAP)
         text = ((cm or {}).get("data") or {}).get(plan_key(namespace, fleet))
-        return FleetPlan.model_validate_json(text) if text else None
+        if not text:
+            return None
+        cached = self._plans.get((namespace, fleet))
+        if cached is None or cached[0] != text:
+            cached = (text, FleetPlan.model_validate_json(text))
+            self._plans[(namespace, fleet)] = cached
+        return cached[1]
 
     # -- FirmwareRelease --------------------------------------------------------------------------------
     def reconcile_release(self, namespace: str, name: str) -> float | None:
