@@ -24,6 +24,14 @@ from .signatures import SignatureRejected
 log = logging.getLogger("otaflux.api")
 
 JSON = "application/json"
+# Why the rollout plan offers a device nothing (weatherfleet.rollout.plan.Decision.why): it keeps what it runs.
+NO_UPDATE = {
+    "not-a-member": "no fleet of the rollout plan lists it",
+    "no-stable": "outside the open share, and no stable version is known yet",
+    "hold": "its fleet's rollout is paused or aborted",
+    "halted": "its fleet's rollout halted and no stable version is known",
+    "excluded": "excluded from the rollout, and no stable version is known",
+}
 
 
 # --- webhook payloads ----------------------------------------------------------------------------------
@@ -154,7 +162,7 @@ class Api:
         if found is MISS:
             return self._slow(request, device, render)
         if found is None:
-            return text(404, f"No firmware for device '{device}'")
+            return self._nothing(device)
         return render(request, found)
 
     async def _slow(self, request: Request, device: str, render) -> Result:
@@ -163,8 +171,15 @@ class Api:
         except Exception as exc:
             return self._failure(device, exc)
         if firmware is None:
-            return text(404, f"No firmware for device '{device}'")
+            return self._nothing(device)
         return render(request, firmware)
+
+    def _nothing(self, device: str) -> Response:
+        """404: nothing to install. With a rollout plan, the body says why (the device keeps what it runs)."""
+        why = self.service.decisions.get(device)
+        if why in NO_UPDATE:
+            return text(404, f"No update for device '{device}': {NO_UPDATE[why]}")
+        return text(404, f"No firmware for device '{device}'")
 
     @staticmethod
     def _failure(device: str, exc: Exception) -> Response:

@@ -86,6 +86,7 @@ class FirmwareService:
         self.stats = RequestStats(metrics)
         self._answers: dict[str, Answer] = {}
         self._inflight: dict[str, asyncio.Future[Answer]] = {}
+        self.decisions: dict[str, str] = {}  # device -> why the plan offered what it did (plan.Decision.why)
         self.degraded_reason: str | None = None
 
     def repository(self, device: str) -> str | None:
@@ -232,8 +233,15 @@ class FirmwareService:
         repository = self.repository(device)
         if repository is None:
             return None, False
-        version = plan.version_for(device) if plan is not None else None
-        if version is None:
+        if plan is not None:
+            # The plan alone decides: None is "no update" (outside the open share with no stable version,
+            # on hold, not in any fleet), never the highest tag.
+            decision = plan.decide(device)
+            self.decisions[device] = decision.why
+            version = decision.version
+            if version is None:
+                return None, False
+        else:
             version = semver.highest(self.store.list_tags(repository))
             if version is None:
                 return None, False

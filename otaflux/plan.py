@@ -1,7 +1,11 @@
 """The rollout plan the operator writes: a directory (mounted ConfigMap, one FleetPlan per `*.json`,
 keyed by file stem `<namespace>.<fleet>`) or one file holding a whole RolloutPlan. Re-read when a file
 changes (stat is cheap; kubelet swaps a symlink, which changes what stat follows). A file that does not
-parse keeps its last good content, so a bad edit never changes what devices are offered."""
+parse keeps its last good content, so a bad edit never changes what devices are offered.
+
+With a plan configured, the plan alone decides: a device it does not list, or every device while the plan
+is missing (not mounted yet, deleted), is offered nothing ("no update"), never the highest tag; that is
+only the answer of an OtaFlux run without ROLLOUT_PLAN_PATH, as the original OtaFlux."""
 
 from __future__ import annotations
 
@@ -29,7 +33,9 @@ class PlanSource:
         self._checked = float("-inf")
 
     def current(self) -> RolloutPlan | None:
-        """The plan now in force (None: no plan, serve the latest tag). Stats at most every poll_interval."""
+        """The plan now in force; None only when no plan is configured (serve the latest tag). A configured
+        plan that cannot be read is an empty plan: no device is offered anything. Stats at most every
+        poll_interval."""
         if self.path is None:
             return None
         now = time.monotonic()
@@ -64,27 +70,29 @@ class PlanSource:
         elif signature:
             plan = self._read_file()
         else:
-            plan = None
+            plan = RolloutPlan()
         if plan is not None and self._plan is not None and plan.model_dump() == self._plan.model_dump():
             return False
-        if plan is None and self._plan is not None and not self.path.exists():
-            log.warning("rollout plan %s disappeared: serving the latest tag to every device", self.path)
+        if not plan.fleets and not self.path.exists():
+            log.warning(
+                "rollout plan %s is missing: no device is offered an update until it appears", self.path
+            )
         self._plan = plan
         self.generation += 1
         log.info(
             "rollout plan loaded (generation %d): %d fleet(s)",
             self.generation,
-            len(plan.fleets) if plan else 0,
+            len(plan.fleets),
         )
         return True
 
-    def _read_file(self) -> RolloutPlan | None:
+    def _read_file(self) -> RolloutPlan:
         try:
             return RolloutPlan.model_validate_json(self.path.read_bytes())
         except (OSError, ValidationError, ValueError) as exc:
             self.errors += 1
             log.error("rollout plan %s is invalid, keeping the previous one: %s", self.path, _first_line(exc))
-            return self._plan
+            return self._plan if self._plan is not None else RolloutPlan()
 
     def _read_directory(self, signature: Signature) -> RolloutPlan:
         fleets: dict[str, tuple[tuple[int, int], FleetPlan]] = {}

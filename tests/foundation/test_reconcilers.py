@@ -545,9 +545,13 @@ def test_advancing_a_wave_is_an_event_and_pins_and_exclusions_reach_the_plan(bui
     assert first.plan.pins == {"dev-02": "1.0.0"}
     assert first.plan.exclusions == ["dev-03", "dev-04"]
     later = fleet.model_copy(update={"status": first.status})
-    obs = observe(build, members, release)
-    obs = obs.model_copy(update={"now": build.now + timedelta(minutes=11)})
-    result = reconcile_fleet(later, obs)
+    then = build.now + timedelta(minutes=11)
+    waiting = reconcile_fleet(later, observe(build, members, release).model_copy(update={"now": then}))
+    assert waiting.status.rollout.wave == 0  # baked, but nobody runs 2.0.0 yet: the success gate holds
+    assert "0 of 1 devices needed run 2.0.0" in waiting.status.rollout.reason
+    updated = {"dev-01": DeviceObservation(device_id="dev-01", reported_version="2.0.0")}
+    obs = observe(build, members, release, devices=updated, last_seen={"dev-01": then})
+    result = reconcile_fleet(later, obs.model_copy(update={"now": then}))
     assert result.status.rollout.wave == 1 and result.status.rollout.percent == 100
     assert [(e.type, e.reason) for e in result.events] == [("Normal", "RolloutAdvanced")]
     assert result.plan.version_for("dev-01") == "2.0.0"

@@ -11,7 +11,7 @@ from weatherfleet.local.resources import load_resources
 from weatherfleet.local.rollouts import RolloutLoop
 from weatherfleet.local.timeline import Timeline
 from weatherfleet.local.workdir import LocalState, Workdir
-from weatherfleet.rollout import DeviceObservation, RolloutPlan, in_share, rollout_id
+from weatherfleet.rollout import DeviceObservation, RolloutPlan, rollout_id, share_of
 
 from .conftest import FLEET, release, sensor, write_crs
 
@@ -70,7 +70,7 @@ def test_a_failure_in_wave_one_halts_and_closes_the_candidate(tmp_path):
     resources = folder(tmp_path, "firmware-1-2-0")
     plan = loop.step(resources, stable, now)
     rid = rollout_id(KEY, "firmware-1-2-0", "1.2.0")
-    wave1 = [d for d in DEVICES if in_share(rid, d, 20)]
+    wave1 = sorted(share_of(rid, DEVICES, 20))
     assert wave1 and all(plan.version_for(d) == "1.2.0" for d in wave1)
     victim = wave1[0]
     seen = dict(stable)

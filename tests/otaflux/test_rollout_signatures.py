@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from weatherfleet.oci import signatures
-from weatherfleet.rollout import FleetPlan, RolloutPlan
+from weatherfleet.rollout import FleetPlan, RolloutPlan, open_share, share_of
 from weatherfleet.services.process import wait_until
 
 DEVICES = [f"node-{i:02d}" for i in range(1, 31)]
@@ -31,24 +31,24 @@ def _write_atomically(path: Path, text: str) -> None:
 
 @pytest.fixture
 def fleet_repos(prefix, push_image) -> str:
-    """Every device repository holds 1.0.0, 1.1.0 and 2.0.0 (the highest tag, served without a plan)."""
+    """Every device repository holds 1.0.0, 1.1.0 and 2.0.0 (the highest tag: served without a plan only)."""
     for device in DEVICES:
         for tag in ("1.0.0", "1.1.0", "2.0.0"):
             push_image(f"{prefix}{device}", tag, f"{device}@{tag}".encode())
     return prefix
 
 
+def _status(server, device: str) -> int:
+    return server.get(f"/version?device={device}")[0]
+
+
 def test_plan_file_decisions_follow_changes_without_restart(
     registry, fleet_repos, tmp_path, otaflux_factory
 ) -> None:
     plan_path = tmp_path / "plan.json"
-    fleet = FleetPlan(
-        rolloutId="weatherfleet/garden/r1@1.1.0",
-        stable="1.0.0",
-        candidate="1.1.0",
-        percent=0,
-        devices=DEVICES[:20],
-    )
+    rid = "weatherfleet/garden/r1@1.1.0"
+    members = DEVICES[:20]
+    fleet = FleetPlan(rolloutId=rid, stable="1.0.0", candidate="1.1.0", percent=0, devices=members)
     _write_atomically(plan_path, RolloutPlan(fleets={"weatherfleet/garden": fleet}).to_json())
     server = otaflux_factory(
         {
@@ -58,23 +58,31 @@ def test_plan_file_decisions_follow_changes_without_restart(
             "REFRESH_INTERVAL": "3600",
         }
     )
-    assert {_version(server, d) for d in DEVICES[:20]} == {"1.0.0"}
-    assert {_version(server, d) for d in DEVICES[20:]} == {"2.0.0"}  # not in any fleet: latest tag
+    assert {_version(server, d) for d in members} == {"1.0.0"}  # an empty share: nobody gets 1.1.0
+    # Not in any fleet of the plan: no update (404), never the highest tag.
+    assert {_status(server, d) for d in DEVICES[20:]} == {404}
+    _, _, body = server.get(f"/version?device={DEVICES[25]}")
+    assert b"No update" in body and b"no fleet of the rollout plan lists it" in body
 
-    # Open the candidate to half the fleet, pin one device, exclude another.
-    inside = [d for d in DEVICES[:20] if fleet.model_copy(update={"percent": 50}).version_for(d) == "1.1.0"]
-    assert 3 <= len(inside) <= 17  # the hash spreads the fleet (the math itself is tested in weatherfleet)
-    pinned, excluded = DEVICES[0], inside[-1]
-    wave = fleet.model_copy(update={"percent": 50, "pins": {pinned: "2.0.0"}, "exclusions": [excluded]})
+    # Open the candidate to exactly half the fleet, pin one device, exclude another.
+    inside = sorted(share_of(rid, members, 50))
+    assert len(inside) == 10
+    pinned, excluded = members[0] if members[0] not in inside else members[1], inside[-1]
+    wave = fleet.model_copy(
+        update={
+            "percent": 50,
+            "threshold": open_share(rid, members, 50),
+            "pins": {pinned: "2.0.0"},
+            "exclusions": [excluded],
+        }
+    )
     _write_atomically(plan_path, RolloutPlan(fleets={"weatherfleet/garden": wave}).to_json())
-    expected = {d: wave.version_for(d) for d in DEVICES[:20]}
+    expected = {d: wave.version_for(d) for d in members}
     wait_until(
         lambda: all(_version(server, d) == v for d, v in expected.items()), 20, "the new wave to be served"
     )
     assert expected[pinned] == "2.0.0" and expected[excluded] == "1.0.0"
-    assert sum(v == "1.1.0" for v in expected.values()) == len(inside) - (excluded in inside) - (
-        pinned in inside
-    )
+    assert {d for d, v in expected.items() if v == "1.1.0"} == set(inside) - {excluded}
 
     # A broken edit keeps the last good plan; halting closes the candidate for everyone.
     _write_atomically(plan_path, "{ not json")
@@ -85,7 +93,19 @@ def test_plan_file_decisions_follow_changes_without_restart(
     halted = wave.model_copy(update={"halted": True})
     _write_atomically(plan_path, RolloutPlan(fleets={"weatherfleet/garden": halted}).to_json())
     wait_until(lambda: _version(server, inside[0]) != "1.1.0", 20, "the halt to close the candidate")
-    assert {_version(server, d) for d in DEVICES[1:20]} == {"1.0.0"}
+    assert {_version(server, d) for d in members if d != pinned} == {"1.0.0"}
+
+    # Paused (hold): who is inside the share is offered nothing new; outside, the stable version.
+    held = wave.model_copy(update={"hold": True})
+    _write_atomically(plan_path, RolloutPlan(fleets={"weatherfleet/garden": held}).to_json())
+    wait_until(lambda: _status(server, inside[0]) == 404, 20, "the pause to hold the share")
+    assert {_status(server, d) for d in inside if d != excluded} == {404}
+    assert {_version(server, d) for d in set(members) - set(inside) - {pinned}} == {"1.0.0"}
+
+    # The plan file goes away: no device is offered anything until it is back.
+    plan_path.unlink()
+    wait_until(lambda: _status(server, members[-1]) == 404, 20, "a missing plan to offer nothing")
+    assert {_status(server, d) for d in members} == {404}
 
 
 def test_plan_directory_like_a_mounted_configmap(registry, fleet_repos, tmp_path, otaflux_factory) -> None:
@@ -107,7 +127,7 @@ def test_plan_directory_like_a_mounted_configmap(registry, fleet_repos, tmp_path
     )
     assert {_version(server, d) for d in DEVICES[:5]} == {"1.0.0"}
     assert {_version(server, d) for d in DEVICES[5:10]} == {"1.1.0"}
-    assert _version(server, DEVICES[10]) == "2.0.0"
+    assert _status(server, DEVICES[10]) == 404  # in neither fleet: no update
 
     # kubelet's update: a new timestamped directory, then an atomic swap of the ..data symlink.
     (mount / "..v2").mkdir()

@@ -202,7 +202,7 @@ def test_cache_starts_empty_even_over_an_old_directory(tmp_path: Path) -> None:
 def test_plan_source_keeps_the_last_good_plan(tmp_path: Path) -> None:
     path = tmp_path / "plan.json"
     source = PlanSource(path, poll_interval=0)
-    assert source.current() is None  # not there yet: no plan, latest tags
+    assert source.current().fleets == {}  # not there yet: an empty plan, nobody is offered anything
     good = RolloutPlan(fleets={"ns/f": FleetPlan(stable="1.0.0", devices=["a"])})
     path.write_text(good.to_json())
     assert source.current().version_for("a") == "1.0.0"

@@ -15,7 +15,7 @@ from .. import identities
 from ..durations import parse_duration
 from ..models import FirmwareRelease, SensorFleet
 from ..reconcilers.common import labels, metadata
-from ..reconcilers.fleet import FleetObservation, reconcile_fleet, select_members
+from ..reconcilers.fleet import FleetObservation, members_of, reconcile_fleet
 from ..reconcilers.plan import PLAN_CONFIGMAP, plan_json, plan_key
 from ..reconcilers.sensor import credentials_secret_name
 from . import alerting, metrics
@@ -38,7 +38,8 @@ def reconcile(ctl: Controller, namespace: str, name: str) -> float | None:
     if fleet.spec.rollout.release and not ctl.view_ready():
         return 0.5  # the MQTT view is still receiving retained status: decide nothing yet
     sensors = ctl.cached_sensors(namespace)
-    members = select_members(fleet, sensors)
+    fleets = ctl.cached_fleets(namespace)
+    members = members_of(fleet, sensors, fleets)
     ids = [s.spec.device_id for s in members]
     releases = {}
     for rbody in ctl.cache.list("FirmwareRelease", namespace):
@@ -60,6 +61,7 @@ def reconcile(ctl: Controller, namespace: str, name: str) -> float | None:
     observation = FleetObservation(
         now=ctl.now(),
         sensors=sensors,
+        fleets=fleets,
         releases=releases,
         devices={d: s.observation for d, s in sightings.items() if s},
         passwords=passwords,
@@ -93,7 +95,8 @@ def reconcile(ctl: Controller, namespace: str, name: str) -> float | None:
             ctl.enqueue(("WeatherSensor", namespace, sensor.metadata.name))
     if rollout.phase in ("Progressing", "Paused") and rollout.wave_started_at is not None:
         wave = fleet.spec.rollout.waves[min(rollout.wave, len(fleet.spec.rollout.waves) - 1)]
-        due = rollout.wave_started_at + timedelta(seconds=parse_duration(wave.bake_time))
+        bake = parse_duration(wave.bake_time) + rollout.paused_seconds  # paused time does not count
+        due = rollout.wave_started_at + timedelta(seconds=bake)
         left = (due - ctl.now()).total_seconds()
         rollout_seconds = ctl.settings.rollout_seconds
         return max(0.2, min(left + 0.05, rollout_seconds)) if left > 0 else rollout_seconds

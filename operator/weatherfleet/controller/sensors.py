@@ -66,7 +66,9 @@ def reconcile(ctl: Controller, namespace: str, name: str) -> float | None:
         certificate_message=message,
         device=device,
         last_seen=last_seen,
-        desired_version=plan.version_for(device_id) if plan and device_id in plan.devices else None,
+        desired_version=plan.desired_for(device_id, device.reported_version if device else None)
+        if plan and plan.is_member(device_id)
+        else None,
         last_reading=last_reading,
     )
     result = reconcile_sensor(sensor, fleet, observation, password)

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from ..rollout import in_share, rollout_id
+from ..rollout import in_share, rollout_id, share_of
 from .deviceconfig import Timing
 from .releases import DEVICE_SOURCE, build_bundles, push_release
 from .report import Check, write_report
@@ -265,7 +265,7 @@ class Story:
             for device, version in self.reported().items():
                 if version == GOOD and device not in first_seen:
                     first_seen.add(device)
-                    if status is None or not in_share(rid, device, status.percent):
+                    if status is None or not in_share(rid, device, status.threshold):
                         early.append(device)
 
         self.wait(
@@ -300,7 +300,7 @@ class Story:
         app.write_text(FAULT + app.read_text())
         self.publish(BAD, source=bad_source)
         bad_rid = rollout_id(FLEET_KEY, release_name(BAD), BAD)
-        first_wave = {d for d in self.devices if in_share(bad_rid, d, 20)}
+        first_wave = share_of(bad_rid, self.devices, 20)
         self.say(f"  wave 1 of {BAD} is open to {sorted(first_wave)}")
         write_fleet(self.crs, cfg, release_name(BAD))
         self.wait(lambda: self.status().version == BAD and self.status().phase in ("Halted", "Complete"))

@@ -14,10 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import identities
 from ..models.common import Condition, ConditionStatus, set_condition
-from ..models.fleet import RolloutStatus, SensorCounts, SensorFleet, SensorFleetStatus
+from ..models.fleet import SensorCounts, SensorFleet, SensorFleetStatus
 from ..models.release import FirmwareRelease
 from ..models.sensor import WeatherSensor
-from ..rollout import DeviceObservation, FleetPlan, fleet_plan, next_status
+from ..rollout import DeviceObservation, FleetPlan, downgrade_refusal, fleet_plan, next_status, transitions
 from . import broker, grafana
 from .certificates import broker_certificate
 from .common import (
@@ -46,6 +46,11 @@ class FleetObservation(BaseModel):
     sensors: list[WeatherSensor] = Field(
         default_factory=list,
         description="WeatherSensors of the fleet's namespace; the selector is applied here",
+    )
+    fleets: list[SensorFleet] = Field(
+        default_factory=list,
+        description="the SensorFleets of the namespace: a sensor that several select belongs to the first by "
+        "name only (members_of); empty: this fleet alone",
     )
     releases: dict[str, FirmwareRelease] = Field(default_factory=dict, description="by metadata.name")
     devices: dict[str, DeviceObservation] = Field(default_factory=dict, description="by deviceId")
@@ -93,23 +98,38 @@ class FleetResult(BaseModel):
     events: list[Event] = Field(default_factory=list)
 
 
+def selects(fleet: SensorFleet, sensor: WeatherSensor) -> bool:
+    """Whether the fleet's selector picks the sensor (same namespace, labels match)."""
+    return fleet.metadata.namespace == sensor.metadata.namespace and fleet.spec.selector.matches(
+        sensor.metadata.labels
+    )
+
+
 def select_members(fleet: SensorFleet, sensors: list[WeatherSensor]) -> list[WeatherSensor]:
-    """The sensors of the fleet's namespace its selector matches, sorted by deviceId."""
-    ns = fleet.metadata.namespace
-    chosen = [
-        s for s in sensors if s.metadata.namespace == ns and fleet.spec.selector.matches(s.metadata.labels)
-    ]
-    return sorted(chosen, key=lambda s: s.spec.device_id)
+    """The sensors of the fleet's namespace its selector matches, sorted by deviceId (whether or not
+    another fleet claims them first: `members_of` decides membership)."""
+    return sorted((s for s in sensors if selects(fleet, s)), key=lambda s: s.spec.device_id)
 
 
 def fleet_for_sensor(sensor: WeatherSensor, fleets: list[SensorFleet]) -> SensorFleet | None:
     """The fleet a sensor belongs to: the first by name, in its namespace, whose selector matches it."""
     for fleet in sorted(fleets, key=lambda f: f.metadata.name):
-        if fleet.metadata.namespace == sensor.metadata.namespace and fleet.spec.selector.matches(
-            sensor.metadata.labels
-        ):
+        if selects(fleet, sensor):
             return fleet
     return None
+
+
+def members_of(
+    fleet: SensorFleet, sensors: list[WeatherSensor], fleets: list[SensorFleet] | None = None
+) -> list[WeatherSensor]:
+    """THE membership rule, used by the operator, `render` and the local mode: the sensors whose fleet
+    (`fleet_for_sensor` among `fleets` and this one) is this fleet, sorted by deviceId. A sensor two
+    fleets select belongs to the first by name; the other fleet neither configures nor waits for it."""
+    others = [f for f in fleets or () if fleet_key(f) != fleet_key(fleet)]
+    if not others:
+        return select_members(fleet, sensors)
+    every = [fleet, *others]
+    return [s for s in select_members(fleet, sensors) if fleet_for_sensor(s, every) is fleet]
 
 
 def fleet_key(fleet: SensorFleet) -> str:
@@ -162,10 +182,19 @@ def _device_views(
             else (known is not None and known.online)
         )
         view = known or DeviceObservation(device_id=device_id)
-        views.append(
-            view.model_copy(update={"online": fresh, "pinned_version": s.spec.firmware.pinned_version})
-        )
+        update = {"online": fresh, "pinned_version": s.spec.firmware.pinned_version}
+        created = (s.metadata.model_extra or {}).get("creationTimestamp")
+        if created:
+            update["member_since"] = created if isinstance(created, datetime) else _timestamp(created)
+        views.append(view.model_copy(update=update))
     return views
+
+
+def _timestamp(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def _configmap(
@@ -233,34 +262,6 @@ def _counts(fleet: SensorFleet, members: list[WeatherSensor], obs: FleetObservat
     return SensorCounts(total=len(members), online=online, stale=stale)
 
 
-def _rollout_events(old: RolloutStatus, new: RolloutStatus) -> list[Event]:
-    """The transitions a person cares about, as Kubernetes events."""
-    if new.phase == "Idle":
-        return []
-    release = f"release {new.release} ({new.version})"
-    restarted = (old.release, old.version) != (new.release, new.version)
-    events: list[Event] = []
-    if restarted and new.phase in ("Progressing", "Paused", "Halted"):
-        events.append(Event(type="Normal", reason="RolloutStarted", message=f"{release}: {new.reason}"))
-    elif new.wave > old.wave and new.phase == "Progressing":
-        events.append(Event(type="Normal", reason="RolloutAdvanced", message=f"{release}: {new.reason}"))
-    if new.phase == old.phase and not restarted:
-        return events
-    resumed = new.phase == "Progressing" and old.phase == "Paused" and not restarted
-    phase_events = {
-        "Halted": ("Warning", "RolloutHalted", f"{release} halted: {new.reason}"),
-        "Complete": ("Normal", "RolloutComplete", f"{release} complete: {new.reason}"),
-        "Paused": ("Normal", "RolloutPaused", f"{release} paused at {new.percent:g}%"),
-        "Progressing": ("Normal", "RolloutResumed", f"{release} resumed at {new.percent:g}%")
-        if resumed
-        else None,
-    }
-    if phase_events.get(new.phase):
-        type_, reason, message = phase_events[new.phase]
-        events.append(Event(type=type_, reason=reason, message=message))
-    return events
-
-
 def reconcile_fleet(fleet: SensorFleet, observation: FleetObservation) -> FleetResult:
     """Desired children, rollout plan and status of one SensorFleet.
 
@@ -282,7 +283,7 @@ def reconcile_fleet(fleet: SensorFleet, observation: FleetObservation) -> FleetR
     """
     now = observation.now
     ns, name = fleet.metadata.namespace, fleet.metadata.name
-    members = select_members(fleet, observation.sensors)
+    members = members_of(fleet, observation.sensors, observation.fleets)
     device_ids = [s.spec.device_id for s in members]
     lbl = labels(name)
     owners = owner_references(fleet.api_version, fleet.kind, fleet.metadata)
@@ -311,6 +312,7 @@ def reconcile_fleet(fleet: SensorFleet, observation: FleetObservation) -> FleetR
     rollout = next_status(fleet.spec.rollout, old_rollout, version, views, fleet_key(fleet), now)
     if why_not and fleet.spec.rollout.release is not None:
         rollout = rollout.model_copy(update={"reason": why_not})
+    refusal = downgrade_refusal(fleet.spec.rollout, old_rollout, version)
     pins = {
         s.spec.device_id: s.spec.firmware.pinned_version for s in members if s.spec.firmware.pinned_version
     }
@@ -352,6 +354,8 @@ def reconcile_fleet(fleet: SensorFleet, observation: FleetObservation) -> FleetR
         put("ReleaseAvailable", "Unknown", "NoReleaseSelected", "spec.rollout.release is not set")
     elif version is None:
         put("ReleaseAvailable", "False", "NotFound" if release is None else "SignatureNotVerified", why_not)
+    elif refusal:
+        put("ReleaseAvailable", "False", "OlderThanStable", refusal)
     else:
         put("ReleaseAvailable", "True", "Available", f"{fleet.spec.rollout.release} is version {version}")
     if telegram is None:
@@ -386,7 +390,9 @@ def reconcile_fleet(fleet: SensorFleet, observation: FleetObservation) -> FleetR
     else:
         put("Ready", "True", "Reconciled", f"{len(device_ids)} sensors configured")
 
-    events = _rollout_events(old_rollout, rollout)
+    events = [
+        Event(type=t.type, reason=t.reason, message=t.message) for t in transitions(old_rollout, rollout)
+    ]
     old_conds = {c.type: c.status for c in fleet.status.conditions}
     for cond in conds:
         if cond.type == "ReleaseAvailable" and cond.status == "False" and old_conds.get(cond.type) != "False":

@@ -16,7 +16,7 @@ from ..models import FirmwareRelease, SensorFleet, WeatherSensor
 from ..rollout import FleetPlan
 from . import grafana
 from .common import FLEET_LABEL, Object, labels, sorted_children
-from .fleet import FleetObservation, fleet_for_sensor, reconcile_fleet, select_members
+from .fleet import FleetObservation, fleet_for_sensor, members_of, reconcile_fleet, selects
 from .plan import rollout_plan_configmap
 from .sensor import sensor_children
 
@@ -30,16 +30,8 @@ class Resources:
     releases: list[FirmwareRelease] = field(default_factory=list)
 
     def members(self, fleet: SensorFleet) -> list[WeatherSensor]:
-        """The sensors a fleet's selector picks, in its namespace, sorted by device id."""
-        return sorted(
-            (
-                s
-                for s in self.sensors
-                if s.metadata.namespace == fleet.metadata.namespace
-                and fleet.spec.selector.matches(s.metadata.labels)
-            ),
-            key=lambda s: s.spec.device_id,
-        )
+        """The fleet's members (`reconcilers.fleet.members_of`), sorted by device id."""
+        return members_of(fleet, self.sensors, self.fleets)
 
     def release(self, namespace: str, name: str | None) -> FirmwareRelease | None:
         return next(
@@ -82,24 +74,13 @@ def consistency_problems(resources: Resources) -> list[str]:
             if n > 1
         ]
     for sensor in resources.sensors:
-        claimed = [
-            f.metadata.name for f in resources.fleets if f in _fleets_selecting(sensor, resources.fleets)
-        ]
+        claimed = [f.metadata.name for f in resources.fleets if selects(f, sensor)]
         if len(claimed) > 1:
             problems.append(
                 f"WeatherSensor {sensor.metadata.namespace}/{sensor.metadata.name} is selected by more than one "
                 f"SensorFleet: {', '.join(sorted(claimed))}"
             )
     return problems
-
-
-def _fleets_selecting(sensor: WeatherSensor, fleets: list[SensorFleet]) -> list[SensorFleet]:
-    return [
-        f
-        for f in fleets
-        if f.metadata.namespace == sensor.metadata.namespace
-        and f.spec.selector.matches(sensor.metadata.labels)
-    ]
 
 
 def warnings(resources: Resources) -> list[str]:
@@ -142,16 +123,13 @@ def hydrate(
     for release in resources.releases:
         by_ns_releases.setdefault(release.metadata.namespace, {})[release.metadata.name] = release
     for fleet in sorted(resources.fleets, key=lambda f: (f.metadata.namespace, f.metadata.name)):
-        mine = [
-            s
-            for s in select_members(fleet, resources.sensors)
-            if fleet_for_sensor(s, resources.fleets) is fleet
-        ]
+        mine = resources.members(fleet)
         result = reconcile_fleet(
             fleet,
             FleetObservation(
                 now=now,
                 sensors=mine,
+                fleets=resources.fleets,
                 releases=by_ns_releases.get(fleet.metadata.namespace, {}),
                 passwords=None,
                 trust_unverified_releases=True,

@@ -1,0 +1,129 @@
+"""The rollout plan: the contract between the operator (writer) and OtaFlux (reader).
+
+One `FleetPlan` per fleet says what each of its devices is offered. It is safe by construction:
+
+- the candidate is offered only inside the open share (rank at most `threshold`, see `ranks`), never to a
+  device that is pinned, excluded or not a member, and never while the plan is `halted` or on `hold`;
+- a device that is offered nothing gets "no update": OtaFlux answers 404 and the device keeps the version
+  it runs. That is the answer outside the share while no stable version is known (the fleet's first
+  rollout: a device that was never told a stable version is not handed anything), to every device inside
+  the share while the rollout is paused or aborted (`hold`: who took the candidate keeps it, who did not
+  does not get it), and to every device of a plan OtaFlux cannot read or that no fleet lists;
+- `halted` closes the candidate: every device is offered the stable version (or nothing without one).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from .ranks import in_share
+
+Why = Literal["pinned", "not-a-member", "excluded", "candidate", "stable", "hold", "no-stable", "halted"]
+
+
+class PlanModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Decision(BaseModel):
+    """What one device is offered and why; `version` None means "no update" (keep what it runs)."""
+
+    version: str | None
+    why: Why
+
+
+class FleetPlan(PlanModel):
+    """What one fleet's devices are offered. Versions are tags in each device's own repository."""
+
+    rollout_id: str = Field(default="", alias="rolloutId", description="orders the fleet (ranks.rank)")
+    stable: str | None = Field(
+        default=None,
+        description="offered outside the candidate's share; None: nothing (each device keeps its version)",
+    )
+    candidate: str | None = Field(default=None, description="the release being rolled out")
+    percent: float = Field(
+        default=0.0, description="the open wave's percentage (for people; `threshold` decides)"
+    )
+    threshold: str | None = Field(
+        default=None,
+        description="rank of the last device inside the open share; None: the share is empty",
+    )
+    halted: bool = Field(default=False, description="the candidate is closed: everyone is offered `stable`")
+    hold: bool = Field(
+        default=False, description="paused or aborted: devices inside the share are offered nothing new"
+    )
+    pins: dict[str, str] = Field(default_factory=dict, description="deviceId -> pinned version")
+    exclusions: list[str] = Field(
+        default_factory=list, description="never offered the candidate (OTA off, another channel)"
+    )
+    devices: list[str] = Field(
+        default_factory=list,
+        description="the fleet's members: which fleet a device belongs to cannot be told from its id "
+        "(selectors match labels OtaFlux never sees), and a device that is in no fleet gets no update",
+    )
+    _members: frozenset[str] | None = PrivateAttr(default=None)
+    _excluded: frozenset[str] | None = PrivateAttr(default=None)
+
+    def is_member(self, device_id: str) -> bool:
+        if self._members is None:
+            self._members = frozenset(self.devices)
+        return device_id in self._members
+
+    def in_share(self, device_id: str) -> bool:
+        """Inside the candidate's open share (whatever the plan then offers it)."""
+        return self.candidate is not None and in_share(self.rollout_id, device_id, self.threshold)
+
+    def decide(self, device_id: str) -> Decision:
+        """What the device is offered, and why. Pins win; then non-members and exclusions; then the
+        share (candidate, or nothing while on hold, or stable when halted); then stable."""
+        if device_id in self.pins:
+            return Decision(version=self.pins[device_id], why="pinned")
+        if self.devices and not self.is_member(device_id):
+            return Decision(version=None, why="not-a-member")
+        if self._excluded is None:
+            self._excluded = frozenset(self.exclusions)
+        if device_id not in self._excluded and self.in_share(device_id):
+            if self.halted:
+                return Decision(version=self.stable, why="halted")
+            if self.hold:
+                return Decision(version=None, why="hold")
+            return Decision(version=self.candidate, why="candidate")
+        if device_id in self._excluded:
+            return Decision(version=self.stable, why="excluded")
+        return Decision(version=self.stable, why="stable" if self.stable else "no-stable")
+
+    def version_for(self, device_id: str) -> str | None:
+        """The version this device is offered; None: no update (it keeps the version it runs)."""
+        return self.decide(device_id).version
+
+    def desired_for(self, device_id: str, running: str | None) -> str | None:
+        """The version the device should run: the one offered, else (no update) the one it runs."""
+        offered = self.version_for(device_id)
+        return offered if offered is not None else running
+
+
+class RolloutPlan(PlanModel):
+    api_version: Literal["weatherfleet.io/v1alpha1"] = Field(
+        default="weatherfleet.io/v1alpha1", alias="apiVersion"
+    )
+    kind: Literal["RolloutPlan"] = "RolloutPlan"
+    fleets: dict[str, FleetPlan] = Field(default_factory=dict, description="keyed by namespace/name")
+
+    def fleet_of(self, device_id: str) -> FleetPlan | None:
+        for key in sorted(self.fleets):
+            if self.fleets[key].is_member(device_id):
+                return self.fleets[key]
+        return None
+
+    def decide(self, device_id: str) -> Decision:
+        fleet = self.fleet_of(device_id)
+        return fleet.decide(device_id) if fleet else Decision(version=None, why="not-a-member")
+
+    def version_for(self, device_id: str) -> str | None:
+        """None: no update. A device that no fleet of the plan lists is offered nothing."""
+        return self.decide(device_id).version
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2)
