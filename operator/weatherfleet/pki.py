@@ -1,5 +1,10 @@
 """A local certificate hierarchy made with `cryptography`: the same shape cert-manager makes in the cluster
-(a self-signed root CA that signs ECDSA P-256 server and client certificates)."""
+(a self-signed root CA that signs ECDSA P-256 server and client certificates).
+
+Besides issuing, it renews what is about to expire (a certificate file is reused only while more than
+`renew_before` of its lifetime is left), signs certificate signing requests whose subject is exactly the
+identity asked for (the device keeps its key), and revokes: `revoke` adds a serial to `ca.crl`, the CRL
+Mosquitto loads with `crlfile` and re-reads on SIGHUP."""
 
 from __future__ import annotations
 
@@ -40,8 +45,17 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
+class CsrRefused(ValueError):
+    """A certificate signing request this CA will not sign; the message says why."""
+
+
+def _cn(name: x509.Name) -> list[str]:
+    return [str(a.value) for a in name.get_attributes_for_oid(NameOID.COMMON_NAME)]
+
+
 class LocalCA:
-    """A root CA kept in a folder; certificates already issued there are reused, so state survives restarts."""
+    """A root CA kept in a folder; certificates already issued there are reused while valid long enough, so
+    state survives restarts."""
 
     def __init__(self, directory: Path, common_name: str = "weatherfleet root CA") -> None:
         self.directory = Path(directory)
@@ -81,15 +95,28 @@ class LocalCA:
         server_names: list[str] | None = None,
         client: bool = True,
         days: int = 90,
+        duration: dt.timedelta | None = None,
+        renew_before: dt.timedelta | None = None,
+        now: dt.datetime | None = None,
     ) -> IssuedCertificate:
         """A leaf certificate for `common_name` (client auth; server auth too when `server_names` is given).
-        Reuses the files from an earlier call."""
+        Reuses the files from an earlier call unless the certificate is within `renew_before` of its expiry
+        (default: a third of its lifetime, as cert-manager does) or was revoked; then it issues anew with
+        the same key."""
         stem = common_name.replace("/", "_")
         cert_path, key_path = self.directory / f"{stem}.crt", self.directory / f"{stem}.key"
+        now = now or dt.datetime.now(dt.UTC)
+        lifetime = duration or dt.timedelta(days=days)
+        key = None
         if cert_path.exists() and key_path.exists():
-            return IssuedCertificate(cert_path, key_path, self.cert_path)
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.UTC)
+            old = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            window = renew_before or (old.not_valid_after_utc - old.not_valid_before_utc) / 3
+            revoked = old.serial_number in self.revoked()
+            if old.not_valid_after_utc - now > window and not revoked:
+                return IssuedCertificate(cert_path, key_path, self.cert_path)
+            if not revoked:  # renewal keeps the key; a revoked identity gets a new one
+                key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        key = key or ec.generate_private_key(ec.SECP256R1())
         usages = ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else []) + (
             [ExtendedKeyUsageOID.SERVER_AUTH] if server_names else []
         )
@@ -100,7 +127,7 @@ class LocalCA:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=days))
+            .not_valid_after(now + lifetime)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True
@@ -122,3 +149,96 @@ class LocalCA:
         _write_key(key_path, key)
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return IssuedCertificate(cert_path, key_path, self.cert_path)
+
+    def sign_csr(
+        self,
+        csr_pem: bytes,
+        identity: str,
+        *,
+        duration: dt.timedelta = dt.timedelta(days=90),
+        key_algorithm: str = "ECDSA",
+        now: dt.datetime | None = None,
+    ) -> bytes:
+        """The PEM client certificate for a device's CSR (its key stays on the device). Signed only when the
+        request's signature is valid, its subject is exactly `CN=<identity>` and its key is of the fleet's
+        algorithm (ECDSA means P-256); CsrRefused says which check failed."""
+        try:
+            request = x509.load_pem_x509_csr(csr_pem)
+        except ValueError as exc:
+            raise CsrRefused(f"not a PEM certificate signing request: {exc}") from None
+        if not request.is_signature_valid:
+            raise CsrRefused("the request's signature does not verify")
+        if _cn(request.subject) != [identity]:
+            raise CsrRefused(f"subject {request.subject.rfc4514_string()} is not CN={identity}")
+        public = request.public_key()
+        if key_algorithm == "ECDSA":
+            if not (isinstance(public, ec.EllipticCurvePublicKey) and public.curve.name == "secp256r1"):
+                raise CsrRefused("the fleet's key algorithm is ECDSA P-256")
+        elif key_algorithm == "Ed25519":
+            from cryptography.hazmat.primitives.asymmetric import ed25519
+
+            if not isinstance(public, ed25519.Ed25519PublicKey):
+                raise CsrRefused("the fleet's key algorithm is Ed25519")
+        else:
+            from cryptography.hazmat.primitives.asymmetric import rsa
+
+            if not isinstance(public, rsa.RSAPublicKey):
+                raise CsrRefused(f"the fleet's key algorithm is {key_algorithm}")
+        now = now or dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(identity))
+            .issuer_name(self._cert.subject)
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + duration)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True
+            )
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False
+            )
+            .sign(self._key, hashes.SHA256())
+        )
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    # -- revocation ----------------------------------------------------------------------------------------
+    @property
+    def crl_path(self) -> Path:
+        return self.directory / "ca.crl"
+
+    def revoked(self) -> set[int]:
+        """Serial numbers in the CRL."""
+        if not self.crl_path.exists():
+            return set()
+        crl = x509.load_pem_x509_crl(self.crl_path.read_bytes())
+        return {entry.serial_number for entry in crl}
+
+    def revoke(self, *certificates: Path | bytes, now: dt.datetime | None = None) -> Path:
+        """Add certificates (PEM files or PEM bytes) to the CRL and write it again; the CRL path. A broker
+        with `crlfile` pointing at it refuses them once it re-reads the file (Mosquitto: SIGHUP)."""
+        serials = self.revoked()
+        for cert in certificates:
+            pem = cert.read_bytes() if isinstance(cert, Path) else cert
+            serials.add(x509.load_pem_x509_certificate(pem).serial_number)
+        return self.write_crl(serials, now)
+
+    def write_crl(self, serials: set[int] | None = None, now: dt.datetime | None = None) -> Path:
+        """The CRL (possibly empty: Mosquitto wants a file that parses) signed by this CA."""
+        now = now or dt.datetime.now(dt.UTC)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self._cert.subject)
+            .last_update(now - dt.timedelta(minutes=5))
+            .next_update(now + dt.timedelta(days=3650))
+        )
+        for serial in sorted(serials if serials is not None else self.revoked()):
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
+            )
+        crl = builder.sign(self._key, hashes.SHA256())
+        self.crl_path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+        return self.crl_path

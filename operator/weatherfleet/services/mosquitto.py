@@ -34,7 +34,7 @@ certfile {cert}
 keyfile {key}
 require_certificate true
 use_identity_as_username true
-{bind}tls_version tlsv1.2
+{bind}{crl}tls_version tlsv1.2
 """
 # Binds the MQTT client id to the certificate: the broker replaces whatever client id a client sends with
 # its username, which is its certificate's CN. A device certificate that connects as
@@ -56,6 +56,8 @@ class MosquittoBroker:
     client's session (issue 14). Off by default for now: it needs one certificate per connection, and
     today several connections share one (OtaFlux workers, ingest replicas, the operator and the local
     mode's own view; see docs/security.md)."""
+    crl: bool = False
+    """Check client certificates against the CA's CRL (`crlfile`); `reload()` after `ca.revoke(...)`."""
     process: ManagedProcess | None = None
 
     @property
@@ -77,6 +79,7 @@ class MosquittoBroker:
                 cert=server.cert,
                 key=server.key,
                 bind=BIND_CLIENT_ID if self.bind_client_id else "",
+                crl=f"crlfile {self._crl_file()}\n" if self.crl else "",
             )
         )
         self.process = ManagedProcess(
@@ -87,6 +90,16 @@ class MosquittoBroker:
         )
         self.process.start()
         return self
+
+    def _crl_file(self) -> Path:
+        if not self.ca.crl_path.exists():
+            self.ca.write_crl()  # Mosquitto refuses to start on a crlfile that does not parse
+        return self.ca.crl_path
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads its ACL file and the listener's TLS files, the CRL among them."""
+        if self.process:
+            self.process.signal(signal.SIGHUP)
 
     def update_acl(self, acl_text: str) -> None:
         """Mosquitto re-reads its ACL file on SIGHUP without dropping connections."""
