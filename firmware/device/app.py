@@ -393,6 +393,8 @@ class App:
         self.last_stamp = ms
         n = self.encoder.encode(self.values, ms, self.ring.slot_for_write())
         self.ring.commit(n)
+        for i in self.encoder.flagged:  # NaN, inf, 3.4e38: left out of the payload, said in status instead
+            self.sensors.status[payload.SENSOR_OF[i]] = "unusable %s value, not published" % payload.FIELDS[i]
         if n:
             lv = self.last_values
             for i in range(len(lv)):
@@ -404,7 +406,12 @@ class App:
         while True:
             start = time.ticks_ms()
             self.alive = start
-            await self.measure_once()
+            try:
+                await self.measure_once()
+                self.sensors.status.pop("measurement", None)
+            except Exception as e:  # a driver or encoder bug must not end measuring: say it in status
+                if self.sensors is not None:
+                    self.sensors.status["measurement"] = "failed: %s: %s" % (type(e).__name__, e)
             self.alive = time.ticks_ms()
             gc.collect()
             # read each time: a desired configuration may change it (and wakes this wait)

@@ -127,6 +127,11 @@ class BME280:
         c26 = bytearray(7)
         self.i2c.readfrom_mem_into(address, _REG_CALIB00, c00)
         self.i2c.readfrom_mem_into(address, _REG_CALIB26, c26)
+        # an unprogrammed (or unreadable) calibration block reads as zeros: every result would be a
+        # plausible-looking number (0 hPa), so the sensor counts as failed instead
+        if not any(c00[:24]):
+            raise SensorError("bme280: calibration data is all zero")
+        self.humidity_calibrated = bool(c00[25] or any(c26))
         self.cal = Calibration(c00, c26)
 
     def _write(self, reg, value):
@@ -156,9 +161,15 @@ class BME280:
         return adc_t, adc_p, adc_h
 
     def read(self):
-        """(temperature degC, relative humidity %, pressure hPa)."""
+        """(temperature degC, relative humidity %, pressure hPa); humidity or pressure is None when the
+        chip skipped that measurement (0x8000 / 0x80000, datasheet 4.1) or cannot be compensated."""
         adc_t, adc_p, adc_h = self.read_raw()
         t, t_fine = compensate_temperature(self.cal, adc_t)
-        p = compensate_pressure(self.cal, adc_p, t_fine)
-        h = compensate_humidity(self.cal, adc_h, t_fine)
-        return t / 100, h / 1024, p / 25600
+        p = None
+        if adc_p != 0x80000:
+            p = compensate_pressure(self.cal, adc_p, t_fine)
+            p = p / 25600 if p else None  # 0: the datasheet's division-by-zero guard
+        h = None
+        if adc_h != 0x8000 and self.humidity_calibrated:
+            h = compensate_humidity(self.cal, adc_h, t_fine) / 1024
+        return t / 100, h, p

@@ -4,7 +4,6 @@
 # writes digits into a preallocated buffer, so the publish path allocates (almost) nothing. Values are
 # written with two decimals (fixed point), which covers the sensors' resolution.
 import json
-import math
 
 # field order on the wire; index = position in the values list the sensors fill
 FIELDS = ("temperature", "humidity", "pressure", "co2", "pm25", "pm10")
@@ -95,15 +94,39 @@ def _put_stamp(buf, pos, ms, json_seconds):
     return _put_padded(buf, pos, 0, 6)
 
 
+# Largest magnitude written: far beyond every sensor's range (the backend flags physically implausible
+# values itself), small enough that value * 100 stays exact in single precision's exponent range and its
+# digits fit the slot. Anything else (NaN, inf, 3.4e38 from a CRC-valid SCD30 frame, 1e300 on a
+# double-precision port) is left out of the payload and named in `Encoder.flagged`: encode never raises.
+LIMIT = 1e7
+# which sensor reports each field (so the application can say which sensor sent an unusable value)
+SENSOR_OF = ("bme280", "bme280", "bme280", "scd30", "sds011", "sds011")
+
+
+def _usable(v):
+    """0: absent, 1: writable, 2: present but unusable (not a number, not finite, out of range)."""
+    if v is None:
+        return 0
+    try:
+        if -LIMIT < v < LIMIT:  # False for NaN and +-inf as well
+            return 1
+    except TypeError:
+        pass
+    return 2
+
+
 def _finite(v):
-    return v is not None and not (math.isnan(v) or math.isinf(v))
+    # a value that is written (app.py's last reading uses it too)
+    return _usable(v) == 1
 
 
 class Encoder:
-    """encode(values, epoch_ms, buf) -> number of bytes written into buf (0: no value to publish)."""
+    """encode(values, epoch_ms, buf) -> number of bytes written into buf (0: no value to publish).
+    After each call `flagged` holds the indexes of values left out as unusable (empty: none)."""
 
     def __init__(self, device, location, firmware, json_format=False, measurement="weather"):
         self.json = json_format
+        self.flagged = []
         if json_format:
             head = "{%s:%s,%s:%s,%s:%s" % (
                 json.dumps("device"),
@@ -135,9 +158,14 @@ class Encoder:
         pos = _put(buf, 0, self.prefix)
         first = True
         names = self.names
+        if self.flagged:
+            self.flagged = []
         for i in range(len(names)):
             v = values[i]
-            if not _finite(v):
+            usable = _usable(v)
+            if usable != 1:
+                if usable:
+                    self.flagged.append(i)
                 continue
             if self.json:
                 pos = _put(buf, pos, names[i])

@@ -109,8 +109,13 @@ class SDS011:
 
     def set_query_mode(self):
         self._send(_SET_MODE, 1, 1)  # set (1) reporting mode to query (1)
-        if self._wait(_REPLY, 1000) is None:
+        # the reply names the command it answers (byte 2) and the mode now in force (byte 4): a reply to
+        # something else, or one saying the sensor still reports on its own, is not a confirmation
+        f = self._wait(_REPLY, 1000, _SET_MODE)
+        if f is None:
             raise SensorError("sds011: no reply to the query-mode command")
+        if f[4] != 1:
+            raise SensorError("sds011: still in active reporting mode (reply mode %d)" % f[4])
 
     def sleep(self):
         self._send(_SLEEP, 1, 0)
@@ -120,7 +125,7 @@ class SDS011:
         self._send(_SLEEP, 1, 1)
         self._wait(_REPLY, 1000)
 
-    def _wait(self, kind, timeout_ms):
+    def _wait(self, kind, timeout_ms, command=None):
         start = self._ticks_ms()
         p = self.parser
         rx = self._rx
@@ -130,7 +135,7 @@ class SDS011:
                 self._sleep_ms(10)
                 continue
             for i in range(n):
-                if p.feed(rx[i]) and p.frame[1] == kind:
+                if p.feed(rx[i]) and p.frame[1] == kind and (command is None or p.frame[2] == command):
                     return p.frame
         return None
 

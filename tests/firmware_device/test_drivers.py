@@ -142,12 +142,24 @@ def frame(pm25, pm10, kind=0xC0):
     d = [int(pm25 * 10) & 0xFF, int(pm25 * 10) >> 8, int(pm10 * 10) & 0xFF, int(pm10 * 10) >> 8, 0x12, 0x34]
     return bytes([0xAA, kind] + d + [sum(d) & 0xFF, 0xAB])
 
+def reply(d):
+    # AA C5 <command> <d1> <d2> 00 id id checksum AB: the answer to a command, naming it
+    d = list(d) + [0, 0x12, 0x34]
+    return bytes([0xAA, 0xC5] + d + [sum(d) & 0xFF, 0xAB])
+
 state = {'n': 0}
 def respond(cmd):
     if cmd[2] == 4:  # query: garbage, a frame with a bad checksum, a truncated frame, then the real one
         bad = bytearray(frame(1, 2)); bad[8] ^= 0xFF
         return b'\\x00\\xff\\xaa\\x13' + bytes(bad) + frame(9, 9)[:5] + frame(12.3, 45.6)
-    return frame(0, 0, 0xC5)
+    return reply((cmd[2], cmd[3], cmd[4]))
+
+def start(answer):
+    try:
+        sds011.SDS011(FakeUART(answer), sleep_ms=sleep_ms, ticks_ms=lambda: clock['t'], ticks_diff=lambda a, b: a - b)
+        return 'accepted'
+    except sds011.SensorError as e:
+        return str(e)
 
 u = FakeUART(respond)
 clock = {'t': 0}
@@ -164,8 +176,13 @@ s.sleep()
 sleep_cmd = list(u.written[-1])
 p = sds011.FrameParser()
 valid = [p.feed(b) for b in frame(3.1, 5.2)]
+# issue 14: start-up accepts only a reply to the set-mode command that says query mode is on
+other_command = start(lambda c: reply((6, 1, 1)))  # a reply, but to "sleep"
+active = start(lambda c: reply((2, 1, 0)))  # the sensor says: still reporting on its own
+data_frame = start(lambda c: frame(1, 2))  # a measurement instead of a reply
 print('RESULT', json.dumps({'pm': pm, 'dropped': s.parser.dropped, 'mode_cmd': mode_cmd, 'sleep_cmd': sleep_cmd,
-      'missing': missing, 'valid': valid.count(True), 'checksum': sds011.checksum(frame(3.1, 5.2), 2, 8)}))
+      'missing': missing, 'valid': valid.count(True), 'checksum': sds011.checksum(frame(3.1, 5.2), 2, 8),
+      'other_command': other_command, 'active': active, 'data_frame': data_frame}))
 """
 
 
@@ -180,3 +197,58 @@ def test_sds011_checksum_resync_query_and_sleep() -> None:
     assert out["mode_cmd"][17] == sum(out["mode_cmd"][2:17]) & 0xFF and out["mode_cmd"][18] == 0xAB
     assert out["sleep_cmd"][:5] == [0xAA, 0xB4, 6, 1, 0]
     assert "no reply" in out["missing"]
+    assert "no reply" in out["other_command"]
+    assert "still in active reporting mode" in out["active"]
+    assert "no reply" in out["data_frame"]
+
+
+BME_ODD_SCRIPT = """
+import json, bme280
+from fakes import FakeI2C
+d = json.load(open('/data/input.json'))
+
+def sensor(c00, c26, adc):
+    bus = FakeI2C()
+    mem = bytearray(256)
+    mem[0xD0] = 0x60
+    for i, b in enumerate(c00): mem[0x88 + i] = b
+    for i, b in enumerate(c26): mem[0xE1 + i] = b
+    at, ap, ah = adc
+    raw = (ap >> 12, (ap >> 4) & 0xFF, (ap & 0xF) << 4, at >> 12, (at >> 4) & 0xFF, (at & 0xF) << 4, ah >> 8, ah & 0xFF)
+    for i, b in enumerate(raw): mem[0xF7 + i] = b
+    bus.mem[0x76] = mem
+    try:
+        return list(bme280.BME280(bus, 0x76, sleep_ms=lambda ms: None).read())
+    except bme280.SensorError as e:
+        return str(e)
+
+out = {}
+for name, case in d.items():
+    out[name] = sensor(*case)
+print('RESULT', json.dumps(out))
+"""
+
+
+def test_bme280_skipped_measurements_and_zero_calibration_are_not_values() -> None:
+    """Issue 14: the "measurement skipped" codes (pressure 0x80000, humidity 0x8000) used to come out as
+    657.5 hPa and 56.3 %RH, and an all-zero calibration block as 0 hPa."""
+    c00, c26 = _calib_bytes()
+    adc = [EXAMPLE_ADC_T, EXAMPLE_ADC_P, ADC_H]
+    cases = {
+        "normal": (c00, c26, adc),
+        "pressure_skipped": (c00, c26, [EXAMPLE_ADC_T, 0x80000, ADC_H]),
+        "humidity_skipped": (c00, c26, [EXAMPLE_ADC_T, EXAMPLE_ADC_P, 0x8000]),
+        "both_skipped": (c00, c26, [EXAMPLE_ADC_T, 0x80000, 0x8000]),
+        "temperature_skipped": (c00, c26, [0x80000, EXAMPLE_ADC_P, ADC_H]),
+        "zero_calibration": ([0] * 26, [0] * 7, adc),
+        "zero_humidity_calibration": ([*c00[:25], 0], [0] * 7, adc),
+    }
+    out = run_micropython(BME_ODD_SCRIPT, cases).check().json()
+    temp, hum, press = out["normal"]
+    assert 25.0 < temp < 25.2 and 0 < hum < 100 and 1000 < press < 1010
+    assert out["pressure_skipped"][1:] == [hum, None] and out["pressure_skipped"][0] == temp
+    assert out["humidity_skipped"][1:] == [None, press]
+    assert out["both_skipped"] == [temp, None, None]
+    assert "temperature skipped" in out["temperature_skipped"]
+    assert "calibration data is all zero" in out["zero_calibration"]
+    assert out["zero_humidity_calibration"] == [temp, None, press]

@@ -177,3 +177,150 @@ def test_ring_keeps_newest_in_order_and_counts_drops() -> None:
     assert out["empty"] == [None, 0]
     assert out["direct"] == "AB" and out["count"] == 1
     assert out["big"] == "rejected"
+
+
+ODD_FLOATS_SCRIPT = """
+import json, payload
+from array import array
+d = json.load(open('/data/input.json'))
+f32max = array('f', [3.4028234663852886e38])[0]  # what a single-precision port holds at most
+odd = {'nan': float('nan'), 'inf': float('inf'), '-inf': float('-inf'), 'f32max': f32max, '-f32max': -f32max,
+       '1e300': 1e300, '-1e300': -1e300, '1e7': 1e7, 'text': 'x', 'big_int': 10 ** 40}
+out = []
+for json_format in (False, True):
+    e = payload.Encoder('dev-01', 'lab', '1.0.0', json_format)
+    buf = bytearray(e.max_size())
+    for name, value in odd.items():
+        for index in range(6):
+            values = [21.5, None, None, None, None, None] if index else [None, 40.0, None, None, None, None]
+            values[index] = value
+            n = e.encode(values, 1764000000000, buf)
+            out.append([json_format, name, index, bytes(buf[:n]).decode(), list(e.flagged)])
+    n = e.encode([21.5, 40.0, 1013.0, 415.0, 3.0, 5.0], 1764000000000, buf)
+    out.append([json_format, 'after', -1, bytes(buf[:n]).decode(), list(e.flagged)])
+print('RESULT', json.dumps(out))
+"""
+
+
+def test_the_encoder_never_raises_and_flags_unusable_floats() -> None:
+    """Issue 14: on a single-precision port any value >= 3.41e36 made the encoder raise OverflowError (a
+    CRC-valid SCD30 frame can carry one), and +-1e300 overran the slot on a double-precision one."""
+    out = run_micropython(ODD_FLOATS_SCRIPT, {}).check().json()
+    assert len(out) == 2 * (10 * 6 + 1)
+    for json_format, name, index, text, flagged in out:
+        if name == "after":
+            assert flagged == [] and "1013" in text
+            continue
+        assert flagged == [index], (json_format, name, index, text)
+        assert "e+" not in text and "nan" not in text.lower() and "inf" not in text.lower()
+        if json_format:
+            doc = json.loads(text)
+            assert set(doc) == {
+                "device",
+                "location",
+                "firmware",
+                "time",
+                "temperature" if index else "humidity",
+            }
+        else:
+            fields = text.split(" ")[1]
+            assert "," not in fields and ("temperature=21.50" in fields or "humidity=40.00" in fields)
+
+
+MEASURE_TASK_SCRIPT = """
+import json, os, sys
+sys.path.insert(0, '/app')
+import app, slots, payload
+from fakes import drive, FakeI2C, FakeUART
+d = json.load(open('/data/input.json'))
+os.mkdir('/dev1'); os.chdir('/dev1')
+cfg = __import__('config').validate(d['config'])
+a = app.App(cfg, slots.default_state('1.0.0'), make_i2c=lambda w: FakeI2C(), make_uart=lambda w: FakeUART(lambda c: b''))
+a.cfg['measurementIntervalSeconds'] = 0  # no wait between cycles: the loop runs under drive()
+class Stop(BaseException):
+    pass
+calls = [0]
+seen = []
+async def read(values):
+    # what the previous cycle left in status; then: a driver that raises, one that hands over a
+    # float32-max CO2 value (a CRC-valid SCD30 frame can), a good reading, and the end of the test
+    seen.append([calls[0], dict(a.sensors.status), len(a.ring)])
+    calls[0] += 1
+    for i in range(len(values)):
+        values[i] = None
+    if calls[0] == 1:
+        raise OverflowError('driver bug')
+    if calls[0] == 4:
+        raise Stop()
+    values[payload.TEMPERATURE] = 21.5
+    values[payload.CO2] = 3.4028234663852886e38 if calls[0] == 2 else 612.0
+    return values
+a.sensors.read = read
+try:
+    drive(a.measure_task())
+except Stop:
+    pass
+print('RESULT', json.dumps(seen))
+"""
+
+
+def test_the_measurement_task_survives_a_failing_driver_and_reports_it() -> None:
+    """Issue 14: the measurement task had no handler, so one exception from a driver or the encoder ended
+    measuring until a reset. Now the cycle fails, status says why, and the next cycle runs."""
+    config = {
+        "device": "dev-01",
+        "location": "lab",
+        "broker": {"host": "broker.local", "port": 8883, "tls": False},
+        "features": ["bme280", "scd30", "ota", "influx"],
+        "ota": {"host": "otaflux.local", "port": 8080},
+        "signingKeys": ["00" * 32],
+        "measurementIntervalSeconds": 60,
+        "bufferSize": 8,
+        "sensors": [{"type": "bme280", "bus": 0, "address": 118}, {"type": "scd30", "bus": 0}],
+    }
+    seen = run_micropython(MEASURE_TASK_SCRIPT, {"config": config}).check().json()
+    _before, after_failure, after_flagged, after_good = seen
+    assert after_failure[1]["measurement"] == "failed: OverflowError: driver bug" and after_failure[2] == 0
+    assert "measurement" not in after_flagged[1]  # the next cycle ran
+    assert after_flagged[1]["scd30"] == "unusable co2 value, not published"
+    assert after_flagged[2] == 1  # the temperature of that cycle was still buffered
+    assert after_good[2] == 2
+
+
+UNICODE_CONFIG_SCRIPT = """
+import json
+d = json.load(open('/data/input.json'))
+out = {}
+for name, raw in d.items():
+    with open('/tmp-' + name, 'wb') as f:
+        f.write(bytes(raw))
+    with open('/tmp-' + name) as f:
+        doc = json.load(f)
+    out[name] = list(doc['location'].encode())
+print('RESULT', json.dumps(out))
+"""
+
+LOCATIONS = ["Gew\u00e4chshaus \U0001f331", "\U0001f3e0 \u5317\u4eac \U0001d11e", "plain"]
+
+
+def test_any_unicode_location_round_trips_into_the_device(tmp_path) -> None:
+    """Issue 14: config.json was written with ASCII escapes, which MicroPython's json turns into surrogate
+    bytes (invalid UTF-8) for characters outside the BMP; the desired configuration over MQTT too."""
+    from weatherfleet.pki import LocalCA
+    from weatherfleet.reconcilers.devicetwin import desired_text
+
+    try:
+        from weatherfleet.provisioning.deviceconfig import device_files
+    except ImportError:
+        from weatherfleet.local.deviceconfig import device_files
+
+    ca = LocalCA(tmp_path / "pki")
+    data = {}
+    for index, location in enumerate(LOCATIONS):
+        config = {"device": f"dev-{index:02d}", "location": location}
+        data[f"file{index}"] = list(device_files(ca, config)["config.json"])
+        data[f"twin{index}"] = list(desired_text(config).encode())
+    out = run_micropython(UNICODE_CONFIG_SCRIPT, data).check().json()
+    for index, location in enumerate(LOCATIONS):
+        assert bytes(out[f"file{index}"]) == location.encode(), location
+        assert bytes(out[f"twin{index}"]) == location.encode(), location

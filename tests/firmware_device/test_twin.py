@@ -24,7 +24,8 @@ def frame(pm25, pm10, kind=0xC0):
     v = [int(pm25 * 10) & 0xFF, int(pm25 * 10) >> 8, int(pm10 * 10) & 0xFF, int(pm10 * 10) >> 8, 1, 2]
     return bytes([0xAA, kind] + v + [sum(v) & 0xFF, 0xAB])
 def respond(cmd):
-    return frame(7.5, 11.0) if cmd[2] == 4 else frame(0, 0, 0xC5)
+    # a reply names the command it answers (the driver checks it since issue 14)
+    return frame(7.5, 11.0) if cmd[2] == 4 else bytes([0xAA, 0xC5, cmd[2], cmd[3], cmd[4], 0, 1, 2, (cmd[2] + cmd[3] + cmd[4] + 3) & 0xFF, 0xAB])
 
 class Client:
     def __init__(self):

@@ -83,8 +83,10 @@ def desired_config(
 
 def desired_text(doc: dict) -> str:
     """The document as published: canonical JSON, so equal configurations are equal bytes (the board
-    compares the retained copy it gets after a reconnect with the one it applied)."""
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    compares the retained copy it gets after a reconnect with the one it applied). UTF-8, not `\\u`
+    escapes: MicroPython's json turns an escaped surrogate pair (any emoji in a location) into invalid
+    UTF-8 instead of one character (issue 14)."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def config_applied(desired_generation: int, report: ConfigReport | None) -> tuple[str, str, str]:
