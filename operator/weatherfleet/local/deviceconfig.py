@@ -99,7 +99,9 @@ def device_files(ca: LocalCA, config: dict) -> dict[str, bytes]:
     """Board path -> content: config, CA, and the device's client certificate and key (CN = deviceId)."""
     issued = ca.issue(config["device"])
     return {
-        "config.json": (json.dumps(config, indent=2, sort_keys=True) + "\n").encode(),
+        # UTF-8, not \\u escapes: MicroPython's json turns an escaped surrogate pair (an emoji in a
+        # location) into invalid UTF-8 instead of one character (issue 14)
+        "config.json": (json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode(),
         CA_PATH: Path(issued.ca).read_bytes(),
         CERT_PATH: Path(issued.cert).read_bytes(),
         KEY_PATH: Path(issued.key).read_bytes(),
