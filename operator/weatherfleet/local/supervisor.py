@@ -124,12 +124,14 @@ class Stop(Exception):
 
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """SIGTERM and SIGHUP end `up` like Ctrl-C does: through the same clean shutdown path."""
+    """SIGTERM, SIGHUP and SIGINT end `up` through the same clean shutdown path. SIGINT is handled here
+    too, not left to Python's KeyboardInterrupt: a process started with SIGINT ignored (a background job
+    of a script, `nohup`) never gets Python's handler, and Ctrl-C or `kill -INT` did nothing (issue 14)."""
 
     def handler(signum: int, _frame: object) -> None:
         raise Stop(signal.Signals(signum).name)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
     try:
         yield
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,24 @@ log = logging.getLogger(__name__)
 
 # OTA events that say nothing about success or failure; they only move the state machine along.
 _PROGRESS = {"checking", "downloading", "verifying", "installed", "booted"}
+_NONCHARACTERS = "\ufdd0-\ufdef" + "".join(
+    f"{chr(plane * 0x10000 + 0xFFFE)}{chr(plane * 0x10000 + 0xFFFF)}" for plane in range(17)
+)
+# What device text may not carry into a model, a log, a timeline or a table: C0 controls, lone surrogates
+# (an escaped "\ud800" is valid JSON, and no UTF-8 writer can encode it), non-characters.
+_UNTEXT = re.compile(f"[\x00-\x1f\ud800-\udfff{_NONCHARACTERS}]")
+MAX_PAYLOAD = 64 * 1024
+
+
+def clean_text(value: object) -> object:
+    """A parsed JSON value with every string made printable, encodable text (U+FFFD for what is not)."""
+    if isinstance(value, str):
+        return value if value.isascii() and value.isprintable() else _UNTEXT.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {clean_text(k): clean_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean_text(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -54,26 +73,35 @@ class FleetView:
             return len(self._devices)
 
     def handle(self, topic: str, payload: bytes, now: datetime | None = None) -> bool:
-        """Fold one MQTT message into the view. Returns whether anything changed. Malformed payloads are
-        counted and logged (topic only: a payload is device-controlled input) and change nothing."""
+        """Fold one MQTT message into the view. Returns whether anything changed. Total (issue 14: a lone
+        surrogate in one board's status stopped `weatherfleet up`): malformed payloads, JSON bombs and
+        anything else a device can send are counted and logged (topic only: a payload is device-controlled
+        input) and change nothing; text that no writer could encode is replaced before it enters the view,
+        so every table, timeline and report downstream gets printable, encodable text."""
         parsed = split_topic(topic)
-        if parsed is None:
+        if parsed is None or _UNTEXT.search(topic):
             return False
         device_id, kind = parsed
         now = now or datetime.now(UTC)
         try:
-            if kind == "status":
-                changed = self._status(device_id, DeviceStatus.model_validate(json.loads(payload)), now)
-            elif kind == "ota":
-                changed = self._ota(device_id, OtaEvent.model_validate(json.loads(payload)), now)
-            else:
+            if kind not in ("status", "ota"):
                 return False
-        except (ValueError, ValidationError):
+            if len(payload) > MAX_PAYLOAD:
+                raise ValueError(f"payload of {len(payload)} bytes")
+            document = clean_text(json.loads(payload))
+            if kind == "status":
+                changed = self._status(device_id, DeviceStatus.model_validate(document), now)
+            else:
+                changed = self._ota(device_id, OtaEvent.model_validate(document), now)
+        except (ValueError, ValidationError, RecursionError, TypeError):
             self.rejected += 1
             log.warning("ignored a malformed message", extra={"topic": topic})
             return False
         if changed and self.on_change:
-            self.on_change(device_id)
+            try:
+                self.on_change(device_id)
+            except Exception:
+                log.exception("on_change failed", extra={"device": device_id})
         return changed
 
     def _status(self, device_id: str, status: DeviceStatus, now: datetime) -> bool:

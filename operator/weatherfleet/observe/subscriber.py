@@ -110,7 +110,13 @@ class MqttObserver:
                 self._subscribed_at = time.monotonic()
 
     def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:
-        self.view.handle(message.topic, message.payload)
+        # paho re-raises what a callback raises, which ends its network thread: nothing a device sends
+        # may get that far (the view is total; this is the last line, e.g. a topic that is not UTF-8)
+        try:
+            self.view.handle(message.topic, message.payload)
+        except Exception:
+            self.view.rejected += 1
+            log.exception("a device message could not be handled")
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties=None) -> None:
         with self._lock:
