@@ -67,6 +67,12 @@ class App:
         # the operator's side of the device twin: twin/<id>/desired (retained), later twin/<id>/cert
         self.t_twin = "twin/%s/#" % self.device
         self.t_desired = "twin/%s/desired" % self.device
+        self.t_cert = "twin/%s/cert" % self.device
+        self.t_csr = ("twin/%s/csr" % self.device).encode()
+        self.cert_staged = None  # a renewed certificate, used for the next connection only
+        self.cert_state = None  # why the last renewed certificate was not taken
+        self._csr_sent = -(1 << 30)
+        self._cert_due_checked = 0
         self.encoder = payload.Encoder(cfg["device"], cfg["location"], self.version, "json" in self.features)
         self.ring = ring.Ring(cfg["bufferSize"], max(_SLOT_SIZE, self.encoder.max_size()))
         self.values = [None] * len(payload.FIELDS)
@@ -132,6 +138,7 @@ class App:
             dropped=self.ring.dropped,
             config=self.config_state,
             reading=self.last_reading(),
+            cert=self.cert_state,
         )
 
     def last_reading(self):
@@ -208,6 +215,9 @@ class App:
     def on_message(self, topic, data, retained):
         if topic == self.t_desired:
             self.apply_desired(bytes(data).decode())
+            return
+        if topic == self.t_cert:
+            self.on_cert(bytes(data).decode())
             return
         if topic.startswith("twin/"):
             return
@@ -319,17 +329,7 @@ class App:
                 attempt += 1
                 continue
             try:
-                try:
-                    await self.client.connect()
-                except mqtt.Refused as e:
-                    if self._fallback_login is None:
-                        raise
-                    # a rotated password the broker does not know yet: the previous one, once
-                    log("new login refused (%s): trying the previous one" % e)
-                    self.client.username, self.client.password = self._fallback_login
-                    self._fallback_login = None
-                    await self.client.connect()
-                self._fallback_login = None
+                await self.connect()
                 await self.client.subscribe(self.t_notify, 1)
                 await self.client.subscribe(self.t_twin, 1)
                 attempt = 0
@@ -356,6 +356,99 @@ class App:
             delay = mqtt.backoff_ms(attempt) / 1000
             attempt += 1
             await asyncio.sleep(delay)
+
+    async def connect(self):
+        """Connect, with what a rotation left to try: a staged certificate (kept only if this connection
+        succeeds, else dropped and the current one used at once) and a previous NanoMQ login (when the
+        new one is refused, once)."""
+        staged = self.cert_staged
+        if staged:
+            import creds
+
+            tls = self.cfg["tls"]
+            try:
+                self.client.ssl = net.ssl_context({"ca": tls["ca"], "cert": staged, "key": tls["key"]}, self.root)
+                await self.client.connect()
+            except Exception as e:  # refused, or a handshake the broker broke off
+                self.client.close()
+                self.client.ssl = self.ssl
+                self.cert_staged = None
+                creds.discard(tls, self.root)
+                self.cert_state = {"error": "new certificate not accepted: %s" % (str(e) or type(e).__name__)}
+                log("new certificate not accepted, keeping the current one:", e)
+            else:
+                creds.commit(tls, self.root)
+                self.ssl = self.client.ssl
+                self.cert_staged = None
+                self.cert_state = None
+                self._cert_due_checked = 0
+                log("switched to the renewed certificate")
+                return
+        try:
+            await self.client.connect()
+        except mqtt.Refused as e:
+            if self._fallback_login is None:
+                raise
+            # a rotated password the broker does not know yet: the previous one, once
+            log("new login refused (%s): trying the previous one" % e)
+            self.client.username, self.client.password = self._fallback_login
+            self._fallback_login = None
+            await self.client.connect()
+        self._fallback_login = None
+
+    def on_cert(self, text):
+        """A certificate from the operator (twin/<id>/cert): staged for the next connection, which starts
+        now. Ignored when it is the one in use; refused (and reported) when it is not for this key."""
+        if not text or "tls" not in self.cfg:
+            return False
+        import creds
+
+        try:
+            staged = creds.stage(self.cfg["tls"], text, self.root)
+        except Exception as e:
+            self.cert_state = {"error": "certificate refused: %s" % (str(e) or type(e).__name__)}
+            self.heartbeat_wake.set()
+            return False
+        if staged is None:
+            return False
+        self.cert_staged = staged
+        log("renewed certificate received: reconnecting with it")
+        self.client.close()  # the MQTT task reconnects with it (buffered readings wait in the ring)
+        return True
+
+    def renewal_due(self, now):
+        """Whether to ask for a new certificate: within renewBeforeSeconds (desired configuration, else a
+        third of the lifetime) of the current one's expiry, and no request in the last retry period."""
+        if "mtls" not in self.features and "tls" not in self.cfg:
+            return False
+        if self.cert_staged or now - self._csr_sent < self.cfg.get("certificates", {}).get("retrySeconds", 300):
+            return False
+        import creds
+
+        try:
+            with open(self.root + self.cfg["tls"]["cert"]) as f:
+                pem = f.read()
+            return creds.due(pem, now, self.cfg.get("certificates", {}).get("renewBeforeSeconds"))
+        except (OSError, ValueError, IndexError) as e:
+            log("certificate unreadable:", e)
+            return False
+
+    async def cert_task(self):
+        """Renewal: a CSR over the authenticated connection when the certificate is due."""
+        while True:
+            await asyncio.sleep(self.cfg.get("certificates", {}).get("checkSeconds", 60))
+            now = epoch()
+            if self.client.connected and self.renewal_due(now):
+                import creds
+
+                try:
+                    message = creds.request(self.cfg["tls"], self.device, self.root)
+                except Exception as e:
+                    log("csr failed:", e)
+                    continue
+                if await self.publish(self.t_csr, message):
+                    self._csr_sent = now
+                    log("certificate due for renewal: CSR sent")
 
     async def drain(self):
         """Publish buffered measurements oldest first; each leaves the ring only once acknowledged.
@@ -520,6 +613,8 @@ class App:
     async def run(self):
         log("device", self.device, "firmware", self.version, "slot", self.slot_label(), "boot", self.state.get("boot"))
         tasks = [self.mqtt_task(), self.measure_task(), self.watchdog_task(), self.heartbeat_task()]
+        if self.ssl is not None and "mtls" in self.features:
+            tasks.append(self.cert_task())
         if "ota" in self.features:
             tasks.append(self.ota_task())
         await asyncio.gather(*tasks)

@@ -3,7 +3,7 @@
 import json
 
 
-def status(online, firmware=None, uptime=None, heap=None, rssi=None, boot=None, slot=None, sensors=None, dropped=None, config=None, reading=None):
+def status(online, firmware=None, uptime=None, heap=None, rssi=None, boot=None, slot=None, sensors=None, dropped=None, config=None, reading=None, cert=None):
     d = {"online": online}
     if firmware is not None:
         d["firmware"] = firmware
@@ -17,6 +17,8 @@ def status(online, firmware=None, uptime=None, heap=None, rssi=None, boot=None, 
             d["dropped"] = dropped
         if config is not None:
             d["config"] = config  # {"generation": applied[, "rejected": n, "error": why]}
+        if cert is not None:
+            d["cert"] = cert  # {"error": why the renewed certificate was not taken}
         if reading is not None:
             d["reading"] = reading  # the last measurement: {"time": epoch ms, field: value, ...}
     return json.dumps(d)

@@ -11,9 +11,19 @@ import config
 
 DESIRED_FILE = "desired.json"
 # desired key -> what it may hold; anything else in the document is refused (a typo must not pass silently)
-KEYS = ("generation", "measurementIntervalSeconds", "heartbeatSeconds", "sensors", "payload", "ota", "broker")
+KEYS = (
+    "generation",
+    "measurementIntervalSeconds",
+    "heartbeatSeconds",
+    "sensors",
+    "payload",
+    "ota",
+    "broker",
+    "certificates",
+)
 OTA_KEYS = ("checkIntervalSeconds", "jitterSeconds", "channel")
 BROKER_KEYS = ("username", "password")
+CERT_KEYS = ("renewBeforeSeconds", "checkSeconds", "retrySeconds")
 
 
 def _copy(d):
@@ -39,7 +49,7 @@ def merge(cfg, doc, has_driver=None):
         if doc["payload"] not in ("influx", "json"):
             raise config.ConfigError("payload must be influx or json")
         new["features"] = [f for f in new.get("features", []) if f not in ("influx", "json")] + [doc["payload"]]
-    for key, allowed in (("ota", OTA_KEYS), ("broker", BROKER_KEYS)):
+    for key, allowed in (("ota", OTA_KEYS), ("broker", BROKER_KEYS), ("certificates", CERT_KEYS)):
         part = doc.get(key)
         if part is None:
             continue
@@ -54,6 +64,9 @@ def merge(cfg, doc, has_driver=None):
         section = new.setdefault(key, {})
         for k in part:
             section[k] = part[k]
+    for k, v in (new.get("certificates") or {}).items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1 or v > 10 * 365 * 86400:
+            raise config.ConfigError("certificates.%s must be a positive number of seconds" % k)
     channel = (new.get("ota") or {}).get("channel")
     if channel is not None and (not isinstance(channel, str) or not channel or len(channel) > 31):
         raise config.ConfigError("ota.channel must be a short name")
