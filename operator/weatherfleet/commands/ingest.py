@@ -135,6 +135,7 @@ class IngestConfig(BaseModel):
     influx_token: str | None
     influx_ca: Path | None
     state_dir: Path
+    replica_dir: Path  # this replica's spool and dead letters: state_dir, or state_dir/replica in a group
     spool_dir: Path
     batch_size: int
     batch_delay: float
@@ -182,11 +183,11 @@ def load_config(args: argparse.Namespace, environ: dict[str, str] | None = None)
             token = read_token(environ.get("INFLUX_TOKEN"), args.influx_token_file)
         except (OSError, ValueError) as error:
             raise ConfigError(str(error)) from None
-    session_id, state_dir = args.client_id, args.state_dir
+    session_id, replica_dir = args.client_id, args.state_dir
     if args.share_group:
         # One session and one spool per replica: a killed replica resumes its own when it comes back.
         session_id = f"{args.client_id}-{args.replica}"
-        state_dir = args.state_dir / args.replica
+        replica_dir = args.state_dir / args.replica
     return IngestConfig(
         mqtt=MqttSettings(
             host=args.broker_host,
@@ -207,8 +208,9 @@ def load_config(args: argparse.Namespace, environ: dict[str, str] | None = None)
         influx_database=args.influx_database,
         influx_token=token,
         influx_ca=args.influx_ca,
-        state_dir=state_dir,
-        spool_dir=args.spool_dir or state_dir / "spool",
+        state_dir=args.state_dir,
+        replica_dir=replica_dir,
+        spool_dir=args.spool_dir or replica_dir / "spool",
         batch_size=args.batch_size,
         batch_delay=args.batch_delay,
         metrics_port=args.metrics_port,
@@ -233,11 +235,11 @@ def build(config: IngestConfig):
         from ..ingest.sqlite_store import SQLiteStore
 
         store = SQLiteStore(config.sqlite_path)
-    config.state_dir.mkdir(parents=True, exist_ok=True)
+    config.replica_dir.mkdir(parents=True, exist_ok=True)
     ingestor = Ingestor(
         store,
         Spool(config.spool_dir),
-        DeadLetterStore(config.state_dir / "dead-letters.db"),
+        DeadLetterStore(config.replica_dir / "dead-letters.db"),
         policy=BatchPolicy(max_rows=config.batch_size, max_delay=config.batch_delay),
     )
     return MqttConsumer(
