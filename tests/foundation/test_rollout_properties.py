@@ -553,3 +553,46 @@ def test_plan_model_of_older_operators_still_reads():
     plan = FleetPlan.model_validate({"rolloutId": "x", "stable": "1.0.0", "candidate": "2.0.0", "percent": 50,
                                      "devices": ["a", "b"]})  # fmt: skip
     assert {plan.version_for("a"), plan.version_for("b")} == {"1.0.0"}
+
+
+# --- one membership rule ---------------------------------------------------------------------------------
+
+
+def test_a_sensor_two_fleets_select_is_a_member_of_the_first_only_everywhere(build):
+    """The operator (reconcile_fleet with the namespace's fleets), render and the local mode
+    (Resources.members) agree: the second fleet neither configures nor waits for a sensor the first one
+    claims, so its rollout completes."""
+    from weatherfleet.models import FirmwareRelease, SensorFleet, WeatherSensor
+    from weatherfleet.reconcilers.fleet import FleetObservation, members_of, reconcile_fleet
+    from weatherfleet.reconcilers.hydrate import Resources
+
+    wide = {"matchExpressions": [{"key": "weatherfleet.io/fleet", "operator": "Exists"}]}
+    a = SensorFleet.model_validate(build.fleet("a"))
+    b = SensorFleet.model_validate(
+        build.fleet(
+            "b", selector=wide, rollout={"release": "fw-2", "waves": [{"percent": 100, "bakeTime": "1s"}]}
+        )
+    )
+    sensors = [
+        WeatherSensor.model_validate(build.sensor("dev-01", "a")),
+        WeatherSensor.model_validate(build.sensor("dev-02", "b")),
+    ]
+    release = FirmwareRelease.model_validate(build.release("fw-2", "2.0.0"))
+    assert [s.spec.device_id for s in members_of(b, sensors, [a, b])] == ["dev-02"]
+    assert [s.spec.device_id for s in Resources(sensors=sensors, fleets=[a, b]).members(b)] == ["dev-02"]
+    assert [s.spec.device_id for s in members_of(b, sensors)] == ["dev-01", "dev-02"]  # alone: its selector
+    seen = {"dev-02": DeviceObservation(device_id="dev-02", reported_version="2.0.0")}
+    status = b
+    for step in range(3):
+        observation = FleetObservation(
+            now=T0 + timedelta(seconds=5 * step),
+            sensors=sensors,
+            fleets=[a, b],
+            releases={"fw-2": release},
+            devices=seen,
+            last_seen={"dev-02": T0 + timedelta(seconds=5 * step)},
+        )
+        result = reconcile_fleet(status, observation)
+        status = status.model_copy(update={"status": result.status})
+    assert result.members == ["dev-02"] and result.plan.devices == ["dev-02"]
+    assert result.status.rollout.phase == "Complete"  # not waiting for dev-01, which fleet a updates

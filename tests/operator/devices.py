@@ -65,6 +65,7 @@ class FakeFleet:
     ) -> None:
         self.devices = {d: FakeDevice(d, settings_for(d), firmware) for d in devices}
         self.plan, self.bad = plan, bad or set()
+        self.frozen: set[str] = set()  # devices that do not follow the plan for now (slow, stuck)
         self.updates: list[tuple[str, str, bool]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="fake-fleet", daemon=True)
@@ -78,7 +79,9 @@ class FakeFleet:
                 continue
             if plan is None:
                 continue
-            for device_id, device in self.devices.items():
+            for device_id, device in list(self.devices.items()):
+                if device_id in self.frozen:
+                    continue
                 wanted = plan.version_for(device_id) if device_id in plan.devices else None
                 if wanted and wanted != device.firmware and wanted not in device.rejected:
                     healthy = wanted not in self.bad

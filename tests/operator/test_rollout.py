@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from devices import FakeFleet
 from helpers import wait_for
@@ -200,5 +202,158 @@ def test_operator_restart_mid_rollout_continues_without_advancing_twice(
         wait_for(lambda: rollout(cluster, ns).get("phase") == "Progressing", 60, "rollout resumed")
         wait_for(lambda: "RolloutResumed" in reasons(cluster, ns), 30, "a RolloutResumed event")
         assert rollout(cluster, ns)["waveStartedAt"] == after["waveStartedAt"]
+    finally:
+        fleet.stop()
+
+
+def messages(cluster, ns: str, reason: str) -> list[str]:
+    return [e.message for e in cluster.events(ns, "field") if e.reason == reason]
+
+
+def test_gates_pause_abort_and_rollback_as_kubectl_describe_shows_them(
+    cluster, namespace, start_operator, fleet_broker
+):
+    """A wave waits for its devices (not the clock alone); pause stops every clock and resume continues;
+    abort closes the candidate; rollback takes the fleet back to the stable release at once."""
+    ns = namespace
+    _broker, env, settings_for = fleet_broker
+    release(cluster, ns, "fw-2", "2.0.0")
+    devices = DEVICES[:8]
+    fleet = FakeFleet(devices, settings_for, "1.0.0", plan_reader(cluster, ns))
+    fleet.frozen = set(devices)  # nobody follows the plan yet
+    try:
+        start_operator(env)
+        cluster.broker_deployment(ns)
+        cluster.create(
+            "SensorFleet",
+            ns,
+            "field",
+            {
+                "selector": {"matchLabels": {"fleet": "field"}},
+                "rollout": {
+                    "release": "fw-2",
+                    "waves": [{"percent": 25, "bakeTime": "1s"}, {"percent": 100, "bakeTime": "1s"}],
+                    "failureThreshold": {"count": 3},
+                    "updateTimeout": "6s",
+                },
+            },
+        )
+        for device in devices:
+            cluster.create("WeatherSensor", ns, device, {"deviceId": device, **SENSOR}, {"fleet": "field"})
+        first = wait_for(
+            lambda: (r := rollout(cluster, ns)).get("phase") == "Progressing" and r, 60, "started"
+        )
+        assert first["opened"] == 2 and first["eligible"] == 8 and first["stableVersion"] == "1.0.0"
+        wait_for(lambda: "RolloutStarted" in reasons(cluster, ns), 30, "a RolloutStarted event")
+        [started] = messages(cluster, ns, "RolloutStarted")
+        assert (
+            started
+            == "release fw-2 (2.0.0): wave 1 open to 25% (2 of 8 devices); the others are offered 1.0.0"
+        )
+        plan = plan_reader(cluster, ns)()
+        wave_1 = {d for d in devices if plan.version_for(d) == "2.0.0"}
+        assert len(wave_1) == 2 and {plan.version_for(d) for d in set(devices) - wave_1} == {"1.0.0"}
+
+        # Baked after 1 s, but nobody runs 2.0.0: the wave waits and says for what.
+        waiting = wait_for(
+            lambda: "0 of 2 devices needed run 2.0.0" in (r := rollout(cluster, ns)).get("reason", "") and r,
+            30,
+            "the success gate to hold the wave",
+        )
+        assert waiting["wave"] == 0 and waiting["pending"] == 2
+
+        # Paused for longer than updateTimeout: no clock runs, so nobody times out.
+        cluster.patch("SensorFleet", ns, "field", {"spec": {"rollout": {"paused": True}}})
+        paused = wait_for(lambda: (r := rollout(cluster, ns)).get("phase") == "Paused" and r, 30, "paused")
+        wait_for(lambda: "RolloutPaused" in reasons(cluster, ns), 30, "a RolloutPaused event")
+        assert "clocks stopped" in messages(cluster, ns, "RolloutPaused")[0]
+        time.sleep(8)
+        assert rollout(cluster, ns)["failed"] == 0 and rollout(cluster, ns)["pausedAt"] == paused["pausedAt"]
+        cluster.patch("SensorFleet", ns, "field", {"spec": {"rollout": {"paused": False}}})
+        resumed = wait_for(
+            lambda: (r := rollout(cluster, ns)).get("phase") == "Progressing" and r, 30, "resumed"
+        )
+        assert resumed["pausedSeconds"] >= 8 and resumed["failed"] == 0 and resumed["wave"] == 0
+        wait_for(lambda: "RolloutResumed" in reasons(cluster, ns), 30, "a RolloutResumed event")
+
+        # The wave's devices update: the gate opens the next wave.
+        fleet.frozen -= wave_1
+        advanced = wait_for(lambda: (r := rollout(cluster, ns)).get("wave") == 1 and r, 60, "wave 2 opened")
+        assert advanced["opened"] == 8 and advanced["updated"] == 2
+        wait_for(lambda: "RolloutAdvanced" in reasons(cluster, ns), 30, "a RolloutAdvanced event")
+
+        # Abort: the candidate is closed at once; the two that took it keep it.
+        cluster.patch("SensorFleet", ns, "field", {"spec": {"rollout": {"abort": True}}})
+        aborted = wait_for(lambda: (r := rollout(cluster, ns)).get("phase") == "Aborted" and r, 30, "aborted")
+        assert "spec.rollout.abort" in aborted["reason"]
+        plan = wait_for(lambda: (p := plan_reader(cluster, ns)()) and p.hold and p, 30, "the plan on hold")
+        assert all(plan.version_for(d) != "2.0.0" for d in devices)
+        wait_for(lambda: "RolloutAborted" in reasons(cluster, ns), 30, "a RolloutAborted event")
+        assert [e.type for e in cluster.events(ns, "field") if e.reason == "RolloutAborted"] == ["Warning"]
+
+        # Rollback: every device is offered 1.0.0 at once, the two on 2.0.0 included.
+        fleet.frozen.clear()
+        cluster.patch("SensorFleet", ns, "field", {"spec": {"rollout": {"rollback": True}}})
+        back = wait_for(
+            lambda: (r := rollout(cluster, ns)).get("phase") == "RolledBack" and r, 30, "rolled back"
+        )
+        assert back["stableVersion"] == "1.0.0" and "rolled back to 1.0.0" in back["reason"]
+        plan = wait_for(
+            lambda: (p := plan_reader(cluster, ns)()) and p.candidate is None and p,
+            30,
+            "the plan rolled back",
+        )
+        assert {plan.version_for(d) for d in devices} == {"1.0.0"}
+        wait_for(
+            lambda: {d.firmware for d in fleet.devices.values()} == {"1.0.0"}, 60, "every device on 1.0.0"
+        )
+        wait_for(lambda: "RolloutRolledBack" in reasons(cluster, ns), 30, "a RolloutRolledBack event")
+        healthy = cluster.condition(cluster.get("SensorFleet", ns, "field"), "RolloutHealthy")
+        assert healthy["reason"] == "RolledBack"
+    finally:
+        fleet.stop()
+
+
+def test_a_device_that_never_updates_times_out_and_halts_the_rollout(
+    cluster, namespace, start_operator, fleet_broker
+):
+    ns = namespace
+    _broker, env, settings_for = fleet_broker
+    release(cluster, ns, "fw-2", "2.0.0")
+    devices = DEVICES[:4]
+    fleet = FakeFleet(devices, settings_for, "1.0.0", plan_reader(cluster, ns))
+    fleet.frozen = {devices[0], devices[1], devices[2]}  # online, never take the update
+    try:
+        start_operator(env)
+        cluster.broker_deployment(ns)
+        cluster.create(
+            "SensorFleet",
+            ns,
+            "field",
+            {
+                "selector": {"matchLabels": {"fleet": "field"}},
+                "rollout": {
+                    "release": "fw-2",
+                    "waves": [{"percent": 100, "bakeTime": "1s"}],
+                    "failureThreshold": {"count": 3},
+                    "updateTimeout": "5s",
+                },
+            },
+        )
+        for device in devices:
+            cluster.create("WeatherSensor", ns, device, {"deviceId": device, **SENSOR}, {"fleet": "field"})
+        halted = wait_for(lambda: (r := rollout(cluster, ns)).get("phase") == "Halted" and r, 90, "halted")
+        assert {f["deviceId"]: f["reason"] for f in halted["failedDevices"]} == dict.fromkeys(
+            devices[:3], "timed out"
+        )
+        assert halted["updated"] == 1
+        wait_for(lambda: "RolloutHalted" in reasons(cluster, ns), 30, "a RolloutHalted event")
+        [event] = messages(cluster, ns, "RolloutHalted")
+        assert event.startswith(
+            "release fw-2 (2.0.0) halted, the candidate is closed: failure threshold reached"
+        )
+        assert f"{devices[0]} (timed out)" in event
+        healthy = cluster.condition(cluster.get("SensorFleet", ns, "field"), "RolloutHealthy")
+        assert (healthy["status"], healthy["reason"]) == ("False", "FailureThresholdReached")
     finally:
         fleet.stop()
