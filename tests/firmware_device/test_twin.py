@@ -140,3 +140,66 @@ def test_desired_configuration_applies_persists_and_refuses_bad_documents(tmp_pa
     assert out["heartbeatSeconds"] == 5 and out["saved"] == 2
     assert out["booted"][0] == 3 and out["booted"][1] == 2 and "json" in out["booted"][2]
     assert out["ignored"] == [10, None]
+
+
+CONTRACT = """
+import json, sys
+sys.path.insert(0, '/app')
+import config, twin
+d = json.load(open('/data/input.json'))
+cfg = config.validate(d['config'])
+out = {}
+for name, text in d['docs']:
+    try:
+        new = twin.merge(cfg, json.loads(text), twin.driver_present)
+        out[name] = ['ok', new['measurementIntervalSeconds'], new['heartbeatSeconds'], new['sensors'],
+                     new['ota']['checkIntervalSeconds'], new['broker'].get('password'), new['features'],
+                     new.get('certificates')]
+    except config.ConfigError as e:
+        out[name] = ['error', str(e)]
+print('RESULT', json.dumps(out))
+"""
+
+
+def test_what_the_operator_publishes_is_what_the_firmware_accepts() -> None:
+    """The contract between reconcilers.devicetwin (CPython) and twin.py (MicroPython): every document the
+    operator can make for this board applies, field for field."""
+    from weatherfleet.models import SensorFleet, WeatherSensor
+    from weatherfleet.reconcilers.devicetwin import desired_config, desired_text
+
+    fleet = SensorFleet.model_validate(
+        {
+            "metadata": {"name": "garden"},
+            "spec": {
+                "selector": {},
+                "alerting": {"noDataAfter": "2m"},
+                "certificates": {"renewBefore": "20h"},
+            },
+        }
+    )
+    spec = {
+        "deviceId": "dev-01",
+        "location": "garden shed",
+        "sensors": [
+            {"type": "bme280", "i2c": {"bus": 1, "sda": 25, "scl": 26, "address": 119}},
+            {"type": "sds011"},
+        ],
+        "measurementIntervalSeconds": 3,
+        "features": {"payload": "json"},
+        "firmware": {"checkIntervalSeconds": 600, "jitterSeconds": 30, "channel": "beta"},
+    }
+    sensor = WeatherSensor.model_validate({"metadata": {"name": "shed", "generation": 4}, "spec": spec})
+    docs = [
+        ["mosquitto", desired_text(desired_config(sensor, fleet))],
+        ["nanomq", desired_text(desired_config(sensor, fleet, ("dev-01", "s3cret")))],
+        ["no_fleet", desired_text(desired_config(sensor, None))],
+    ]
+    out = run_micropython(CONTRACT, {"config": GOOD, "docs": docs}).check().json()
+    for name in ("mosquitto", "nanomq", "no_fleet"):
+        assert out[name][0] == "ok", (name, out[name])
+    _, interval, heartbeat, sensors, check, password, features, certs = out["nanomq"]
+    assert interval == 3 and heartbeat == 30 and check == 600 and password == "s3cret"
+    assert sensors[0] == {"type": "bme280", "bus": 1, "sda": 25, "scl": 26, "address": 119}
+    assert sensors[1]["type"] == "sds011" and "json" in features and "influx" not in features
+    assert certs == {"renewBeforeSeconds": 72000}
+    assert out["mosquitto"][5] is None and out["no_fleet"][7] is None

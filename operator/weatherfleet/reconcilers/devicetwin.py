@@ -15,12 +15,14 @@ reconfigured one run the same settings.
 | payload | spec.features.payload | encoder rebuilt |
 | ota | spec.firmware: checkIntervalSeconds, jitterSeconds, channel | next OTA check |
 | broker | NanoMQ login (username = deviceId, password) | next connection; the old one kept as fallback |
+| certificates | the fleet's certificates.renewBefore, in seconds | asks for a renewal (CSR) that long before expiry |
 """
 
 from __future__ import annotations
 
 import json
 
+from ..durations import parse_duration
 from ..messages import ConfigReport
 from ..models.fleet import SensorFleet
 from ..models.sensor import WeatherSensor, WeatherSensorSpec
@@ -78,6 +80,9 @@ def desired_config(
     }
     if broker_login is not None:
         doc["broker"] = {"username": broker_login[0], "password": broker_login[1]}
+    if fleet is not None:
+        renew_before = int(parse_duration(fleet.spec.certificates.renew_before))
+        doc["certificates"] = {"renewBeforeSeconds": max(1, renew_before)}
     return doc
 
 
