@@ -1,5 +1,5 @@
 """The InfluxDB 3 init Job's script against stand-ins for the two APIs it talks to: InfluxDB 3 Core's
-token and database endpoints, and the Kubernetes Secrets API. (Neither InfluxDB 3 nor a kube-apiserver
+token, database, table and cache endpoints, and the Kubernetes Secrets API. (Neither InfluxDB 3 nor a kube-apiserver
 can run here; the stand-ins answer as the real endpoints do for these calls, including the refusals.)
 The script runs the way the Job runs it: as a standalone program, standard library only."""
 
@@ -12,6 +12,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,14 +37,42 @@ def _load_script():
 init = _load_script()
 
 
+# The request bodies of InfluxDB 3 Core 3.7 (influxdb3_types/src/http.rs): serde ignores unknown keys, so a
+# misspelt one would silently fall back to the default; the stand-in refuses it instead.
+TABLE_KEYS = {"db": str, "table": str, "tags": list, "fields": list}
+LAST_CACHE_KEYS = {"db": str, "table": str, "name": str, "key_columns": list, "value_columns": list,
+                   "count": int, "ttl": int}  # fmt: skip
+DISTINCT_CACHE_KEYS = {"db": str, "table": str, "name": str, "columns": list, "max_cardinality": int,
+                       "max_age": int}  # fmt: skip
+REQUIRED = {
+    "table": {"db", "table", "tags", "fields"},
+    "last": {"db", "table"},
+    "distinct": {"db", "table", "columns"},
+}
+
+
 class InfluxStandIn:
     """InfluxDB 3 Core with authorization: the first admin token may be created without a token, after
-    that every request needs it; creating an existing database answers 409."""
+    that every request needs it; creating an existing database, table or cache answers 409 (the catalog's
+    AlreadyExists); a cache needs its table (404 NotFound), last-cache key columns must be columns of it
+    (400), distinct-cache columns tags or string fields (400); the count of a last cache is at least 1."""
 
     def __init__(self) -> None:
         self.operator_token: str | None = None
         self.databases: set[str] = set()
+        self.tables: dict[tuple[str, str], dict[str, str]] = {}  # (db, table) -> column -> type
+        self.last_caches: dict[tuple[str, str, str], dict] = {}
+        self.distinct_caches: dict[tuple[str, str, str], dict] = {}
         self.token_requests = 0
+
+    @staticmethod
+    def _shape(body: dict, keys: dict, required: set[str]) -> str | None:
+        unknown = set(body) - set(keys)
+        missing = required - set(body)
+        wrong = [k for k, t in keys.items() if k in body and not isinstance(body[k], t)]
+        if unknown or missing or wrong:
+            return f"invalid request: unknown {sorted(unknown)}, missing {sorted(missing)}, mistyped {wrong}"
+        return None
 
     def handle(self, method: str, path: str, headers, body: bytes) -> tuple[int, dict]:
         authorized = (
@@ -58,14 +87,51 @@ class InfluxStandIn:
                 return 401, {"error": "the operator token exists; authenticate"}
             self.operator_token = "apiv3_" + secrets.token_urlsafe(48)
             return 201, {"id": 0, "name": "_admin", "token": self.operator_token, "expiry": None}
+        if method == "POST" and path.startswith("/api/v3/configure/") and not authorized:
+            return 401, {"error": "unauthorized"}
         if method == "POST" and path == "/api/v3/configure/database":
-            if not authorized:
-                return 401, {"error": "unauthorized"}
             name = json.loads(body)["db"]
             if name in self.databases:
                 return 409, {"error": f"attempted to create resource that already exists: {name}"}
             self.databases.add(name)
             return 200, {}
+        if method == "POST" and path == "/api/v3/configure/table":
+            req = json.loads(body)
+            if problem := self._shape(req, TABLE_KEYS, REQUIRED["table"]):
+                return 400, {"error": problem}
+            if req["db"] not in self.databases:
+                return 404, {"error": "not found"}
+            if (req["db"], req["table"]) in self.tables:
+                return 409, {"error": "attempted to create a resource that already exists"}
+            columns = {t: "tag" for t in req["tags"]} | {f["name"]: f["type"] for f in req["fields"]}
+            self.tables[(req["db"], req["table"])] = columns | {"time": "time"}
+            return 200, {}
+        if method == "POST" and path in ("/api/v3/configure/last_cache", "/api/v3/configure/distinct_cache"):
+            last = path.endswith("last_cache")
+            req = json.loads(body)
+            keys = LAST_CACHE_KEYS if last else DISTINCT_CACHE_KEYS
+            if problem := self._shape(req, keys, REQUIRED["last" if last else "distinct"]):
+                return 400, {"error": problem}
+            columns = self.tables.get((req["db"], req["table"]))
+            if columns is None:
+                return 404, {"error": "not found"}
+            wanted = req.get("key_columns", []) + req.get("value_columns", []) if last else req["columns"]
+            if not wanted and not last:
+                return 400, {"error": "no columns provided when creating distinct cache"}
+            for column in wanted:
+                kind = columns.get(column)
+                if kind is None:
+                    return 400, {"error": f"column {column} does not exist"}
+                if not last and kind not in ("tag", "utf8"):
+                    return 400, {"error": "invalid column type for distinct value cache"}
+            if last and req.get("count", 1) < 1:
+                return 400, {"error": "invalid cache size"}
+            store = self.last_caches if last else self.distinct_caches
+            key = (req["db"], req["table"], req["name"])
+            if key in store:
+                return 409, {"error": "attempted to create a resource that already exists"}
+            store[key] = req
+            return 201, {"table": req["table"], "name": req["name"]}
         return 404, {"error": "not found"}
 
 
@@ -118,6 +184,12 @@ def test_second_run_reuses_the_token_and_keeps_the_database(influx, kube) -> Non
     assert done == [
         "reused the operator token from Secret influxdb3-token",
         "database weather already exists",
+        "table weather already exists",
+        "table device_status already exists",
+        "table ota_events already exists",
+        "kept last value cache weatherfleet_weather_last on weather",
+        "kept last value cache weatherfleet_status_last on device_status",
+        "kept distinct value cache weatherfleet_weather_devices on weather",
     ]
 
 
@@ -204,3 +276,44 @@ def test_job_runs_the_script_it_mounts(infrastructure: list[dict]) -> None:
     role = gb.find(infrastructure, "Role", "influxdb3-init")
     named = [r for r in role["rules"] if "get" in r["verbs"]]
     assert named and all(r.get("resourceNames") == [env["TOKEN_SECRET_NAME"]] for r in named)
+
+
+def test_tables_and_caches_are_made_for_what_reads_them(influx, kube) -> None:
+    """The caches exist under the names the dashboards and the operator query, on tables made with the
+    tags ingest writes, keyed by a column those tables have."""
+    from weatherfleet.ingest import influx_store
+    from weatherfleet.ingest.parsing import MessageParser
+    from weatherfleet.reconcilers import grafana
+
+    (influx_app, influx_url), (_, kube_url) = influx, kube
+    init.run(_settings(influx_url, kube_url))
+    parser = MessageParser()
+    now = time.time_ns()
+    samples = {
+        "sensors/dev-01/measurements": f"weather,location=roof,firmware=1.0.0 temperature=21.5 {now}".encode(),
+        "sensors/dev-01/status": b'{"online": true, "firmware": "1.0.0"}',
+        "sensors/dev-01/ota": b'{"event": "installed", "version": "1.0.0"}',
+    }
+    written = {
+        p.table: set(p.tags) for topic, body in samples.items() for p in parser.parse(topic, body, now)
+    }
+    assert {t: set(tags) for t, tags in init.TABLES.items()} == written
+    assert {t for (_, t) in influx_app.tables} == set(written)
+    last = {name: spec for (_, _, name), spec in influx_app.last_caches.items()}
+    distinct = {name: spec for (_, _, name), spec in influx_app.distinct_caches.items()}
+    assert last[influx_store.WEATHER_LAST_CACHE]["table"] == "weather"
+    assert last[grafana.STATUS_LAST_CACHE]["table"] == grafana.STATUS_TABLE
+    assert distinct[grafana.DEVICES_DISTINCT_CACHE]["columns"] == ["location", "device"]
+    # the operator asks for at most a day; entries must live at least that long
+    assert last[influx_store.WEATHER_LAST_CACHE]["ttl"] >= influx_store.RECENT.total_seconds()
+    assert all("value_columns" not in spec for spec in last.values()), "every column, new fields included"
+
+
+def test_a_cache_needs_its_table(influx) -> None:
+    """Why the Job makes the tables: InfluxDB refuses a cache for a table nothing has written yet."""
+    _, influx_url = influx
+    settings = _settings(influx_url, "http://unused")
+    token = init.InfluxDB(settings).create_operator_token()
+    init.InfluxDB(settings).create_database(token)
+    with pytest.raises(init.InitError, match="HTTP 404"):
+        init.InfluxDB(settings).create_last_cache(init.LAST_CACHES[0], token)

@@ -141,33 +141,57 @@ def _ts(values: list[int]) -> pa.Array:
     return pa.array(values, pa.timestamp("ns", "UTC"))
 
 
-def test_latest_readings_sends_sql_ticket_and_maps_rows(write_lp, flight_server) -> None:
-    flight_server.when(
-        "ROW_NUMBER()",
-        pa.table(
-            {
-                "time": _ts([T0 + 5, T0 + 7]),
-                "device": ["dev-01", "dev-02"],
-                "location": ["roof", "cellar"],
-                "firmware": ["1.2.0", "1.1.0"],
-                "temperature": [21.5, None],
-                "co2": [None, 415.0],
-                "flagged": [None, "humidity=140.0"],
-                "rn": pa.array([1, 1], pa.uint64()),
-            }
-        ),
-    )
-    readings = make_store(write_lp, flight_server).latest_readings()
+def _latest_table(rn: bool = False) -> pa.Table:
+    columns = {
+        "time": _ts([T0 + 5, T0 + 7]),
+        "device": ["dev-01", "dev-02"],
+        "location": ["roof", "cellar"],
+        "firmware": ["1.2.0", "1.1.0"],
+        "temperature": [21.5, None],
+        "co2": [None, 415.0],
+        "flagged": [None, "humidity=140.0"],
+    }
+    if rn:
+        columns["rn"] = pa.array([1, 1], pa.uint64())
+    return pa.table(columns)
+
+
+def test_latest_readings_come_from_the_last_value_cache_within_a_window(write_lp, flight_server) -> None:
+    flight_server.when("last_cache(", _latest_table())
+    readings = make_store(write_lp, flight_server).latest_readings(within=dt.timedelta(minutes=30))
     [query] = flight_server.queries
     assert query.ticket["database"] == "weather"
     assert query.ticket["query_type"] == "sql"
-    assert "PARTITION BY device ORDER BY time DESC" in query.ticket["sql_query"]
+    sql = query.ticket["sql_query"]
+    assert "FROM last_cache('weather', 'weatherfleet_weather_last')" in sql
+    assert "time >= now() - INTERVAL '1800 seconds'" in sql
     assert query.headers["authorization"] == [f"Bearer {TOKEN}"]
     assert readings["dev-01"].values == {"temperature": 21.5}
     assert readings["dev-01"].time == dt.datetime.fromtimestamp(T0 // 10**9, dt.UTC)
     assert readings["dev-02"].values == {"co2": 415.0}
     assert readings["dev-02"].flagged == "humidity=140.0"
     assert readings["dev-02"].location == "cellar"
+
+
+def test_without_the_cache_the_table_is_read_within_the_window(write_lp, flight_server) -> None:
+    # InfluxDB's answer to last_cache() naming a cache that does not exist (DataFusion plan error)
+    flight_server.when(
+        "last_cache(",
+        flight.FlightServerError("Error during planning: could not find cache for the given arguments"),
+    )
+    flight_server.when("ROW_NUMBER()", _latest_table(rn=True))
+    readings = make_store(write_lp, flight_server).latest_readings()
+    _cached, scan = flight_server.queries
+    assert "PARTITION BY device ORDER BY time DESC" in scan.ticket["sql_query"]
+    assert "WHERE time >= now() - INTERVAL '86400 seconds'" in scan.ticket["sql_query"]  # a day by default
+    assert set(readings) == {"dev-01", "dev-02"}
+
+
+def test_latest_readings_before_anything_was_written(write_lp, flight_server) -> None:
+    flight_server.when(
+        "last_cache(", flight.FlightServerError("Error during planning: provided table name is invalid")
+    )
+    assert make_store(write_lp, flight_server).latest_readings() == {}
 
 
 def test_last_seen_takes_the_latest_of_all_tables_and_skips_missing_ones(write_lp, flight_server) -> None:
@@ -186,6 +210,10 @@ def test_last_seen_takes_the_latest_of_all_tables_and_skips_missing_ones(write_l
         "device_status",
         "ota_events",
     ]
+    assert all(
+        "WHERE time >= now() - INTERVAL '86400 seconds'" in q.ticket["sql_query"]
+        for q in flight_server.queries
+    )
 
 
 def test_series_passes_values_as_query_parameters(write_lp, flight_server) -> None:

@@ -24,7 +24,7 @@ from . import metrics
 from .cache import resource_version
 from .controller import Controller, Key, child_owner
 from .kube import KubeClient
-from .readings import Readings, open_store
+from .readings import Readings, cached_window, open_store
 from .settings import OperatorSettings
 from .workqueue import WorkQueue
 
@@ -72,7 +72,7 @@ class Runtime:
             self.enqueue_threadsafe,
             self.observer.ready if self.observer else lambda: True,
         )
-        self.controller.readings = Readings(open_store(settings))
+        self.controller.readings = Readings(open_store(settings), cached_window(self.controller.cache))
         self.task: asyncio.Task | None = None
         self.readings_task: asyncio.Task | None = None
         self.timers: list[asyncio.Task] = []

@@ -1,5 +1,6 @@
 """InfluxDB 3 through influxdb3-python: writes on the v3 `/api/v3/write_lp` path, gzip, partial writes
-accepted (refused lines come back as dead letters); queries in SQL over Arrow Flight.
+accepted (refused lines come back as dead letters); queries in SQL over Arrow Flight, each bounded in time
+(InfluxDB 3 Core refuses queries over more Parquet files than its limit) or answered from a cache.
 
 Idempotence is InfluxDB's own: a point with the same series (table + tags) and timestamp overwrites."""
 
@@ -19,6 +20,12 @@ from .store import Reading, SeriesPoint, StoreUnavailable, Unstorable, WriteResu
 
 log = logging.getLogger(__name__)
 WEATHER_FIELDS = tuple(messages.FIELDS)
+# The last value cache of `weather` keyed by device, created by the InfluxDB init Job
+# (gitops/base/influxdb3/init/influxdb3_init.py; a test keeps the two names equal).
+WEATHER_LAST_CACHE = "weatherfleet_weather_last"
+# How far back the operator's queries look by default. InfluxDB 3 Core refuses a query that would read more
+# than its file limit (432 Parquet files by default, about three days of data): every query has a window.
+RECENT = dt.timedelta(days=1)
 
 
 def read_token(env_value: str | None, token_file: Path | None) -> str:
@@ -108,16 +115,34 @@ class InfluxStore:
         kwargs = {"query_parameters": params} if params else {}
         return self.client.query(sql, language="sql", mode="all", **kwargs)
 
-    def latest_readings(self) -> dict[str, Reading]:
+    def latest_readings(self, within: dt.timedelta | None = None) -> dict[str, Reading]:
+        """The latest reading of every device heard from within `within` (default RECENT). From the last
+        value cache the InfluxDB init Job creates (memory only, no file is read); when it is missing, from
+        the table, bounded to that window so the query stays under InfluxDB 3's file limit."""
+        seconds = _seconds(within)
         try:
             table = self._query(
-                f"SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY device ORDER BY time DESC) AS rn "
-                f"FROM {WEATHER}) WHERE rn = 1"
+                f"SELECT * FROM last_cache('{WEATHER}', '{WEATHER_LAST_CACHE}') "
+                f"WHERE time >= now() - INTERVAL '{seconds} seconds'"
             )
         except InfluxDB3ClientQueryError as error:
             if _missing_table(error):
                 return {}
-            raise
+            if not _missing_cache(error):
+                raise
+            log.warning(
+                "last value cache %s is missing (the InfluxDB init Job creates it): reading the table",
+                WEATHER_LAST_CACHE,
+            )
+            try:
+                table = self._query(
+                    f"SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY device ORDER BY time DESC) "
+                    f"AS rn FROM {WEATHER} WHERE time >= now() - INTERVAL '{seconds} seconds') WHERE rn = 1"
+                )
+            except InfluxDB3ClientQueryError as again:
+                if _missing_table(again):
+                    return {}
+                raise
         readings = {}
         for row in _rows(table):
             values = {f: float(row[f]) for f in WEATHER_FIELDS if row.get(f) is not None}
@@ -131,11 +156,16 @@ class InfluxStore:
             )
         return readings
 
-    def last_seen(self) -> dict[str, dt.datetime]:
+    def last_seen(self, within: dt.timedelta | None = None) -> dict[str, dt.datetime]:
+        """When each device was last heard of within `within` (default RECENT), in any table."""
+        seconds = _seconds(within)
         seen: dict[str, int] = {}
         for name in (WEATHER, DEVICE_STATUS, OTA_EVENTS):
             try:
-                table = self._query(f"SELECT device, MAX(time) AS time FROM {name} GROUP BY device")
+                table = self._query(
+                    f"SELECT device, MAX(time) AS time FROM {name} "
+                    f"WHERE time >= now() - INTERVAL '{seconds} seconds' GROUP BY device"
+                )
             except InfluxDB3ClientQueryError as error:
                 if _missing_table(error):
                     continue
@@ -175,9 +205,22 @@ def _rfc3339(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _seconds(within: dt.timedelta | None) -> int:
+    seconds = int((within or RECENT).total_seconds())
+    if seconds <= 0:
+        raise ValueError(f"a query window must be positive, got {within}")
+    return seconds
+
+
 def _missing_table(error: Exception) -> bool:
     text = str(error).lower()
-    return "not found" in text and "table" in text
+    # "table 'x' not found" from a plain query; "provided table name is invalid" from a cache function
+    return ("not found" in text and "table" in text) or "table name is invalid" in text
+
+
+def _missing_cache(error: Exception) -> bool:
+    """InfluxDB's answer to last_cache()/distinct_cache() naming a cache that does not exist."""
+    return "could not find" in str(error).lower() and "cache" in str(error).lower()
 
 
 def _short(error: Exception) -> str:

@@ -116,11 +116,13 @@ class SQLiteStore:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
 
-    def latest_readings(self) -> dict[str, Reading]:
+    def latest_readings(self, within: dt.timedelta | None = None) -> dict[str, Reading]:
         columns = ("time", "device", "location", "firmware", *WEATHER_FIELDS, "flagged")
+        since = to_ns(dt.datetime.now(dt.UTC) - within) if within is not None else 0
         rows = self._query(
             f"SELECT {', '.join(columns)} FROM (SELECT *, ROW_NUMBER() OVER "
-            f"(PARTITION BY device ORDER BY time DESC) AS rn FROM {WEATHER}) WHERE rn = 1"
+            f"(PARTITION BY device ORDER BY time DESC) AS rn FROM {WEATHER} WHERE time >= ?) WHERE rn = 1",
+            (since,),
         )
         readings = {}
         for row in rows:

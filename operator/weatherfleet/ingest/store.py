@@ -53,8 +53,8 @@ class Store(Protocol):
         """Store the points durably; raise StoreUnavailable when that is not possible now, anything else
         (e.g. Unstorable) when some point cannot be stored at all."""
 
-    def latest_readings(self) -> dict[str, Reading]:
-        """The latest weather reading per device."""
+    def latest_readings(self, within: dt.timedelta | None = None) -> dict[str, Reading]:
+        """The latest weather reading per device (heard from within `within`, when given)."""
 
     def last_seen(self) -> dict[str, dt.datetime]:
         """When each device was last heard of (any table: readings, status, OTA events)."""

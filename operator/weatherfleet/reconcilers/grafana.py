@@ -35,6 +35,10 @@ from .common import FLEET_LABEL, Object, metadata
 
 STATUS_TABLE = "device_status"
 OTA_TABLE = "ota_events"
+# InfluxDB 3 caches the init Job creates (gitops/base/influxdb3/init/influxdb3_init.py, names kept equal
+# by a test): the latest device_status row per device, and the (location, device) pairs seen lately.
+STATUS_LAST_CACHE = "weatherfleet_status_last"
+DEVICES_DISTINCT_CACHE = "weatherfleet_weather_devices"
 DATASOURCE_TYPE = "influxdb"
 RULES_PER_CONFIGMAP = 400  # ~1.2 KiB per rule in YAML: about 480 KiB per ConfigMap
 FIELD_TITLES = {
@@ -134,10 +138,15 @@ def build_dashboard(fleet: SensorFleet, sensors: list[WeatherSensor]) -> dict[st
             .include_all(True)
         )
         .with_variable(
+            # From the distinct value cache: no file is read, and a device appears while it reported
+            # within the cache's max age.
             dashboard.QueryVariable("device")
             .label("Device")
             .datasource(ds)
-            .query(f"SELECT DISTINCT device FROM {MEASUREMENT} WHERE {where_location} ORDER BY device")
+            .query(
+                f"SELECT device FROM distinct_cache('{MEASUREMENT}', '{DEVICES_DISTINCT_CACHE}') "
+                f"WHERE {where_location} ORDER BY device"
+            )
             .multi(True)
             .include_all(True)
         )
@@ -163,10 +172,11 @@ def build_dashboard(fleet: SensorFleet, sensors: list[WeatherSensor]) -> dict[st
             .with_target(SqlTarget("A", uid, sql))
         )
     board = board.with_row(dashboard.Row("Devices").id(panel_id + 1))
+    # The latest status of every device from the last value cache (memory, no file read), within the
+    # dashboard's time range like every other panel.
     latest = (
-        "SELECT device, online, firmware, time FROM (SELECT device, online, firmware, time, "
-        "row_number() OVER (PARTITION BY device ORDER BY time DESC) AS rn "
-        f"FROM {STATUS_TABLE} WHERE {where_device}) WHERE rn = 1 ORDER BY device"
+        f"SELECT device, online, firmware, time FROM last_cache('{STATUS_TABLE}', '{STATUS_LAST_CACHE}') "
+        f"WHERE $__timeFilter(time) AND {where_device}"
     )
     board = (
         board.with_panel(
@@ -202,7 +212,7 @@ def build_dashboard(fleet: SensorFleet, sensors: list[WeatherSensor]) -> dict[st
             .id(panel_id + 4)
             .title("Firmware versions")
             .datasource(ds)
-            .with_target(SqlTarget("A", uid, latest, "table"))
+            .with_target(SqlTarget("A", uid, f"{latest} ORDER BY device", "table"))
         )
         .with_panel(
             table.Panel()

@@ -4,7 +4,17 @@
 2. reuse the operator token from the Secret `influxdb3-token` (key `token`) when it exists, otherwise
    create it (`POST /api/v3/configure/token/admin`, allowed without a token only while none exists) and
    store it in that Secret at once;
-3. create the database (`POST /api/v3/configure/database`); "already exists" counts as done.
+3. create the database (`POST /api/v3/configure/database`); "already exists" counts as done;
+4. create the tables ingest writes, with their tags (`POST /api/v3/configure/table`; fields are added by
+   the writes), because a cache can only be made for a table that exists;
+5. create the caches the dashboards and the operator read (see CACHES): InfluxDB 3 Core refuses any
+   query that would read more Parquet files than its limit (432 by default, about three days of data),
+   so "the latest value of every device" and "every device seen" must not scan a whole table. A last
+   value cache keeps the newest row per key in memory (`SELECT ... FROM last_cache('<table>', '<name>')`),
+   a distinct value cache the value combinations seen (`distinct_cache('<table>', '<name>')`). Both are
+   fed by writes as they arrive (and from the write-ahead log on a restart, not from Parquet files), and
+   forget entries older than their TTL / max age. An existing cache is left as it is ("already exists"
+   counts as done): to change one, delete it (`influxdb3 delete last_cache|distinct_cache`) and sync.
 
 Idempotent, so it may run on every sync. Standard library only: it runs in the project's image but
 needs nothing from it. The token is never printed. When InfluxDB already has an operator token but the
@@ -24,6 +34,32 @@ import urllib.request
 from dataclasses import dataclass
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+# The tables ingest writes and their tags (weatherfleet.ingest.parsing; a test keeps them equal).
+TABLES = {
+    "weather": ["device", "location", "firmware"],
+    "device_status": ["device"],
+    "ota_events": ["device", "event"],
+}
+# The caches, as the bodies of `POST /api/v3/configure/last_cache` and `.../distinct_cache` (the field
+# names of influxdb3_types::http::{LastCacheCreateRequest, DistinctCacheCreateRequest}); ttl and max_age
+# in seconds. Read by (a test keeps the names equal):
+# - weatherfleet_weather_last: the operator's lastReading (weatherfleet.ingest.influx_store), the newest
+#   weather row per device; a day, the longest window the operator asks for.
+# - weatherfleet_status_last: the dashboards' "Devices online" and "Firmware versions", the newest status
+#   per device; a week, the longest range the dashboards are meant for.
+# - weatherfleet_weather_devices: the dashboards' `device` variable, which devices report from which
+#   location; a week.
+LAST_CACHES = [
+    {"table": "weather", "name": "weatherfleet_weather_last", "key_columns": ["device"], "count": 1,
+     "ttl": 86400},
+    {"table": "device_status", "name": "weatherfleet_status_last", "key_columns": ["device"], "count": 1,
+     "ttl": 7 * 86400},
+]  # fmt: skip
+DISTINCT_CACHES = [
+    {"table": "weather", "name": "weatherfleet_weather_devices", "columns": ["location", "device"],
+     "max_age": 7 * 86400},
+]  # fmt: skip
 
 
 class InitError(Exception):
@@ -200,6 +236,29 @@ class InfluxDB:
             )
         raise InitError(f"creating database {self._settings.database}: HTTP {status} {body[:200]!r}")
 
+    def _configure(self, what: str, path: str, body: dict, token: str) -> bool:
+        """True when created now, False when it existed already (409)."""
+        status, answer = _request(
+            "POST", f"{self._settings.influx_url}/api/v3/configure/{path}", body=body, token=token
+        )
+        if status in (200, 201, 204):
+            return status != 204  # 204: an identical one exists
+        if status == 409:
+            return False
+        raise InitError(f"creating {what}: HTTP {status} {answer[:300]!r}")
+
+    def create_table(self, table: str, tags: list[str], token: str) -> bool:
+        body = {"db": self._settings.database, "table": table, "tags": tags, "fields": []}
+        return self._configure(f"table {table}", "table", body, token)
+
+    def create_last_cache(self, spec: dict, token: str) -> bool:
+        body = {"db": self._settings.database, **spec}
+        return self._configure(f"last value cache {spec['name']}", "last_cache", body, token)
+
+    def create_distinct_cache(self, spec: dict, token: str) -> bool:
+        body = {"db": self._settings.database, **spec}
+        return self._configure(f"distinct value cache {spec['name']}", "distinct_cache", body, token)
+
 
 def run(settings: Settings) -> list[str]:
     """Perform the set-up; returns what was done, one line per step (safe to log: no token in it)."""
@@ -218,6 +277,15 @@ def run(settings: Settings) -> list[str]:
         done.append(f"created database {settings.database}")
     else:
         done.append(f"database {settings.database} already exists")
+    for table, tags in TABLES.items():
+        made = influx.create_table(table, tags, token)
+        done.append(f"created table {table}" if made else f"table {table} already exists")
+    for spec in LAST_CACHES:
+        made = influx.create_last_cache(spec, token)
+        done.append(f"{'created' if made else 'kept'} last value cache {spec['name']} on {spec['table']}")
+    for spec in DISTINCT_CACHES:
+        made = influx.create_distinct_cache(spec, token)
+        done.append(f"{'created' if made else 'kept'} distinct value cache {spec['name']} on {spec['table']}")
     return done
 
 
