@@ -72,5 +72,6 @@ def decommission(ctl: Any, body: dict) -> None:
     for fleet in ctl.cached_fleets(namespace):
         if fleet.metadata.name == fleet_name:
             prefix = fleet.spec.broker.topic_prefix
-    if ctl.twin is not None:
-        ctl.twin.decommission(device_id, prefix)
+    twin = getattr(ctl, "twin", None)
+    if twin is not None:
+        twin.decommission(device_id, prefix)

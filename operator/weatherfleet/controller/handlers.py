@@ -23,6 +23,7 @@ from ..reconcilers.plan import PLAN_CONFIGMAP
 from . import metrics
 from .cache import resource_version
 from .controller import Controller, Key, child_owner
+from .devicetwin import TwinPublisher, decommission
 from .kube import KubeClient
 from .readings import Readings, cached_window, open_store
 from .settings import OperatorSettings
@@ -73,6 +74,10 @@ class Runtime:
             self.observer.ready if self.observer else lambda: True,
         )
         self.controller.readings = Readings(open_store(settings), cached_window(self.controller.cache))
+        if self.observer is not None:
+            # the device twin goes out on the operator's own MQTT connection
+            self.controller.twin = TwinPublisher(self.observer.publish)
+            self.observer.on_connected.append(self._mqtt_connected)
         self.task: asyncio.Task | None = None
         self.readings_task: asyncio.Task | None = None
         self.timers: list[asyncio.Task] = []
@@ -97,6 +102,16 @@ class Runtime:
 
     def enqueue_threadsafe(self, key: Key) -> None:
         self.loop.call_soon_threadsafe(self.enqueue, key)
+
+    def _mqtt_connected(self) -> None:
+        """From paho's thread: (re)connected; every sensor's desired configuration goes out again."""
+        if self.controller.twin is not None:
+            self.controller.twin.forget_all()
+        self.loop.call_soon_threadsafe(self._requeue_sensors)
+
+    def _requeue_sensors(self) -> None:
+        for obj in self.controller.cache.list("WeatherSensor"):
+            self.enqueue(("WeatherSensor", obj["metadata"].get("namespace") or "", obj["metadata"]["name"]))
 
     def _device_changed(self, device_id: str) -> None:
         """From paho's thread: a device's status or OTA state changed."""
@@ -285,6 +300,8 @@ async def sensor_event(event: kopf.RawEvent, **_: Any) -> None:
     old = rt.controller.cache.get("WeatherSensor", ns, name)
     obj, deleted = _observe(event)
     changed = deleted or _spec_changed(old, obj)
+    if deleted:
+        await rt.loop.run_in_executor(rt.executor, decommission, rt.controller, obj)
     if changed:
         # Our own status writes come back as events too; they need no reconcile.
         if not deleted:

@@ -6,11 +6,12 @@ is written at once (see docs/operator.md, "Status write budget")."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..models import WeatherSensor
 from ..models.sensor import LastReading, WeatherSensorStatus
+from ..reconcilers.devicetwin import desired_config, desired_text
 from ..reconcilers.fleet import fleet_for_sensor
 from ..reconcilers.sensor import SensorObservation, no_data_after, reconcile_sensor
 
@@ -39,6 +40,18 @@ def created_at(body: Object, default: datetime) -> datetime:
         return default
 
 
+def mqtt_reading(sighting: Any) -> LastReading | None:
+    """The last reading a device put in its heartbeat status (used where no time-series store is set)."""
+    reading = dict((sighting.status.reading if sighting and sighting.status else None) or {})
+    stamp = reading.pop("time", None)
+    if stamp is None:
+        return None
+    try:
+        return LastReading(time=datetime.fromtimestamp(stamp / 1000, UTC), values=reading)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
 def reconcile(ctl: Controller, namespace: str, name: str) -> float | None:
     """One WeatherSensor; seconds until it should be looked at again, or None."""
     body = ctl.cache.get("WeatherSensor", namespace, name)
@@ -59,6 +72,10 @@ def reconcile(ctl: Controller, namespace: str, name: str) -> float | None:
     heard = [t for t in (sighting.last_seen if sighting else None, reading.time if reading else None) if t]
     last_seen = max(heard) if heard else None
     last_reading = LastReading(time=reading.time, values=reading.values) if reading else None
+    if last_reading is None:
+        # No store (the shipped operator has none): the reading from the heartbeat, moved in the status
+        # as often as lastSeen is (see coarse_heartbeat).
+        last_reading = mqtt_reading(sighting)
     plan = ctl.plan_for(namespace, fleet.metadata.name) if fleet else None
     observation = SensorObservation(
         now=now,
@@ -70,8 +87,14 @@ def reconcile(ctl: Controller, namespace: str, name: str) -> float | None:
         if plan and plan.is_member(device_id)
         else None,
         last_reading=last_reading,
+        config=sighting.status.config if sighting and sighting.status else None,
     )
     result = reconcile_sensor(sensor, fleet, observation, password)
+    twin = getattr(ctl, "twin", None)  # a devicetwin.TwinPublisher when the operator has MQTT
+    if fleet is not None and twin is not None:
+        # the device twin: what the board should run, retained on twin/<id>/desired
+        login = (device_id, password) if password else None
+        twin.desired(device_id, desired_text(desired_config(sensor, fleet, login)))
     for child in result.children:
         ctl.apply(child)
     if fleet is not None:
