@@ -23,7 +23,9 @@ _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"
 _PRINTER_COLUMNS: dict[str, list[dict[str, Any]]] = {
     "WeatherSensor": [
         {"name": "Location", "type": "string", "jsonPath": ".spec.location"},
-        {"name": "Sensors", "type": "string", "jsonPath": ".spec.sensors[*].type"},
+        # The apiserver shows only the first match of a JSONPath (`.spec.sensors[*].type` would show one sensor
+        # of several): the operator writes the list joined into the status.
+        {"name": "Sensors", "type": "string", "jsonPath": ".status.sensorsSummary"},
         {"name": "Firmware", "type": "string", "jsonPath": ".status.firmware.reported"},
         {"name": "Desired", "type": "string", "jsonPath": ".status.firmware.desired"},
         {"name": "Online", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Online")].status'},
@@ -50,6 +52,17 @@ _PRINTER_COLUMNS: dict[str, list[dict[str, Any]]] = {
         {"name": "Digest", "type": "string", "jsonPath": ".status.digest", "priority": 1},
         _AGE,
     ],
+}
+
+# What `kubectl explain <kind>` says first.
+_DESCRIPTIONS = {
+    "WeatherSensor": "One ESP32 weather station board: its identity, location, sensors, features and firmware "
+    "policy. The fleet that selects it gives it a client certificate and broker access, alerts when it goes "
+    "silent and rolls firmware out to it.",
+    "SensorFleet": "A set of WeatherSensors (by label) with one MQTT broker, one certificate policy, one Grafana "
+    'dashboard with "no data" alerts, and one staged firmware rollout.',
+    "FirmwareRelease": "One built and signed firmware version stored as an OCI artifact: the operator resolves "
+    "its digest, checksums and signature before a fleet may roll it out.",
 }
 
 # Fields that may never change once set: enforced by the API server through CEL.
@@ -95,9 +108,18 @@ def _schema_for(model: type[Model], kind: str) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     schema = _structural(raw, raw.get("$defs", {}))
     props = schema["properties"]
-    props["metadata"] = {"type": "object"}
-    props["apiVersion"] = {"type": "string"}
-    props["kind"] = {"type": "string"}
+    # The descriptions Kubernetes gives these fields in its own types (`kubectl explain` shows them).
+    props["metadata"] = {"type": "object", "description": "Standard object's metadata."}
+    props["apiVersion"] = {
+        "type": "string",
+        "description": "APIVersion defines the versioned schema of this representation of an object. Servers "
+        "should convert recognized schemas to the latest internal value, and may reject unrecognized values.",
+    }
+    props["kind"] = {
+        "type": "string",
+        "description": "Kind is a string value representing the REST resource this object represents. Servers "
+        "may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase.",
+    }
     for field in _IMMUTABLE.get(kind, []):
         props["spec"]["properties"][field]["x-kubernetes-validations"] = [
             {"rule": "self == oldSelf", "message": f"{field} is immutable"}
@@ -111,7 +133,7 @@ def _schema_for(model: type[Model], kind: str) -> dict[str, Any]:
     conditions["x-kubernetes-list-type"] = "map"
     conditions["x-kubernetes-list-map-keys"] = ["type"]
     props["status"].pop("default", None)
-    schema.pop("description", None)
+    schema["description"] = _DESCRIPTIONS[kind]
     schema["required"] = ["spec"]
     return {"type": "object", **{k: v for k, v in schema.items() if k != "type"}}
 

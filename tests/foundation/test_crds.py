@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import jsonschema
 import kubernetes_validate
@@ -11,6 +12,8 @@ import pytest
 import yaml
 
 from weatherfleet.crds import all_crds, file_name, to_yaml
+
+sys.path.insert(0, str(Path(__file__).parent))  # printer_columns.py beside this file
 
 
 def test_checked_in_crds_match_the_models(build):
@@ -105,3 +108,146 @@ def test_schema_rejects_what_the_model_rejects_where_openapi_can_say_it(build):
     for doc in (bad_id, bad_addr, bad_type):
         assert list(validator.iter_errors(doc)), doc["spec"]
     assert not list(validator.iter_errors(build.sensor()))
+
+
+# --- kubectl explain: every field documented ------------------------------------------------------------
+
+
+def _undocumented(node, path):
+    for name, child in (node.get("properties") or {}).items():
+        here = f"{path}.{name}"
+        if not child.get("description"):
+            yield here
+        yield from _undocumented(child, here)
+    if isinstance(node.get("items"), dict):
+        yield from _undocumented(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from _undocumented(node["additionalProperties"], f"{path}{{}}")
+
+
+@pytest.mark.parametrize("doc", all_crds(), ids=lambda d: d["spec"]["names"]["kind"])
+def test_every_field_has_a_description(doc):
+    """What `kubectl explain <kind>.<field>` prints comes from these descriptions, generated from the models'
+    Field descriptions (and class docstrings for nested objects)."""
+    schema = doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert schema.get("description")
+    assert list(_undocumented(schema, doc["spec"]["names"]["kind"])) == []
+
+
+def test_the_checked_in_crds_carry_the_descriptions(build):
+    text = (build.repo / "crds" / "weatherfleet.io_weathersensors.yaml").read_text()
+    assert "the board's identity: MQTT client id, certificate common name" in text
+
+
+# --- kubectl get: printer columns as the apiserver evaluates them ----------------------------------------
+
+
+def _columns(kind):
+    crd = next(d for d in all_crds() if d["spec"]["names"]["kind"] == kind)
+    return crd["spec"]["versions"][0]["additionalPrinterColumns"]
+
+
+def _objects(build):
+    """A sensor, its fleet and a release with the statuses the operator's reconcilers write."""
+    from datetime import timedelta
+
+    from weatherfleet.models import FirmwareRelease, SensorFleet, WeatherSensor
+    from weatherfleet.models.common import Condition
+    from weatherfleet.models.release import FirmwareReleaseStatus
+    from weatherfleet.reconcilers.fleet import FleetObservation, reconcile_fleet
+    from weatherfleet.reconcilers.sensor import SensorObservation, reconcile_sensor
+    from weatherfleet.rollout import DeviceObservation
+
+    sensor_doc = build.sensor(
+        "dev-01", location="roof", sensors=[{"type": "bme280"}, {"type": "scd30"}, {"type": "sds011"}]
+    )
+    sensor = WeatherSensor.model_validate(sensor_doc)
+    fleet_doc = build.fleet()
+    fleet = SensorFleet.model_validate(fleet_doc)
+    seen = build.now - timedelta(minutes=1)
+    device = DeviceObservation(device_id="dev-01", online=True, reported_version="1.1.0")
+    status = reconcile_sensor(
+        sensor,
+        fleet,
+        SensorObservation(now=build.now, certificate_ready=True, last_seen=seen, device=device),
+        "pw",
+    ).status
+    fleet_status = reconcile_fleet(fleet, FleetObservation(now=build.now, sensors=[sensor])).status
+    release_doc = build.release()
+    release_status = FirmwareReleaseStatus(
+        observedGeneration=1,
+        digest="sha256:" + "a" * 64,
+        signatureVerified=True,
+        conditions=[Condition(type="Ready", status="True", reason="Ready", message="ok")],
+    )
+    dump = {"by_alias": True, "mode": "json", "exclude_none": True}
+    meta = {"creationTimestamp": "2026-03-01T11:00:00Z"}
+    return {
+        "WeatherSensor": {**sensor_doc, "metadata": {**sensor_doc["metadata"], **meta},
+                          "status": status.model_dump(**dump)},
+        "SensorFleet": {**fleet_doc, "metadata": {**fleet_doc["metadata"], **meta},
+                        "status": fleet_status.model_dump(**dump)},
+        "FirmwareRelease": {**release_doc, "metadata": {**release_doc["metadata"], **meta},
+                            "status": FirmwareRelease.model_validate(
+                                {**release_doc, "status": release_status.model_dump(**dump)}
+                            ).status.model_dump(**dump)},
+    }  # fmt: skip
+
+
+def test_kubectl_get_ws_shows_every_sensor_of_a_board(build):
+    from printer_columns import find_results, row
+
+    sensor = _objects(build)["WeatherSensor"]
+    # what the apiserver made of the old column: the first of three sensors only
+    assert row(sensor, [{"name": "Sensors", "type": "string", "jsonPath": ".spec.sensors[*].type"}]) == {
+        "Sensors": "bme280"
+    }
+    assert len(find_results(sensor, ".spec.sensors[*].type")) == 3
+    shown = row(sensor, _columns("WeatherSensor"))
+    assert shown["Sensors"] == "bme280,scd30,sds011"
+    assert (shown["Location"], shown["Firmware"], shown["Online"]) == ("roof", "1.1.0", "True")
+    assert shown["Last Seen"] == sensor["status"]["lastSeen"] and shown["Age"] == "2026-03-01T11:00:00Z"
+
+
+@pytest.mark.parametrize("kind", ["WeatherSensor", "SensorFleet", "FirmwareRelease"])
+def test_no_printer_column_depends_on_more_than_its_first_match(kind, build):
+    """The apiserver keeps `results[0][0]`: a column whose path reaches several values on a real object
+    shows a part as if it were the whole. Every path also names fields the schema has."""
+    from printer_columns import find_results, parse
+
+    obj = _objects(build)[kind]
+    schema = _schema(kind)
+    for column in _columns(kind):
+        assert len(find_results(obj, column["jsonPath"])) <= 1, column
+        node = schema
+        for step, arg in parse(column["jsonPath"]):
+            if step == "field":
+                if arg == "metadata":
+                    break
+                assert arg in node.get("properties", {}), f"{column['jsonPath']}: no field {arg}"
+                node = node["properties"][arg]
+            else:
+                node = node["items"]
+
+
+def test_the_evaluator_follows_the_apiserver_on_filters_and_types():
+    from printer_columns import cell
+
+    obj = {
+        "status": {
+            "conditions": [
+                {"type": "Ready", "status": "False"},
+                {"type": "Online", "status": "True"},
+                {"type": "Online", "status": "False"},
+            ],
+            "n": 5.0,
+            "flag": True,
+        }
+    }
+    online = {"type": "string", "jsonPath": '.status.conditions[?(@.type=="Online")].status'}
+    assert cell(obj, online) == "True"  # two matches: the first wins
+    assert cell(obj, {"type": "integer", "jsonPath": ".status.n"}) == 5
+    assert cell(obj, {"type": "string", "jsonPath": ".status.n"}) == "5"  # Go prints 5.0 as 5
+    assert cell(obj, {"type": "string", "jsonPath": ".status.flag"}) == "true"
+    assert cell(obj, {"type": "integer", "jsonPath": ".status.flag"}) is None
+    assert cell(obj, {"type": "date", "jsonPath": ".status.missing"}) is None

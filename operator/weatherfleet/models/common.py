@@ -40,12 +40,18 @@ class ObjectMeta(BaseModel):
 class Condition(Model):
     """metav1.Condition."""
 
-    type: str
-    status: ConditionStatus
-    reason: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")]
-    message: str = ""
-    last_transition_time: datetime | None = Field(default=None, alias="lastTransitionTime")
-    observed_generation: int | None = Field(default=None, alias="observedGeneration")
+    type: str = Field(description="what the condition is about, in CamelCase (Ready, Online, ...)")
+    status: ConditionStatus = Field(description="True, False or Unknown")
+    reason: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")] = Field(
+        description="why, in one CamelCase word a program can match"
+    )
+    message: str = Field(default="", description="why, for a person")
+    last_transition_time: datetime | None = Field(
+        default=None, alias="lastTransitionTime", description="when status last changed"
+    )
+    observed_generation: int | None = Field(
+        default=None, alias="observedGeneration", description="the spec generation the condition was set for"
+    )
 
 
 class SecretKeyRef(Model):
@@ -53,13 +59,21 @@ class SecretKeyRef(Model):
 
     name: Annotated[
         str, StringConstraints(pattern=DNS1123_LABEL.replace("^[a-z0-9]", "^[a-z0-9.]"), max_length=253)
-    ]
-    key: Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)]
+    ] = Field(description="the Secret, in the resource's namespace")
+    key: Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)] = Field(
+        description="the key in its data"
+    )
 
 
 class ConfigMapKeyRef(Model):
-    name: Annotated[str, StringConstraints(pattern=DNS1123_LABEL, max_length=253)]
-    key: Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)]
+    """A key in a ConfigMap of the resource's namespace."""
+
+    name: Annotated[str, StringConstraints(pattern=DNS1123_LABEL, max_length=253)] = Field(
+        description="the ConfigMap, in the resource's namespace"
+    )
+    key: Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)] = Field(
+        description="the key in its data"
+    )
 
 
 def set_condition(

@@ -24,14 +24,28 @@ Name = Annotated[str, StringConstraints(pattern=DNS1123_LABEL, max_length=63)]
 
 
 class LabelSelectorRequirement(Model):
-    key: str
-    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: list[str] = Field(default_factory=list)
+    """metav1.LabelSelectorRequirement."""
+
+    key: str = Field(description="the label key")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="how the label relates to values"
+    )
+    values: list[str] = Field(
+        default_factory=list, description="for In and NotIn; empty for Exists, DoesNotExist"
+    )
 
 
 class LabelSelector(Model):
-    match_labels: dict[str, str] = Field(default_factory=dict, alias="matchLabels")
-    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list, alias="matchExpressions")
+    """metav1.LabelSelector."""
+
+    match_labels: dict[str, str] = Field(
+        default_factory=dict,
+        alias="matchLabels",
+        description="labels a WeatherSensor must carry, all of them",
+    )
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list, alias="matchExpressions", description="further requirements, all of them"
+    )
 
     def matches(self, labels: dict[str, str]) -> bool:
         if any(labels.get(k) != v for k, v in self.match_labels.items()):
@@ -50,16 +64,33 @@ class LabelSelector(Model):
 
 
 class BrokerSpec(Model):
-    kind: Literal["nanomq", "mosquitto"] = "nanomq"
+    """The MQTT broker the fleet's boards use, and the files the operator writes for it."""
+
+    kind: Literal["nanomq", "mosquitto"] = Field(
+        default="nanomq",
+        description="NanoMQ (ACL + password file) or Mosquitto (ACL by certificate identity)",
+    )
     topic_prefix: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,30}$")] = Field(
-        default="sensors", alias="topicPrefix"
+        default="sensors",
+        alias="topicPrefix",
+        description="first topic level: boards publish <topicPrefix>/<deviceId>/measurements, status, ota",
     )
     host: Annotated[str, StringConstraints(pattern=DNS1123_SUBDOMAIN, max_length=253)] = Field(
         default="nanomq", description="the broker Service: its server certificate is issued for this name"
     )
-    port: Annotated[int, Field(ge=1, le=65535)] = 8883
-    acl_config_map: Name = Field(default="nanomq-acl", alias="aclConfigMap")
-    credentials_secret: Name = Field(default="nanomq-passwords", alias="credentialsSecret")
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        default=8883, description="MQTT over TLS port boards dial"
+    )
+    acl_config_map: Name = Field(
+        default="nanomq-acl",
+        alias="aclConfigMap",
+        description="ConfigMap the operator writes the broker's ACL into",
+    )
+    credentials_secret: Name = Field(
+        default="nanomq-passwords",
+        alias="credentialsSecret",
+        description="Secret the operator writes NanoMQ's password file into (boards and services)",
+    )
     deployment: Name | None = Field(
         default="nanomq", description="Broker Deployment to restart when the ACL changes"
     )
@@ -72,14 +103,22 @@ class BrokerSpec(Model):
 
 
 class IssuerRef(Model):
-    name: Name
-    kind: Literal["ClusterIssuer", "Issuer"] = "ClusterIssuer"
-    group: Literal["cert-manager.io"] = "cert-manager.io"
+    """The cert-manager issuer that signs the fleet's certificates."""
+
+    name: Name = Field(description="the issuer's name")
+    kind: Literal["ClusterIssuer", "Issuer"] = Field(
+        default="ClusterIssuer", description="ClusterIssuer or Issuer"
+    )
+    group: Literal["cert-manager.io"] = Field(default="cert-manager.io", description="always cert-manager.io")
 
 
 class PrivateKeyPolicy(Model):
-    algorithm: Literal["ECDSA", "RSA", "Ed25519"] = "ECDSA"
-    size: int = 256
+    """The key of each board's certificate."""
+
+    algorithm: Literal["ECDSA", "RSA", "Ed25519"] = Field(
+        default="ECDSA", description="ECDSA (light on an ESP32), RSA or Ed25519"
+    )
+    size: int = Field(default=256, description="ECDSA 256/384/521, RSA 2048/3072/4096, Ed25519 256")
 
     @model_validator(mode="after")
     def _size_fits_algorithm(self) -> PrivateKeyPolicy:
@@ -95,9 +134,17 @@ class CertificatePolicy(Model):
     issuer_ref: IssuerRef = Field(
         default_factory=lambda: IssuerRef(name="weatherfleet-ca"), alias="issuerRef"
     )
-    duration: Duration = "2160h"
-    renew_before: Duration = Field(default="360h", alias="renewBefore")
-    private_key: PrivateKeyPolicy = Field(default_factory=PrivateKeyPolicy, alias="privateKey")
+    duration: Duration = Field(default="2160h", description="certificate lifetime, e.g. 2160h (90 days)")
+    renew_before: Duration = Field(
+        default="360h",
+        alias="renewBefore",
+        description="renew this long before expiry; shorter than duration",
+    )
+    private_key: PrivateKeyPolicy = Field(
+        default_factory=PrivateKeyPolicy,
+        alias="privateKey",
+        description="the certificate key's algorithm and size",
+    )
 
     @model_validator(mode="after")
     def _renew_before_duration(self) -> CertificatePolicy:
@@ -117,23 +164,50 @@ register_pattern_meaning(
 
 
 class GrafanaSpec(Model):
-    folder: Annotated[str, StringConstraints(pattern=GRAFANA_FOLDER)] = "Weather"
-    dashboard_title: str = Field(default="Weather fleet", alias="dashboardTitle")
+    """The fleet's dashboard and alert rules in Grafana."""
+
+    folder: Annotated[str, StringConstraints(pattern=GRAFANA_FOLDER)] = Field(
+        default="Weather",
+        description="Grafana folder of the dashboard and the alert rules (one name, no '/')",
+    )
+    dashboard_title: str = Field(
+        default="Weather fleet", alias="dashboardTitle", description="the dashboard's title"
+    )
     datasource_uid: Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9_-]{1,40}$")] = Field(
-        default="influxdb3", alias="datasourceUid"
+        default="influxdb3",
+        alias="datasourceUid",
+        description="uid of the Grafana datasource for InfluxDB 3 (SQL) the dashboard and rules query",
     )
 
 
 class TelegramSpec(Model):
-    bot_token_secret_ref: SecretKeyRef = Field(alias="botTokenSecretRef")
+    """Where alerts go on Telegram."""
+
+    bot_token_secret_ref: SecretKeyRef = Field(
+        alias="botTokenSecretRef",
+        description="the Secret key holding the bot token; the operator makes it the fleet's Grafana contact "
+        "point (never written into a ConfigMap)",
+    )
     chat_id: Annotated[str, StringConstraints(pattern=r"^-?[0-9]{1,20}$|^@[A-Za-z][A-Za-z0-9_]{4,31}$")] = (
-        Field(alias="chatId")
+        Field(
+            alias="chatId",
+            description="the chat: a number like -1001234567890 or a channel like @garden_alerts",
+        )
     )
 
 
 class FleetAlerting(Model):
-    no_data_after: Duration = Field(default="10m", alias="noDataAfter")
-    telegram: TelegramSpec | None = None
+    """ "No data" alerts for the fleet's boards."""
+
+    no_data_after: Duration = Field(
+        default="10m",
+        alias="noDataAfter",
+        description="silence after which a board is offline and its alert fires; a sensor may set its own",
+    )
+    telegram: TelegramSpec | None = Field(
+        default=None,
+        description="send alerts to Telegram; without it they follow Grafana's notification policy",
+    )
 
 
 class Wave(Model):
@@ -233,23 +307,37 @@ class RolloutSpec(Model):
 
 
 class SensorFleetSpec(Model):
-    selector: LabelSelector
-    broker: BrokerSpec = Field(default_factory=BrokerSpec)
-    certificates: CertificatePolicy = Field(default_factory=CertificatePolicy)
-    grafana: GrafanaSpec = Field(default_factory=GrafanaSpec)
-    alerting: FleetAlerting = Field(default_factory=FleetAlerting)
-    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    selector: LabelSelector = Field(
+        description="the WeatherSensors of this namespace that belong to the fleet"
+    )
+    broker: BrokerSpec = Field(
+        default_factory=BrokerSpec, description="the MQTT broker and its ACL and passwords"
+    )
+    certificates: CertificatePolicy = Field(
+        default_factory=CertificatePolicy, description="how the boards' client certificates are issued"
+    )
+    grafana: GrafanaSpec = Field(
+        default_factory=GrafanaSpec, description="dashboard and alert rule placement"
+    )
+    alerting: FleetAlerting = Field(default_factory=FleetAlerting, description='"no data" alerts')
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="which release, in which waves")
 
 
 class SensorCounts(Model):
-    total: int = 0
-    online: int = 0
-    stale: int = 0
+    """The fleet's sensors by state."""
+
+    total: int = Field(default=0, description="sensors the selector picks")
+    online: int = Field(default=0, description="heard from within noDataAfter")
+    stale: int = Field(default=0, description="heard from once, silent for longer than noDataAfter")
 
 
 class FailedDevice(Model):
-    device_id: str = Field(alias="deviceId")
-    reason: str
+    """A device that counted as failed in the rollout."""
+
+    device_id: str = Field(alias="deviceId", description="the device")
+    reason: str = Field(
+        description="failed, rolled back (with the device's reason), offline after updating, ..."
+    )
 
 
 RolloutPhase = Literal["Idle", "Progressing", "Paused", "Halted", "Aborted", "RolledBack", "Complete"]
@@ -268,7 +356,7 @@ class RolloutStatus(Model):
     rollback_version: str | None = Field(
         default=None, alias="rollbackVersion", description="where spec.rollout.rollback takes the fleet"
     )
-    phase: RolloutPhase = "Idle"
+    phase: RolloutPhase = Field(default="Idle", description="where the rollout stands")
     wave: int = Field(default=0, description="index of the open wave (0 is the first)")
     percent: float = Field(default=0, description="the open wave's percentage")
     threshold: str | None = Field(
@@ -278,7 +366,9 @@ class RolloutStatus(Model):
     )
     eligible: int = Field(default=0, description="members the release can go to (not pinned, not excluded)")
     opened: int = Field(default=0, description="devices inside the open share")
-    wave_started_at: datetime | None = Field(default=None, alias="waveStartedAt")
+    wave_started_at: datetime | None = Field(
+        default=None, alias="waveStartedAt", description="when the open wave opened"
+    )
     paused_at: datetime | None = Field(
         default=None, alias="pausedAt", description="since when the clocks stand still (paused or aborted)"
     )
@@ -286,18 +376,27 @@ class RolloutStatus(Model):
         default=0, alias="pausedSeconds", description="time the open wave spent paused, not counted"
     )
     updated: int = Field(default=0, description="devices of the share running the release")
-    failed: int = 0
+    failed: int = Field(default=0, description="devices of the share that failed (see failedDevices)")
     pending: int = Field(default=0, description="online devices of the share not running it yet")
     offline: int = Field(default=0, description="devices of the share not seen recently (not counted)")
-    reason: str = ""
-    failed_devices: list[FailedDevice] = Field(default_factory=list, alias="failedDevices")
+    reason: str = Field(default="", description="why the rollout is where it is, for a person")
+    failed_devices: list[FailedDevice] = Field(
+        default_factory=list, alias="failedDevices", description="the failed devices and why"
+    )
 
 
 class SensorFleetStatus(Model):
-    observed_generation: int | None = Field(default=None, alias="observedGeneration")
-    conditions: list[Condition] = Field(default_factory=list)
-    sensors: SensorCounts = Field(default_factory=SensorCounts)
-    rollout: RolloutStatus = Field(default_factory=RolloutStatus)
+    """What the operator observed and decided for the fleet."""
+
+    observed_generation: int | None = Field(
+        default=None, alias="observedGeneration", description="the spec generation this status describes"
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, BrokerConfigured, ReleaseAvailable, RolloutHealthy, AlertingConfigured",
+    )
+    sensors: SensorCounts = Field(default_factory=SensorCounts, description="the fleet's sensors by state")
+    rollout: RolloutStatus = Field(default_factory=RolloutStatus, description="the rollout's progress")
 
 
 class SensorFleet(Model):
@@ -306,5 +405,9 @@ class SensorFleet(Model):
     )
     kind: Literal["SensorFleet"] = "SensorFleet"
     metadata: ObjectMeta
-    spec: SensorFleetSpec
-    status: SensorFleetStatus = Field(default_factory=SensorFleetStatus)
+    spec: SensorFleetSpec = Field(
+        description="the fleet: its sensors, broker, certificates, Grafana, rollout"
+    )
+    status: SensorFleetStatus = Field(
+        default_factory=SensorFleetStatus, description="written by the operator: counts, rollout, conditions"
+    )

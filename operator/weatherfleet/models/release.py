@@ -10,7 +10,16 @@ from .common import Condition, ConfigMapKeyRef, Model, ObjectMeta
 from .sensor import SemVer
 
 Digest = Annotated[str, StringConstraints(pattern=r"^sha256:[a-f0-9]{64}$")]
-FEATURES: tuple[str, ...] = ("bme280", "scd30", "sds011", "influx", "json", "tls", "mtls", "ota")
+FEATURES: tuple[str, ...] = (
+    "bme280",
+    "scd30",
+    "sds011",
+    "influx",
+    "json",
+    "tls",
+    "mtls",
+    "ota",
+)
 
 
 class ArtifactRef(Model):
@@ -18,11 +27,30 @@ class ArtifactRef(Model):
     the layout the original OtaFlux serves (REPOSITORY_PREFIX + device id)."""
 
     repository: Annotated[
-        str, StringConstraints(pattern=r"^[a-z0-9.:-]+(/([a-z0-9._-]|\{deviceId\})+)+$", max_length=255)
-    ]
-    tag: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")] | None = None
-    digest: Digest | None = None
-    kind: Literal["image", "bundle"] = "bundle"
+        str,
+        StringConstraints(
+            pattern=r"^[a-z0-9.:-]+(/([a-z0-9._-]|\{deviceId\})+)+$", max_length=255
+        ),
+    ] = Field(
+        description="registry host and repository, e.g. registry.example:5000/firmware/{deviceId}; {deviceId} "
+        "stands for each device's own repository"
+    )
+    tag: (
+        Annotated[
+            str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description="the artifact's tag; default the version (set tag or digest, not both)",
+    )
+    digest: Digest | None = Field(
+        default=None, description="the artifact's manifest digest, sha256:<64 hex>"
+    )
+    kind: Literal["image", "bundle"] = Field(
+        default="bundle",
+        description="image: one layer, a whole firmware binary; bundle: one layer per MicroPython file",
+    )
 
     @model_validator(mode="after")
     def _tag_or_digest(self) -> ArtifactRef:
@@ -32,8 +60,17 @@ class ArtifactRef(Model):
 
 
 class SignaturePolicy(Model):
-    required: bool = True
-    public_key_ref: ConfigMapKeyRef | None = Field(default=None, alias="publicKeyRef")
+    """Whether the release must be signed, and by which key."""
+
+    required: bool = Field(
+        default=True,
+        description="roll out only once the signature verified with the key of publicKeyRef",
+    )
+    public_key_ref: ConfigMapKeyRef | None = Field(
+        default=None,
+        alias="publicKeyRef",
+        description="a ConfigMap key holding the PEM public key (Ed25519 or ECDSA P-256) that signs releases",
+    )
 
     @model_validator(mode="after")
     def _key_when_required(self) -> SignaturePolicy:
@@ -45,21 +82,40 @@ class SignaturePolicy(Model):
 
 
 class FirmwareReleaseSpec(Model):
-    version: SemVer
-    channel: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,30}$")] = "stable"
-    board: Literal["esp32-devkit-v1", "esp32-devkitc", "esp32-s3-devkitc"] = "esp32-devkit-v1"
-    artifact: ArtifactRef
-    features: list[Literal["bme280", "scd30", "sds011", "influx", "json", "tls", "mtls", "ota"]] = Field(
-        default_factory=list
+    version: SemVer = Field(
+        description="semantic version, as the artifact's annotation says and devices report"
     )
-    signature: SignaturePolicy = Field(default_factory=lambda: SignaturePolicy(required=False))
+    channel: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,30}$")] = (
+        Field(
+            default="stable",
+            description="release channel; only devices on this channel are offered the release",
+        )
+    )
+    board: Literal["esp32-devkit-v1", "esp32-devkitc", "esp32-s3-devkitc"] = Field(
+        default="esp32-devkit-v1", description="the board the firmware is built for"
+    )
+    artifact: ArtifactRef = Field(
+        description="where the firmware is: OCI repository, tag or digest, kind"
+    )
+    features: list[
+        Literal["bme280", "scd30", "sds011", "influx", "json", "tls", "mtls", "ota"]
+    ] = Field(
+        default_factory=list,
+        description="what the build includes (sensor drivers, payload format, tls, mtls, ota)",
+    )
+    signature: SignaturePolicy = Field(
+        default_factory=lambda: SignaturePolicy(required=False),
+        description="signature requirement and key",
+    )
 
     @model_validator(mode="after")
     def _features_consistent(self) -> FirmwareReleaseSpec:
         if len(set(self.features)) != len(self.features):
             raise ValueError("features listed more than once")
         if "influx" in self.features and "json" in self.features:
-            raise ValueError("features influx and json are exclusive: a build has one payload format")
+            raise ValueError(
+                "features influx and json are exclusive: a build has one payload format"
+            )
         if "mtls" in self.features and "tls" not in self.features:
             raise ValueError("feature mtls requires tls")
         return self
@@ -69,13 +125,36 @@ class FirmwareReleaseSpec(Model):
 
 
 class FirmwareReleaseStatus(Model):
-    observed_generation: int | None = Field(default=None, alias="observedGeneration")
-    conditions: list[Condition] = Field(default_factory=list)
-    digest: str | None = None
-    size: int | None = None
-    crc32: int | None = None
-    sha256: str | None = None
-    signature_verified: bool | None = Field(default=None, alias="signatureVerified")
+    """What the operator found in the registry."""
+
+    observed_generation: int | None = Field(
+        default=None,
+        alias="observedGeneration",
+        description="the spec generation this status describes",
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Resolved, SignatureVerified, Ready"
+    )
+    digest: str | None = Field(
+        default=None, description="the artifact's manifest digest"
+    )
+    size: int | None = Field(
+        default=None,
+        description="bytes a device downloads (the image, or the bundle's files)",
+    )
+    crc32: int | None = Field(
+        default=None,
+        description="CRC32 of what a device downloads, as /version reports it",
+    )
+    sha256: str | None = Field(
+        default=None, description="sha256 of what a device downloads (hex)"
+    )
+    signature_verified: bool | None = Field(
+        default=None,
+        alias="signatureVerified",
+        description="true: the signature verified with the configured key; false: it did not or is missing; "
+        "unset: not checked (yet)",
+    )
 
 
 class FirmwareRelease(Model):
@@ -84,5 +163,10 @@ class FirmwareRelease(Model):
     )
     kind: Literal["FirmwareRelease"] = "FirmwareRelease"
     metadata: ObjectMeta
-    spec: FirmwareReleaseSpec
-    status: FirmwareReleaseStatus = Field(default_factory=FirmwareReleaseStatus)
+    spec: FirmwareReleaseSpec = Field(
+        description="the firmware version, its artifact and signature policy"
+    )
+    status: FirmwareReleaseStatus = Field(
+        default_factory=FirmwareReleaseStatus,
+        description="written by the operator: resolved digest, size, checksums, signature",
+    )

@@ -37,11 +37,23 @@ def _check_pins(driven: dict[str, int], read: dict[str, int]) -> None:
 
 
 class I2CBus(Model):
-    bus: Annotated[int, Field(ge=0, le=1)] = 0
-    sda: Gpio = 21
-    scl: Gpio = 22
+    """Where an I2C sensor is wired."""
+
+    bus: Annotated[int, Field(ge=0, le=1)] = Field(
+        default=0, description="I2C controller of the ESP32 (0 or 1)"
+    )
+    sda: Gpio = Field(
+        default=21, description="GPIO of the data line (SDA); not 6-11 (flash) or 34-39 (input only)"
+    )
+    scl: Gpio = Field(
+        default=22, description="GPIO of the clock line (SCL); not 6-11 (flash) or 34-39 (input only)"
+    )
     # 7-bit addresses outside 0x08..0x77 are reserved by the I2C specification.
-    address: Annotated[int, Field(ge=0x08, le=0x77)] | None = None
+    address: Annotated[int, Field(ge=0x08, le=0x77)] | None = Field(
+        default=None,
+        description="7-bit I2C address; default the sensor's usual one (bme280 0x76, scd30 0x61). Two sensors "
+        "on one bus need different addresses",
+    )
 
     @model_validator(mode="after")
     def _pins_usable(self) -> I2CBus:
@@ -50,10 +62,14 @@ class I2CBus(Model):
 
 
 class UartPort(Model):
+    """Where a UART sensor is wired."""
+
     # UART0 carries the REPL on an ESP32 DevKit; sensors get UART1 or UART2.
-    id: Annotated[int, Field(ge=1, le=2)] = 2
-    tx: Gpio = 17
-    rx: Gpio = 16
+    id: Annotated[int, Field(ge=1, le=2)] = Field(
+        default=2, description="UART of the ESP32: 1 or 2 (UART0 carries the REPL)"
+    )
+    tx: Gpio = Field(default=17, description="GPIO the board transmits on (to the sensor's RX)")
+    rx: Gpio = Field(default=16, description="GPIO the board receives on (from the sensor's TX)")
 
     @model_validator(mode="after")
     def _pins_usable(self) -> UartPort:
@@ -62,9 +78,17 @@ class UartPort(Model):
 
 
 class SensorSpec(Model):
-    type: SensorType
-    i2c: I2CBus | None = None
-    uart: UartPort | None = None
+    """One sensor on the board. Each type at most once."""
+
+    type: SensorType = Field(
+        description="bme280 (temperature, humidity, pressure; I2C), scd30 (CO2; I2C) or sds011 (PM2.5, PM10; UART)"
+    )
+    i2c: I2CBus | None = Field(
+        default=None, description="wiring of an I2C sensor (default bus 0, SDA 21, SCL 22)"
+    )
+    uart: UartPort | None = Field(
+        default=None, description="wiring of a UART sensor (default UART2, TX 17, RX 16)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -92,10 +116,16 @@ class SensorSpec(Model):
 
 
 class Features(Model):
-    payload: Literal["influx", "json"] = "influx"
-    tls: bool = True
-    mtls: bool = True
-    ota: bool = True
+    """What the firmware built for this board includes."""
+
+    payload: Literal["influx", "json"] = Field(
+        default="influx", description="measurement format on MQTT: InfluxDB line protocol or JSON"
+    )
+    tls: bool = Field(default=True, description="MQTT over TLS, the broker checked against the fleet's CA")
+    mtls: bool = Field(default=True, description="a client certificate as well (needs tls)")
+    ota: bool = Field(
+        default=True, description="over-the-air updates from OtaFlux; false keeps the board out of rollouts"
+    )
 
     @model_validator(mode="after")
     def _mtls_needs_tls(self) -> Features:
@@ -105,12 +135,27 @@ class Features(Model):
 
 
 class FirmwarePolicy(Model):
-    channel: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,30}$")] = "stable"
-    pinned_version: SemVer | None = Field(default=None, alias="pinnedVersion")
-    check_interval_seconds: Annotated[int, Field(ge=60, le=86400)] = Field(
-        default=3600, alias="checkIntervalSeconds"
+    """Which firmware the board gets and how often it asks."""
+
+    channel: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,30}$")] = Field(
+        default="stable",
+        description="release channel: only releases of this channel are rolled out to the board",
     )
-    jitter_seconds: Annotated[int, Field(ge=0, le=3600)] = Field(default=300, alias="jitterSeconds")
+    pinned_version: SemVer | None = Field(
+        default=None,
+        alias="pinnedVersion",
+        description="keep the board on exactly this version, whatever the fleet's rollout offers",
+    )
+    check_interval_seconds: Annotated[int, Field(ge=60, le=86400)] = Field(
+        default=3600,
+        alias="checkIntervalSeconds",
+        description="how often the board asks OtaFlux for a version",
+    )
+    jitter_seconds: Annotated[int, Field(ge=0, le=3600)] = Field(
+        default=300,
+        alias="jitterSeconds",
+        description="random delay added to each check so a fleet does not ask at once; at most the interval",
+    )
 
     @model_validator(mode="after")
     def _jitter_within_interval(self) -> FirmwarePolicy:
@@ -123,17 +168,34 @@ class FirmwarePolicy(Model):
 
 
 class SensorAlerting(Model):
-    no_data_after: Duration | None = Field(default=None, alias="noDataAfter")
+    """When the board counts as silent."""
+
+    no_data_after: Duration | None = Field(
+        default=None,
+        alias="noDataAfter",
+        description="silence after which the board is offline and a Grafana alert fires, e.g. 15m; default the "
+        "fleet's",
+    )
 
 
 class WeatherSensorSpec(Model):
-    device_id: DeviceId = Field(alias="deviceId")
-    location: Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=r"^[^\x00-\x1f]+$")]
-    board: Literal["esp32-devkit-v1", "esp32-devkitc", "esp32-s3-devkitc"] = "esp32-devkit-v1"
-    sensors: Annotated[list[SensorSpec], Field(min_length=1, max_length=3)]
-    features: Features = Field(default_factory=Features)
+    device_id: DeviceId = Field(
+        alias="deviceId",
+        description="the board's identity: MQTT client id, certificate common name and OTA device id; a DNS-1123 "
+        "label, immutable",
+    )
+    location: Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=r"^[^\x00-\x1f]+$")] = (
+        Field(description="where the board hangs (free text): a tag of every measurement, a dashboard series")
+    )
+    board: Literal["esp32-devkit-v1", "esp32-devkitc", "esp32-s3-devkitc"] = Field(
+        default="esp32-devkit-v1", description="the ESP32 board, for firmware builds"
+    )
+    sensors: Annotated[list[SensorSpec], Field(min_length=1, max_length=3)] = Field(
+        description="the sensors on the board (1 to 3, each type once, no shared pins or I2C addresses)"
+    )
+    features: Features = Field(default_factory=Features, description="what the board's firmware includes")
     measurement_interval_seconds: Annotated[int, Field(ge=1, le=86400)] = Field(
-        default=60, alias="measurementIntervalSeconds"
+        default=60, alias="measurementIntervalSeconds", description="seconds between two measurements"
     )
     heartbeat_seconds: Annotated[int, Field(ge=5, le=3600)] | None = Field(
         default=None,
@@ -141,8 +203,10 @@ class WeatherSensorSpec(Model):
         description="how often the board republishes its retained status; default: a quarter of "
         "noDataAfter, 5 s to 5 min",
     )
-    firmware: FirmwarePolicy = Field(default_factory=FirmwarePolicy)
-    alerting: SensorAlerting = Field(default_factory=SensorAlerting)
+    firmware: FirmwarePolicy = Field(
+        default_factory=FirmwarePolicy, description="firmware channel, pin and update checks"
+    )
+    alerting: SensorAlerting = Field(default_factory=SensorAlerting, description="this board's silence limit")
 
     @model_validator(mode="after")
     def _sensor_types_unique(self) -> WeatherSensorSpec:
@@ -175,34 +239,80 @@ class WeatherSensorSpec(Model):
 
 
 class LastReading(Model):
-    time: datetime
-    values: dict[str, float] = Field(default_factory=dict)
+    """The newest measurement the time-series store holds for the board."""
+
+    time: datetime = Field(description="when it was measured")
+    values: dict[str, float] = Field(
+        default_factory=dict,
+        description="quantity -> value (temperature in °C, humidity in %, pressure in hPa, "
+        "co2 in ppm, pm25 and pm10 in µg/m³)",
+    )
 
 
 class FirmwareStatus(Model):
-    reported: str | None = None
-    desired: str | None = None
-    state: str | None = None
-    last_error: str | None = Field(default=None, alias="lastError")
+    """The board's firmware as it reports it, and what the rollout offers it."""
+
+    reported: str | None = Field(default=None, description="version the board runs (its retained status)")
+    desired: str | None = Field(default=None, description="version the fleet's rollout plan offers the board")
+    state: str | None = Field(
+        default=None,
+        description="its last OTA event: checking, downloading, installed, confirmed, failed, ...",
+    )
+    last_error: str | None = Field(
+        default=None, alias="lastError", description="why the last update failed or was rolled back"
+    )
 
 
 class DeviceConfigStatus(Model):
     """The desired configuration (device twin) as the board reported it in its status."""
 
-    desired_generation: int | None = Field(default=None, alias="desiredGeneration")
-    applied_generation: int | None = Field(default=None, alias="appliedGeneration")
-    last_error: str | None = Field(default=None, alias="lastError")
+    desired_generation: int | None = Field(
+        default=None,
+        alias="desiredGeneration",
+        description="generation of the configuration sent to the board",
+    )
+    applied_generation: int | None = Field(
+        default=None, alias="appliedGeneration", description="generation the board reports it runs"
+    )
+    last_error: str | None = Field(
+        default=None,
+        alias="lastError",
+        description="why the board refused a configuration (it kept the last good one)",
+    )
 
 
 class WeatherSensorStatus(Model):
-    observed_generation: int | None = Field(default=None, alias="observedGeneration")
-    conditions: list[Condition] = Field(default_factory=list)
-    fleet: str | None = None
-    online: bool | None = None
-    last_seen: datetime | None = Field(default=None, alias="lastSeen")
-    last_reading: LastReading | None = Field(default=None, alias="lastReading")
-    firmware: FirmwareStatus = Field(default_factory=FirmwareStatus)
-    config: DeviceConfigStatus | None = None
+    """What the operator observed about the board."""
+
+    observed_generation: int | None = Field(
+        default=None, alias="observedGeneration", description="the spec generation this status describes"
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, CertificateReady, BrokerAccess, Online, FirmwareCurrent (and ConfigApplied)",
+    )
+    fleet: str | None = Field(default=None, description="the SensorFleet that selects this sensor")
+    online: bool | None = Field(
+        default=None, description="heard from within noDataAfter, and not gone offline"
+    )
+    last_seen: datetime | None = Field(
+        default=None, alias="lastSeen", description="when the board was last heard from (any message)"
+    )
+    last_reading: LastReading | None = Field(
+        default=None, alias="lastReading", description="its newest measurement"
+    )
+    sensors_summary: str | None = Field(
+        default=None,
+        alias="sensorsSummary",
+        description="the sensor types of the spec, comma-separated: the SENSORS column of kubectl get (a "
+        "printer column shows only the first match of a list path)",
+    )
+    firmware: FirmwareStatus = Field(
+        default_factory=FirmwareStatus, description="reported and desired firmware"
+    )
+    config: DeviceConfigStatus | None = Field(
+        default=None, description="the desired configuration (device twin): sent and applied generations"
+    )
 
 
 class WeatherSensor(Model):
@@ -211,5 +321,10 @@ class WeatherSensor(Model):
     )
     kind: Literal["WeatherSensor"] = "WeatherSensor"
     metadata: ObjectMeta
-    spec: WeatherSensorSpec
-    status: WeatherSensorStatus = Field(default_factory=WeatherSensorStatus)
+    spec: WeatherSensorSpec = Field(
+        description="the board: identity, location, sensors, features, firmware policy"
+    )
+    status: WeatherSensorStatus = Field(
+        default_factory=WeatherSensorStatus,
+        description="written by the operator: conditions, last seen, firmware",
+    )

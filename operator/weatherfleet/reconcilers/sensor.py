@@ -62,6 +62,12 @@ def credentials_secret_name(device_id: str) -> str:
     return f"{device_id}-mqtt-credentials"
 
 
+def sensors_summary(sensor: WeatherSensor) -> str:
+    """The sensor types in spec order, comma-separated: `kubectl get ws` shows this (SENSORS), because the
+    apiserver prints only the first match of a printer column's JSONPath (`.spec.sensors[*].type`)."""
+    return ",".join(s.type for s in sensor.spec.sensors)
+
+
 def no_data_after(sensor: WeatherSensor, fleet: SensorFleet | None) -> float:
     """Seconds of silence after which a sensor counts as offline: its own setting, else its fleet's."""
     text = sensor.spec.alerting.no_data_after or (
@@ -254,6 +260,7 @@ def reconcile_sensor(
         online=online,
         lastSeen=last_seen,
         lastReading=observation.last_reading or sensor.status.last_reading,
+        sensorsSummary=sensors_summary(sensor),
         firmware=FirmwareStatus(
             reported=device.reported_version if device else sensor.status.firmware.reported,
             desired=observation.desired_version,
