@@ -61,7 +61,7 @@ NS = "bench"
 FLEET = "bench"
 # The real periods (seconds) that the steady-state phase divides by its compression factor: the devices'
 # report interval and noDataAfter as in the examples, the operator's own periods at their defaults.
-DEFAULTS = OperatorSettings()
+DEFAULTS = OperatorSettings.from_env({})
 REPORT_SECONDS, NO_DATA_AFTER = 60, 600
 REFRESH_SECONDS = DEFAULTS.status_refresh_seconds
 RESYNC_SECONDS, READINGS_SECONDS = DEFAULTS.resync_seconds, DEFAULTS.readings_seconds

@@ -1,83 +1,28 @@
-"""OtaFlux settings: flags, or the environment variables the original OtaFlux reads (flag wins when both
-are given, since a flag is the more explicit choice of the two at a command line)."""
+"""OtaFlux settings: the environment variables the original OtaFlux reads, or flags (a flag wins when both
+are given, since a flag is the more explicit choice of the two at a command line).
+
+One pydantic-settings model (`weatherfleet.settings`, as the operator and ingest have): each field names
+its variable and carries its help text, each rule is a validator whose message names the variable."""
 
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from weatherfleet.oci import signatures
+from weatherfleet.settings import ServiceSettings
 
 
 class ConfigError(ValueError):
     """Bad configuration; the message is one line saying what is wrong."""
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    registry_url: str
-    repository_prefix: str = ""
-    registry_username: str | None = None
-    registry_password: str | None = Field(default=None, repr=False)
-    registry_insecure: bool = False
-    registry_timeout: float = 10.0
-    listen_host: str = "0.0.0.0"
-    listen_port: int = 8080
-    metrics_host: str = "0.0.0.0"
-    metrics_port: int = 9090
-    log_level: str = "info"
-    cache_size: int = 256  # entries (devices x versions) kept on disk
-    cache_bytes: int = 512 * 1024 * 1024
-    cache_dir: Path | None = None  # None: a private temporary directory
-    refresh_interval: float = 30.0  # how long a device's resolution is trusted before asking the registry
-    mqtt_url: str | None = None
-    mqtt_username: str | None = None
-    mqtt_password: str | None = Field(default=None, repr=False)
-    mqtt_topic: str = "ota"
-    mqtt_ca_cert_path: Path | None = None
-    mqtt_client_cert_path: Path | None = None
-    mqtt_client_key_path: Path | None = None
-    mqtt_client_id: str = "otaflux"
-    rollout_plan: Path | None = None
-    rollout_poll_interval: float = 1.0
-    signature_public_keys: tuple[Path, ...] = ()
-    webhook_secret: str | None = Field(default=None, repr=False)
-    workers: int = 1
-
-
-# option -> (environment variable, help). Order is the order of --help.
-OPTIONS: dict[str, tuple[str, str]] = {
-    "registry_url": ("REGISTRY_URL", "registry: http(s)://host[:port], host[:port] or oci-layout:///dir"),
-    "repository_prefix": ("REPOSITORY_PREFIX", "repository of a device = PREFIX + device id"),
-    "registry_username": ("REGISTRY_USERNAME", "registry user (basic auth, or for a bearer token)"),
-    "registry_password": ("REGISTRY_PASSWORD", "registry password"),
-    "registry_insecure": ("REGISTRY_INSECURE", "plain HTTP to the registry (true/false)"),
-    "registry_timeout": ("REGISTRY_TIMEOUT", "seconds before a registry request counts as failed"),
-    "listen_addr": ("LISTEN_ADDR", "HTTP address (default 0.0.0.0:8080)"),
-    "metrics_listen_addr": ("METRICS_LISTEN_ADDR", "Prometheus metrics address (default 0.0.0.0:9090)"),
-    "log_level": ("LOG_LEVEL", "trace, debug, info, warn or error"),
-    "cache_size": ("CACHE_SIZE", "firmware entries kept in the cache (default 256)"),
-    "cache_bytes": ("CACHE_BYTES", "bytes kept in the on-disk cache (default 512 MiB)"),
-    "cache_dir": ("CACHE_DIR", "directory of the on-disk cache (default: a temporary one)"),
-    "refresh_interval": ("REFRESH_INTERVAL", "seconds a device's answer is trusted before re-checking"),
-    "mqtt_url": ("MQTT_URL", "mqtt://host:1883 or mqtts://host:8883 for update notifications"),
-    "mqtt_username": ("MQTT_USERNAME", "MQTT user"),
-    "mqtt_password": ("MQTT_PASSWORD", "MQTT password"),
-    "mqtt_topic": ("MQTT_TOPIC", "notification topic prefix: <topic>/<device> (default ota)"),
-    "mqtt_ca_cert_path": ("MQTT_CA_CERT_PATH", "CA certificate of the broker (TLS)"),
-    "mqtt_client_cert_path": ("MQTT_CLIENT_CERT_PATH", "client certificate (mutual TLS)"),
-    "mqtt_client_key_path": ("MQTT_CLIENT_KEY_PATH", "client key (mutual TLS)"),
-    "rollout_plan": ("ROLLOUT_PLAN_PATH", "rollout plan: a directory of <ns>.<fleet>.json or one file"),
-    "signature_public_keys": ("SIGNATURE_PUBLIC_KEYS", "PEM public key file(s), comma-separated"),
-    "webhook_secret": ("WEBHOOK_SECRET", "shared secret webhooks must send (Authorization header)"),
-    "workers": ("WORKERS", "HTTP worker processes sharing the port (SO_REUSEPORT)"),
-}
 LOG_LEVELS = {
     "trace": "DEBUG",
     "debug": "DEBUG",
@@ -88,137 +33,221 @@ LOG_LEVELS = {
 }
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for name, (env, help_text) in OPTIONS.items():
-        parser.add_argument(
-            "--" + name.replace("_", "-"), dest=name, default=None, help=f"{help_text} [{env}]"
-        )
+def env(variable: str, help_text: str, default: Any = None, **kwargs: Any) -> Any:
+    """A setting read from `variable` (the original OtaFlux's name), with its --help text."""
+    return Field(default=default, validation_alias=variable, description=help_text, **kwargs)
 
 
-def _address(text: str, what: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{what}: {text!r} is not host:port")
-    return host.strip("[]") or "0.0.0.0", int(port)
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(frozen=True)
 
+    # Order is the order of --help.
+    registry_url: str = env(
+        "REGISTRY_URL", "registry: http(s)://host[:port], host[:port] or oci-layout:///dir", ...
+    )
+    repository_prefix: str = env("REPOSITORY_PREFIX", "repository of a device = PREFIX + device id", "")
+    registry_username: str | None = env(
+        "REGISTRY_USERNAME", "registry user (basic auth, or for a bearer token)"
+    )
+    registry_password: str | None = env("REGISTRY_PASSWORD", "registry password", repr=False)
+    registry_insecure: bool = env("REGISTRY_INSECURE", "plain HTTP to the registry (true/false)", False)
+    registry_timeout: float = env(
+        "REGISTRY_TIMEOUT", "seconds before a registry request counts as failed", 10.0
+    )
+    listen_addr: str = env("LISTEN_ADDR", "HTTP address (default 0.0.0.0:8080)", "0.0.0.0:8080")
+    metrics_listen_addr: str = env(
+        "METRICS_LISTEN_ADDR", "Prometheus metrics address (default 0.0.0.0:9090)", "0.0.0.0:9090"
+    )
+    log_level: str = env("LOG_LEVEL", "trace, debug, info, warn or error", "info")
+    cache_size: int = env("CACHE_SIZE", "firmware entries kept in the cache (default 256)", 256)
+    cache_bytes: int = env(
+        "CACHE_BYTES", "bytes kept in the on-disk cache (default 512 MiB)", 512 * 1024 * 1024
+    )
+    cache_dir: Path | None = env("CACHE_DIR", "directory of the on-disk cache (default: a temporary one)")
+    refresh_interval: float = env(
+        "REFRESH_INTERVAL", "seconds a device's answer is trusted before re-checking", 30.0
+    )
+    mqtt_url: str | None = env("MQTT_URL", "mqtt://host:1883 or mqtts://host:8883 for update notifications")
+    mqtt_username: str | None = env("MQTT_USERNAME", "MQTT user")
+    mqtt_password: str | None = env("MQTT_PASSWORD", "MQTT password", repr=False)
+    mqtt_topic: str = env("MQTT_TOPIC", "notification topic prefix: <topic>/<device> (default ota)", "ota")
+    mqtt_ca_cert_path: Path | None = env("MQTT_CA_CERT_PATH", "CA certificate of the broker (TLS)")
+    mqtt_client_cert_path: Path | None = env("MQTT_CLIENT_CERT_PATH", "client certificate (mutual TLS)")
+    mqtt_client_key_path: Path | None = env("MQTT_CLIENT_KEY_PATH", "client key (mutual TLS)")
+    rollout_plan: Path | None = env(
+        "ROLLOUT_PLAN_PATH", "rollout plan: a directory of <ns>.<fleet>.json or one file"
+    )  # may appear later (a mounted ConfigMap): not checked here
+    signature_public_keys: Annotated[tuple[Path, ...], NoDecode] = env(
+        "SIGNATURE_PUBLIC_KEYS", "PEM public key file(s), comma-separated", ()
+    )
+    webhook_secret: str | None = env(
+        "WEBHOOK_SECRET", "shared secret webhooks must send (Authorization header)", repr=False
+    )
+    workers: int = env("WORKERS", "HTTP worker processes sharing the port (SO_REUSEPORT)", 1)
+    # not settable from outside
+    mqtt_client_id: str = Field(default="otaflux", validation_alias="OTAFLUX_MQTT_CLIENT_ID")
+    rollout_poll_interval: float = Field(default=1.0, validation_alias="OTAFLUX_ROLLOUT_POLL_INTERVAL")
 
-def _bool(text: str, what: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(f"{what}: {text!r} is not true or false")
+    # -- derived ------------------------------------------------------------------------------------
+    @property
+    def listen_host(self) -> str:
+        return _address(self.listen_addr)[0]
 
+    @property
+    def listen_port(self) -> int:
+        return _address(self.listen_addr)[1]
 
-def _number(text: str, what: str, kind: type, minimum: float) -> float | int:
-    try:
-        value = kind(text)
-    except ValueError:
-        raise ConfigError(f"{what}: {text!r} is not a number") from None
-    if value < minimum:
-        raise ConfigError(f"{what}: must be at least {minimum}, got {text}")
-    return value
+    @property
+    def metrics_host(self) -> str:
+        return _address(self.metrics_listen_addr)[0]
 
+    @property
+    def metrics_port(self) -> int:
+        return _address(self.metrics_listen_addr)[1]
 
-def _file(text: str, what: str) -> Path:
-    path = Path(text)
-    if not path.is_file():
-        raise ConfigError(f"{what}: {text} does not exist or is not a file")
-    return path
+    # -- rules, one per variable (the message starts with the variable's name) ------------------------
+    @field_validator("registry_url")
+    @classmethod
+    def _registry_url(cls, url: str) -> str:
+        if not url.startswith("oci-layout:"):
+            parts = urlsplit(url if "://" in url else f"https://{url}")
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(
+                    f"REGISTRY_URL: {url!r} is not http(s)://host[:port], host[:port] or oci-layout:///dir"
+                )
+        return url
 
+    @field_validator("registry_insecure", mode="before")
+    @classmethod
+    def _insecure(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise ValueError(f"REGISTRY_INSECURE: {value!r} is not true or false")
+            return lowered in ("1", "true", "yes", "on")
+        return value
 
-def load(args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Settings from flags and environment; raises ConfigError with one line on anything wrong."""
-    env = os.environ if env is None else env
-    given = {}
-    for name, (variable, _help) in OPTIONS.items():
-        value = getattr(args, name, None) if args is not None else None
-        if value is None:
-            value = env.get(variable)
-        if value is not None and value != "":
-            given[name] = str(value)
+    @field_validator(
+        "registry_timeout", "cache_size", "cache_bytes", "workers", "refresh_interval", mode="before"
+    )
+    @classmethod
+    def _number(cls, value: Any, info) -> Any:
+        variable, kind, minimum = NUMBERS[info.field_name]
+        try:
+            number = kind(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{variable}: {value!r} is not a number") from None
+        if number < minimum:
+            raise ValueError(f"{variable}: must be at least {minimum}, got {value}")
+        return number
 
-    if "registry_url" not in given:
-        raise ConfigError("REGISTRY_URL (--registry-url) is required")
-    values: dict = {"registry_url": given["registry_url"]}
-    url = given["registry_url"]
-    if not url.startswith("oci-layout:"):
-        parts = urlsplit(url if "://" in url else f"https://{url}")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(
-                f"REGISTRY_URL: {url!r} is not http(s)://host[:port], host[:port] or oci-layout:///dir"
-            )
-    for name in (
-        "repository_prefix",
-        "registry_username",
-        "registry_password",
-        "mqtt_username",
-        "mqtt_password",
-        "webhook_secret",
-    ):
-        if name in given:
-            values[name] = given[name]
-    if "registry_insecure" in given:
-        values["registry_insecure"] = _bool(given["registry_insecure"], "REGISTRY_INSECURE")
-    if "registry_timeout" in given:
-        values["registry_timeout"] = _number(given["registry_timeout"], "REGISTRY_TIMEOUT", float, 0.1)
-    if "listen_addr" in given:
-        values["listen_host"], values["listen_port"] = _address(given["listen_addr"], "LISTEN_ADDR")
-    if "metrics_listen_addr" in given:
-        values["metrics_host"], values["metrics_port"] = _address(
-            given["metrics_listen_addr"], "METRICS_LISTEN_ADDR"
-        )
-    if "log_level" in given:
-        if given["log_level"].lower() not in LOG_LEVELS:
-            raise ConfigError(f"LOG_LEVEL: {given['log_level']!r} is not one of {', '.join(LOG_LEVELS)}")
-        values["log_level"] = given["log_level"].lower()
-    for name, kind, minimum in (
-        ("cache_size", int, 1),
-        ("cache_bytes", int, 1024),
-        ("workers", int, 1),
-        ("refresh_interval", float, 0.0),
-    ):
-        if name in given:
-            values[name] = _number(given[name], OPTIONS[name][0], kind, minimum)
-    if "cache_dir" in given:
-        values["cache_dir"] = Path(given["cache_dir"])
-    if "mqtt_url" in given:
-        parts = urlsplit(given["mqtt_url"])
-        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
-            raise ConfigError(f"MQTT_URL: {given['mqtt_url']!r} is not mqtt://host:port or mqtts://host:port")
-        values["mqtt_url"] = given["mqtt_url"]
-    if "mqtt_topic" in given:
-        topic = given["mqtt_topic"].rstrip("/")
+    @field_validator("listen_addr", "metrics_listen_addr")
+    @classmethod
+    def _addresses(cls, value: str, info) -> str:
+        try:
+            _address(value)
+        except ValueError:
+            variable = "LISTEN_ADDR" if info.field_name == "listen_addr" else "METRICS_LISTEN_ADDR"
+            raise ValueError(f"{variable}: {value!r} is not host:port") from None
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.lower() not in LOG_LEVELS:
+            raise ValueError(f"LOG_LEVEL: {value!r} is not one of {', '.join(LOG_LEVELS)}")
+        return value.lower()
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, value: str | None) -> str | None:
+        parts = urlsplit(value) if value else None
+        if parts is not None and (parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname):
+            raise ValueError(f"MQTT_URL: {value!r} is not mqtt://host:port or mqtts://host:port")
+        return value
+
+    @field_validator("mqtt_topic")
+    @classmethod
+    def _mqtt_topic(cls, value: str) -> str:
+        topic = value.rstrip("/")
         if not topic or any(c in topic for c in "+#\x00"):
-            raise ConfigError(f"MQTT_TOPIC: {given['mqtt_topic']!r} is not a topic prefix (no wildcards)")
-        values["mqtt_topic"] = topic
-    tls = [n for n in ("mqtt_ca_cert_path", "mqtt_client_cert_path", "mqtt_client_key_path") if n in given]
-    for name in tls:
-        values[name] = _file(given[name], OPTIONS[name][0])
-    if ("mqtt_client_cert_path" in given) != ("mqtt_client_key_path" in given):
-        raise ConfigError("MQTT_CLIENT_CERT_PATH and MQTT_CLIENT_KEY_PATH must be given together")
-    if "rollout_plan" in given:
-        values["rollout_plan"] = Path(given["rollout_plan"])  # may appear later (mounted ConfigMap)
-    if "signature_public_keys" in given:
-        paths = tuple(
-            _file(p.strip(), "SIGNATURE_PUBLIC_KEYS")
-            for p in given["signature_public_keys"].split(",")
-            if p.strip()
-        )
+            raise ValueError(f"MQTT_TOPIC: {value!r} is not a topic prefix (no wildcards)")
+        return topic
+
+    @field_validator("mqtt_ca_cert_path", "mqtt_client_cert_path", "mqtt_client_key_path")
+    @classmethod
+    def _tls_file(cls, path: Path | None, info) -> Path | None:
+        if path is not None and not path.is_file():
+            variable = info.field_name.upper()
+            raise ValueError(f"{variable}: {path} does not exist or is not a file")
+        return path
+
+    @field_validator("signature_public_keys", mode="before")
+    @classmethod
+    def _public_keys(cls, value: Any) -> Any:
+        names = [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else value
+        paths = tuple(Path(p) for p in names)
         for path in paths:
+            if not path.is_file():
+                raise ValueError(f"SIGNATURE_PUBLIC_KEYS: {path} does not exist or is not a file")
             try:
                 signatures.load_public_key(path.read_bytes())
             except ValueError as exc:
-                raise ConfigError(f"SIGNATURE_PUBLIC_KEYS: {path}: {str(exc).splitlines()[0]}") from None
-        values["signature_public_keys"] = paths
-    try:
+                raise ValueError(f"SIGNATURE_PUBLIC_KEYS: {path}: {str(exc).splitlines()[0]}") from None
+        return paths
+
+    @model_validator(mode="after")
+    def _together(self) -> Settings:
+        if (self.mqtt_client_cert_path is None) != (self.mqtt_client_key_path is None):
+            raise ValueError("MQTT_CLIENT_CERT_PATH and MQTT_CLIENT_KEY_PATH must be given together")
         from weatherfleet import oci
 
-        oci.connect(url, insecure=values.get("registry_insecure"))
-        settings = Settings(**values)
-    except ValueError as exc:
-        if isinstance(exc, ValidationError):
-            raise ConfigError(str(exc.errors()[0]["msg"])) from None
-        raise ConfigError(f"REGISTRY_URL: {exc}") from None
-    return settings
+        try:
+            oci.connect(self.registry_url, insecure=self.registry_insecure)
+        except ValueError as exc:
+            raise ValueError(f"REGISTRY_URL: {exc}") from None
+        return self
+
+
+NUMBERS = {
+    "registry_timeout": ("REGISTRY_TIMEOUT", float, 0.1),
+    "cache_size": ("CACHE_SIZE", int, 1),
+    "cache_bytes": ("CACHE_BYTES", int, 1024),
+    "workers": ("WORKERS", int, 1),
+    "refresh_interval": ("REFRESH_INTERVAL", float, 0.0),
+}
+# field -> (environment variable, help), for --help and for checks of a Deployment's environment
+OPTIONS: dict[str, tuple[str, str]] = {
+    name: (field.validation_alias, field.description or "")
+    for name, field in Settings.model_fields.items()
+    if field.description
+}
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not host:port")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for name, (variable, help_text) in OPTIONS.items():
+        parser.add_argument(
+            "--" + name.replace("_", "-"), dest=name, default=None, help=f"{help_text} [{variable}]"
+        )
+
+
+def load(args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from flags and environment (read now, when the server starts); raises ConfigError with one
+    line on anything wrong."""
+    flags = {name: getattr(args, name, None) for name in OPTIONS} if args is not None else {}
+    try:
+        return Settings.from_env(env, **{k: v for k, v in flags.items() if v not in (None, "")})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        if error["type"] == "missing":
+            where = str(error["loc"][0])
+            name = next((n for n, (v, _h) in OPTIONS.items() if where in (n, v)), where)
+            raise ConfigError(f"{OPTIONS[name][0]} (--{name.replace('_', '-')}) is required") from None
+        raise ConfigError(str(error["msg"]).removeprefix("Value error, ")) from None

@@ -1,19 +1,22 @@
-"""Operator settings, read from WEATHERFLEET_* environment variables (the Deployment sets them) and
-overridable by `weatherfleet operator` flags."""
+"""Operator settings: WEATHERFLEET_* environment variables (the Deployment sets them), read when the
+operator starts (`OperatorSettings.from_env()`, see weatherfleet.settings)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from ..mqtt import MqttSettings
+from ..settings import ServiceSettings
 
 ENV_PREFIX = "WEATHERFLEET_"
 
 
-class OperatorSettings(BaseModel):
+class OperatorSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
+
     namespace: str = Field(default="weatherfleet", description="where the rollout plan ConfigMap lives")
     resync_seconds: float = Field(default=300.0, gt=0, description="periodic full reconcile, for drift")
     rollout_seconds: float = Field(default=15.0, gt=0, description="how often rollouts are re-evaluated")
@@ -58,16 +61,6 @@ class OperatorSettings(BaseModel):
     release_resync_seconds: float = Field(default=600.0, gt=0, description="re-resolve releases this often")
     priority: int | None = Field(default=None, description="peering priority; unset: random per replica")
     metrics_port: int = Field(default=9090, ge=0, description="0 disables the Prometheus endpoint")
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> OperatorSettings:
-        environ = dict(os.environ if environ is None else environ)
-        values = {
-            name: environ[f"{ENV_PREFIX}{name.upper()}"]
-            for name in cls.model_fields
-            if f"{ENV_PREFIX}{name.upper()}" in environ
-        }
-        return cls.model_validate(values)
 
     def mqtt(self) -> MqttSettings | None:
         if not self.mqtt_host:
