@@ -205,7 +205,12 @@ class Api:
         )
 
     def manifest(self, request: Request) -> Result | Awaitable[Result]:
-        return self._device_endpoint(request, lambda _r, fw: Response(200, fw.manifest_body(), JSON))
+        return self._device_endpoint(
+            request,
+            lambda _r, fw: Response(
+                200, fw.manifest_body(self.service.authorisation_for(fw.device, fw.version)), JSON
+            ),
+        )
 
     def blob(self, request: Request) -> Result | Awaitable[Result]:
         digest = request.path[len("/v1/blobs/") :]

@@ -51,7 +51,13 @@ class Firmware:
             body = self.__dict__["_version_body"] = f"{self.version}\n{self.crc32}\n{self.size}".encode()
         return body
 
-    def manifest_body(self) -> bytes:
+    @property
+    def security_version(self) -> int:
+        return self.manifest.security_version
+
+    def manifest_body(self, authorisation: dict | None = None) -> bytes:
+        """The /v1/manifest answer; `authorisation`: the signed downgrade authorisation of the device's
+        rollout plan, when the plan offers it this (older) version."""
         signature = None
         if self.signature is not None:
             signature = {
@@ -69,7 +75,10 @@ class Firmware:
             "size": self.size,
             "crc32": self.crc32,
             "sha256": self.sha256,
+            "securityVersion": self.security_version,  # a label: the device reads the signed annotation
         }
+        if authorisation is not None:
+            document["authorisation"] = authorisation
         if self.kind == "bundle":
             document["files"] = [
                 {"path": f.path, "digest": f.digest, "size": f.size, "crc32": f.crc32} for f in self.files

@@ -202,6 +202,14 @@ class FirmwareService:
             self.on_change(firmware)
         return answer
 
+    def authorisation_for(self, device: str, version: str) -> dict | None:
+        """The signed downgrade authorisation the device's plan holds for `version` (halted candidate going
+        back, fleet rollback), as the /v1/manifest answer carries it; None otherwise."""
+        plan = self.plan.current()
+        fleet = plan.fleet_of(device) if plan is not None else None
+        auth = fleet.authorisation_for(device, version) if fleet is not None else None
+        return auth.model_dump(by_alias=True) if auth is not None else None
+
     async def refresh_after_change(self, device: str) -> Answer:
         """A webhook said the repository changed: a refresh that started before the push may have read
         the old state, so wait for it and then ask again."""
@@ -258,6 +266,18 @@ class FirmwareService:
         manifest = self.store.fetch_manifest(repository, digest)
         signature = signatures.fetch_signature(self.store, repository, digest)
         self.policy.check(digest, signature)  # before a single payload byte is downloaded or served
+        # The version announced is the one the signed manifest states, never the tag alone: a signed 1.0.0
+        # re-tagged 9.9.9 is not served (a /version client would install 1.0.0 believing it is 9.9.9).
+        signed = manifest.version
+        if signed is not None and signed != version:
+            raise SignatureRejected(
+                "version-mismatch",
+                f"{repository}:{version} is signed as version {signed}: a re-tagged release is not served",
+            )
+        if signed is None and self.policy.required:
+            raise SignatureRejected(
+                "unversioned", f"{repository}:{version} ({digest}) states no version in its signed manifest"
+            )
         kind = manifest.kind
         if kind is None:
             raise ArtifactUnusable(f"{repository}:{version} is not a firmware artifact")

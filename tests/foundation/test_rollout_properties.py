@@ -596,3 +596,39 @@ def test_a_sensor_two_fleets_select_is_a_member_of_the_first_only_everywhere(bui
         status = status.model_copy(update={"status": result.status})
     assert result.members == ["dev-02"] and result.plan.devices == ["dev-02"]
     assert result.status.rollout.phase == "Complete"  # not waiting for dev-01, which fleet a updates
+
+
+# --- downgrade authorisations ----------------------------------------------------------------------------
+
+
+def test_halted_and_rolled_back_plans_carry_a_signed_downgrade_authorisation():
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from weatherfleet.rollout import authorisation
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    devices = fleet(10, "dev")
+    threshold = open_share(rollout_id("ns/f", "fw-2", "2.0.0"), devices, 50)
+    progressing = fleet_plan(status_of("Progressing", threshold=threshold), "ns/f", devices, {}, [], key)
+    assert progressing.authorisation is None  # going forward needs no permission
+    halted = fleet_plan(status_of("Halted", threshold=threshold), "ns/f", devices, {}, [], key)
+    auth = halted.authorisation
+    assert auth.text == "weatherfleet downgrade to=1.0.0 from=2.0.0 rollout=ns/f/fw-2@2.0.0"
+    assert authorisation.verify([key.public_key()], auth)
+    assert not authorisation.verify([ed25519.Ed25519PrivateKey.generate().public_key()], auth)
+    forged = auth.model_copy(update={"text": auth.text.replace("to=1.0.0", "to=0.1.0")})
+    assert not authorisation.verify([key.public_key()], forged)
+    assert authorisation.permits(auth, "2.0.0", "1.0.0")
+    assert not authorisation.permits(auth, "1.5.0", "1.0.0") and not authorisation.permits(
+        auth, "2.0.0", "0.9.0"
+    )
+    assert halted.authorisation_for(devices[0], "1.0.0") == auth
+    # Ed25519 signs deterministically: the same decision is the same plan text (no rewrite per reconcile)
+    again = fleet_plan(status_of("Halted", threshold=threshold), "ns/f", devices, {}, [], key)
+    assert again.model_dump_json() == halted.model_dump_json()
+    back = fleet_plan(status_of("RolledBack", stableVersion="1.0.0"), "ns/f", devices, {}, [], key)
+    assert back.authorisation.to == "1.0.0" and back.authorisation.from_versions == ["2.0.0"]
+    without = fleet_plan(status_of("Halted", threshold=threshold), "ns/f", devices, {}, [])
+    assert without.authorisation is None  # no rollout key (render): devices that took 2.0.0 keep it
+    unknown = fleet_plan(status_of("Halted", stableVersion=None), "ns/f", devices, {}, [], key)
+    assert unknown.authorisation is None  # nothing known to go back to

@@ -239,3 +239,94 @@ def test_bad_configuration_is_one_clear_line(tmp_path) -> None:
         assert result.returncode == 2, (needle, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0], (needle, result.stderr)
+
+
+def test_a_release_re_tagged_with_another_version_is_refused(
+    registry, store, prefix, push_image, tmp_path, otaflux_factory
+) -> None:
+    """A validly signed 1.0.0 pushed again under the tag 9.9.9: the version OtaFlux announces comes from the
+    signed manifest, so it refuses to serve it as 9.9.9, with the signature policy on or off."""
+    signer = ed25519.Ed25519PrivateKey.generate()
+    (tmp_path / "ed.pub").write_bytes(_public_pem(signer))
+    repository = f"{prefix}dev-20"
+    old = push_image(repository, "1.0.0", b"the old firmware")
+    signatures.push_signature(store, repository, signatures.sign(signer, old.digest))
+    raw = store.fetch_manifest(repository, "1.0.0").raw
+    assert store.push_manifest(repository, "9.9.9", raw) == old.digest  # same bytes, a new tag
+    for env in ({"SIGNATURE_PUBLIC_KEYS": str(tmp_path / "ed.pub")}, {}):
+        server = otaflux_factory({"REGISTRY_URL": registry.url, "REPOSITORY_PREFIX": prefix, **env})
+        for path in ("/version", "/firmware", "/v1/manifest"):
+            status, _, body = server.get(f"{path}?device=dev-20")
+            assert status == 502, (env, path, status, body)
+            assert b"signed as version 1.0.0" in body and b"re-tagged" in body
+        assert "refusing firmware for dev-20" in server.log_text()
+
+
+def test_the_manifest_answer_carries_the_signed_security_version(
+    registry, store, prefix, tmp_path, otaflux_factory
+) -> None:
+    binary = tmp_path / "fw.bin"
+    binary.write_bytes(b"firmware with a security fix")
+    store.push_image(f"{prefix}dev-21", "2.0.0", binary, version="2.0.0", board="esp32", security_version=3)
+    server = otaflux_factory({"REGISTRY_URL": registry.url, "REPOSITORY_PREFIX": prefix})
+    answer = json.loads(server.get("/v1/manifest?device=dev-21")[2])
+    signed = json.loads(answer["manifest"])["annotations"]
+    assert signed["io.weatherfleet.firmware.security-version"] == "3" == str(answer["securityVersion"])
+    assert signed["org.opencontainers.image.version"] == "2.0.0" == answer["version"]
+
+
+def test_the_signed_downgrade_authorisation_reaches_the_devices_sent_back(
+    registry, fleet_repos, tmp_path, otaflux_factory
+) -> None:
+    from weatherfleet.rollout import authorisation
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    rid = "weatherfleet/garden/r2@2.0.0"
+    members = DEVICES[:6]
+    signed = authorisation.sign(key, rid, ["2.0.0"], "1.1.0")
+    halted = FleetPlan(
+        rolloutId=rid,
+        stable="1.1.0",
+        candidate="2.0.0",
+        threshold=open_share(rid, members, 50),
+        halted=True,
+        pins={members[0]: "1.0.0"},
+        devices=members,
+        authorisation=signed,
+    )
+    plan_path = tmp_path / "plan.json"
+    _write_atomically(plan_path, RolloutPlan(fleets={"weatherfleet/garden": halted}).to_json())
+    server = otaflux_factory(
+        {"REGISTRY_URL": registry.url, "REPOSITORY_PREFIX": fleet_repos, "ROLLOUT_PLAN_PATH": str(plan_path)}
+    )
+    for device in members[1:]:
+        answer = json.loads(server.get(f"/v1/manifest?device={device}")[2])
+        assert answer["version"] == "1.1.0"
+        assert answer["authorisation"] == signed.model_dump(by_alias=True)
+        assert authorisation.verify(
+            [key.public_key()], authorisation.Authorisation.model_validate(answer["authorisation"])
+        )
+    pinned = json.loads(server.get(f"/v1/manifest?device={members[0]}")[2])
+    assert pinned["version"] == "1.0.0" and "authorisation" not in pinned  # not what it authorises
+
+
+def test_every_release_manifest_carries_its_security_version_under_the_signature(tmp_path) -> None:
+    from weatherfleet import oci
+    from weatherfleet.oci import contract
+
+    bundle = contract.BundleManifest(version="1.2.0", board="esp32", features=["bme280"], files=[])
+    raw = oci.planned_bundle_manifest(bundle.model_copy(update={"security_version": 2}))
+    annotations = json.loads(raw)["annotations"]
+    assert annotations[contract.ANNOTATION_SECURITY_VERSION] == "2"
+    assert (
+        json.loads(oci.planned_bundle_manifest(bundle))["annotations"][contract.ANNOTATION_SECURITY_VERSION]
+        == "0"
+    )
+    binary = tmp_path / "fw.bin"
+    binary.write_bytes(b"image")
+    image = json.loads(oci.planned_image_manifest(binary, version="1.2.0", security_version=5))
+    assert image["annotations"][contract.ANNOTATION_SECURITY_VERSION] == "5"
+    # the digest (what is signed) changes with it: the counter cannot be edited without breaking the signature
+    assert oci.planned_image_manifest(
+        binary, version="1.2.0", security_version=4
+    ) != oci.planned_image_manifest(binary, version="1.2.0", security_version=5)

@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--features", required=True, help="comma-separated: bme280,scd30,sds011,influx|json,tls,mtls,ota"
     )
     build.add_argument("--version", required=True, help="semantic version of the release")
+    build.add_argument("--security-version", type=int, default=0, metavar="N",
+                       help="anti-rollback counter in the signed manifest (devices refuse releases below "
+                       "the highest they confirmed); default 0")  # fmt: skip
     build.add_argument("--out", required=True, type=Path, help="output folder (absent or empty)")
     build.add_argument("--board", default="esp32-devkit-v1")
     build.add_argument("--source", type=Path, default=None, help="device sources (default: firmware/device)")
@@ -81,6 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     push.add_argument("--version", default=None, help="image version (bundles carry theirs)")
     push.add_argument("--board", default="esp32-devkit-v1")
     push.add_argument("--features", default="", help="image features, comma-separated")
+    push.add_argument("--security-version", type=int, default=0, help="image anti-rollback counter")
     push.add_argument("--quiet", action="store_true", help="no progress bar")
     _registry_options(push)
 
@@ -89,6 +93,9 @@ def _image_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", default=None, help="for an image file: its version")
     parser.add_argument("--board", default="esp32-devkit-v1", help="for an image file: its board")
     parser.add_argument("--features", default="", help="for an image file: its features")
+    parser.add_argument(
+        "--security-version", type=int, default=0, help="for an image file: its anti-rollback counter"
+    )
 
 
 def _registry_options(parser: argparse.ArgumentParser) -> None:
@@ -140,6 +147,7 @@ def _build(args: argparse.Namespace) -> int:
         source=args.source or build.DEFAULT_SOURCE,
         emit=args.emit,
         march=args.march,
+        security_version=args.security_version,
     )
     total = sum(f.size for f in manifest.files)
     print(
@@ -172,7 +180,9 @@ def _digest_of(target: Path, args: argparse.Namespace) -> str:
     if target.is_file():
         if not args.version:
             raise BuildError(f"{target} is an image file: --version is required")
-        return signing.image_digest(target, args.version, args.board, _features(args.features))
+        return signing.image_digest(
+            target, args.version, args.board, _features(args.features), args.security_version
+        )
     raise BuildError(f"{target}: no such bundle folder or image file")
 
 
@@ -263,6 +273,7 @@ def _push(args: argparse.Namespace) -> int:
                 key=key,
                 allow_unsigned=args.allow_unsigned,
                 progress=advance,
+                security_version=args.security_version,
             )
     signed = f", signature at {result.signature_tag}" if result.signature_tag else ", UNSIGNED"
     print(f"pushed {result.kind} {ref}@{result.digest} ({result.uploaded} bytes){signed}")

@@ -7,13 +7,16 @@ from __future__ import annotations
 import logging
 import secrets
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from .. import identities
 from ..durations import parse_duration
 from ..models import FirmwareRelease, SensorFleet
+from ..oci import signatures
 from ..reconcilers.common import labels, metadata
 from ..reconcilers.fleet import FleetObservation, members_of, reconcile_fleet
 from ..reconcilers.plan import PLAN_CONFIGMAP, plan_json, plan_key
@@ -62,6 +65,7 @@ def reconcile(ctl: Controller, namespace: str, name: str) -> float | None:
         now=ctl.now(),
         sensors=sensors,
         fleets=fleets,
+        rollout_key=rollout_key(ctl),
         releases=releases,
         devices={d: s.observation for d, s in sightings.items() if s},
         passwords=passwords,
@@ -101,6 +105,23 @@ def reconcile(ctl: Controller, namespace: str, name: str) -> float | None:
         rollout_seconds = ctl.settings.rollout_seconds
         return max(0.2, min(left + 0.05, rollout_seconds)) if left > 0 else rollout_seconds
     return None
+
+
+def rollout_key(ctl: Controller) -> Ed25519PrivateKey | None:
+    """WEATHERFLEET_ROLLOUT_KEY, read once (a missing or bad key is logged, and nothing is signed)."""
+    if not hasattr(ctl, "_rollout_key"):
+        key = None
+        path = ctl.settings.rollout_key
+        if path is not None:
+            try:
+                loaded = signatures.load_private_key(Path(path).read_bytes())
+                if not isinstance(loaded, Ed25519PrivateKey):
+                    raise ValueError("the rollout key must be Ed25519 (what boards verify)")
+                key = loaded
+            except (OSError, ValueError) as exc:
+                log.error("rollout key not usable, no downgrade is authorised", extra={"error": str(exc)})
+        ctl._rollout_key = key
+    return ctl._rollout_key
 
 
 def service_logins(ctl: Controller, namespace: str, passwords: dict[str, str]) -> None:

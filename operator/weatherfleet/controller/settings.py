@@ -58,6 +58,12 @@ class OperatorSettings(ServiceSettings):
     readings_seconds: float = Field(default=300.0, gt=0, description="lastReading refresh (one query)")
     registry_insecure_hosts: str = Field(default="", description="comma-separated hosts spoken to over HTTP")
     registry_timeout_seconds: float = 30.0
+    rollout_key: Path | None = Field(
+        default=None,
+        description="PEM Ed25519 private key that signs downgrade authorisations (a halted candidate going "
+        "back to stable, a fleet rollback); devices trust its public half (config rolloutKeys). Unset: "
+        "devices that took a candidate keep it",
+    )
     release_resync_seconds: float = Field(default=600.0, gt=0, description="re-resolve releases this often")
     priority: int | None = Field(default=None, description="peering priority; unset: random per replica")
     metrics_port: int = Field(default=9090, ge=0, description="0 disables the Prometheus endpoint")

@@ -69,8 +69,11 @@ def build(
     source: Path = DEFAULT_SOURCE,
     emit: Emit = "mpy",
     march: str | None = None,
+    security_version: int = 0,
 ) -> BundleManifest:
-    """Build into `out` (created; must be empty or absent). Raises FeatureError or BuildError."""
+    """Build into `out` (created; must be empty or absent). Raises FeatureError or BuildError.
+    `security_version`: the anti-rollback counter the signed manifest will carry (raise it with a fix
+    that older releases must never come back over)."""
     chosen = feature_table.resolve(features)
     if not version.strip():
         raise BuildError("--version must not be empty")
@@ -101,7 +104,9 @@ def build(
             files.append(
                 BundleFile(path=shipped.name, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
             )
-        manifest = BundleManifest(version=version, board=board, features=chosen, files=files)
+        manifest = BundleManifest(
+            version=version, board=board, features=chosen, files=files, security_version=security_version
+        )
         (staging / "manifest.json").write_text(manifest.model_dump_json(indent=2) + "\n")
         if out.exists():
             out.rmdir()

@@ -129,17 +129,24 @@ def push_image(
     key: signatures.PrivateKey | None = None,
     allow_unsigned: bool = False,
     progress: Progress | None = None,
+    security_version: int = 0,
 ) -> PushResult:
     binary = Path(binary)
     if not binary.is_file():
         raise PushError(f"{binary}: no such image file")
-    planned = signing.image_digest(binary, version, board, features or [])
+    planned = signing.image_digest(binary, version, board, features or [], security_version)
     document = _signature(planned, signature_file, key, allow_unsigned)
     _digest, size = store.push_blob(ref.repository, binary)
     if progress:
         progress(binary.name, size)
     pushed = store.push_image(
-        ref.repository, ref.tag, binary, version=version, board=board, features=features
+        ref.repository,
+        ref.tag,
+        binary,
+        version=version,
+        board=board,
+        features=features,
+        security_version=security_version,
     )
     if pushed.digest != planned:
         raise PushError(

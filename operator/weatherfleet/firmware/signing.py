@@ -86,9 +86,13 @@ def bundle_digest(folder: Path) -> str:
     return oci.sha256_digest(oci.planned_bundle_manifest(manifest))
 
 
-def image_digest(binary: Path, version: str, board: str, features: list[str]) -> str:
+def image_digest(
+    binary: Path, version: str, board: str, features: list[str], security_version: int = 0
+) -> str:
     return oci.sha256_digest(
-        oci.planned_image_manifest(binary, version=version, board=board, features=features)
+        oci.planned_image_manifest(
+            binary, version=version, board=board, features=features, security_version=security_version
+        )
     )
 
 

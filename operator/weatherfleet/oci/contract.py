@@ -9,6 +9,11 @@ A firmware release is an OCI manifest in the device's repository, tagged with it
   files with sha256) and one layer per file (FILE_LAYER, its path in the bundle in the
   `org.opencontainers.image.title` annotation), so a device fetches only files whose digest changed.
 
+Every release carries a *security version* (ANNOTATION_SECURITY_VERSION, an integer, 0 when not given)
+in its manifest annotations, so the signature covers it: a device refuses a release whose security
+version is below the highest it has confirmed (anti-rollback, as ESP-IDF's secure_version), and OtaFlux
+and the device take the version from the signed annotation, never from the tag alone.
+
 The signature covers the manifest digest (which covers every layer digest and the annotations). The
 registry has no referrers API, so it is stored as its own artifact under the tag `sha256-<hex>.sig`, the
 fallback scheme cosign uses (`signature_tag`).
@@ -44,6 +49,7 @@ ANNOTATION_VERSION = "org.opencontainers.image.version"
 ANNOTATION_FEATURES = "io.weatherfleet.firmware.features"
 ANNOTATION_BOARD = "io.weatherfleet.firmware.board"
 ANNOTATION_KIND = "io.weatherfleet.firmware.kind"
+ANNOTATION_SECURITY_VERSION = "io.weatherfleet.firmware.security-version"
 
 Kind = Literal["image", "bundle"]
 Algorithm = Literal["ed25519", "ecdsa-p256"]
@@ -62,6 +68,7 @@ class BundleManifest(BaseModel):
     board: str
     features: list[str]
     files: list[BundleFile]
+    security_version: int = Field(default=0, ge=0, description="anti-rollback counter (see the module)")
 
 
 class SignatureDocument(BaseModel):
@@ -81,11 +88,14 @@ def signature_tag(manifest_digest: str) -> str:
     return f"{algorithm}-{hexdigest}.sig"
 
 
-def annotations(kind: Kind, version: str, board: str, features: list[str]) -> dict[str, str]:
+def annotations(
+    kind: Kind, version: str, board: str, features: list[str], security_version: int = 0
+) -> dict[str, str]:
     """The manifest annotations of a release (covered by its signature)."""
     return {
         ANNOTATION_VERSION: version,
         ANNOTATION_BOARD: board,
         ANNOTATION_FEATURES: ",".join(features),
         ANNOTATION_KIND: kind,
+        ANNOTATION_SECURITY_VERSION: str(security_version),
     }

@@ -86,6 +86,12 @@ class Manifest:
     def version(self) -> str | None:
         return self.annotations.get(contract.ANNOTATION_VERSION)
 
+    @property
+    def security_version(self) -> int:
+        """The signed anti-rollback counter (0 when the release carries none)."""
+        text = self.annotations.get(contract.ANNOTATION_SECURITY_VERSION, "0")
+        return int(text) if text.isdigit() else 0
+
 
 def manifest_bytes(
     artifact_type: str, config: Descriptor, layers: list[Descriptor], annotations: dict[str, str]
@@ -111,12 +117,16 @@ def bundle_manifest(manifest: contract.BundleManifest) -> tuple[bytes, bytes]:
     ]
     config_raw = manifest.model_dump_json().encode()
     config = Descriptor(contract.BUNDLE_CONFIG, sha256_digest(config_raw), len(config_raw))
-    annotations = contract.annotations("bundle", manifest.version, manifest.board, manifest.features)
+    annotations = contract.annotations(
+        "bundle", manifest.version, manifest.board, manifest.features, manifest.security_version
+    )
     return manifest_bytes(contract.BUNDLE_ARTIFACT_TYPE, config, layers, annotations), config_raw
 
 
-def image_manifest(layer: Descriptor, *, version: str, board: str, features: list[str]) -> bytes:
-    annotations = contract.annotations("image", version, board, features)
+def image_manifest(
+    layer: Descriptor, *, version: str, board: str, features: list[str], security_version: int = 0
+) -> bytes:
+    annotations = contract.annotations("image", version, board, features, security_version)
     return manifest_bytes(contract.IMAGE_ARTIFACT_TYPE, EMPTY_CONFIG, [layer], annotations)
 
 
@@ -135,7 +145,18 @@ def planned_bundle_manifest(manifest: contract.BundleManifest) -> bytes:
 
 
 def planned_image_manifest(
-    binary: Path, *, version: str, board: str = "", features: list[str] | None = None
+    binary: Path,
+    *,
+    version: str,
+    board: str = "",
+    features: list[str] | None = None,
+    security_version: int = 0,
 ) -> bytes:
     """The exact manifest bytes `OciStore.push_image` stores for this binary (see planned_bundle_manifest)."""
-    return image_manifest(image_layer(binary), version=version, board=board, features=features or [])
+    return image_manifest(
+        image_layer(binary),
+        version=version,
+        board=board,
+        features=features or [],
+        security_version=security_version,
+    )

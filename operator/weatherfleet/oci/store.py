@@ -75,13 +75,16 @@ class OciStore(ABC):
         version: str,
         board: str = "",
         features: list[str] | None = None,
+        security_version: int = 0,
     ) -> Pushed:
         """One layer holding the whole binary, titled with its file name."""
         check_repository(repository), check_reference(tag)
         digest, size = self.push_blob(repository, Path(binary))
         layer = Descriptor(contract.IMAGE_LAYER, digest, size, {contract.ANNOTATION_TITLE: Path(binary).name})
         self.push_blob(repository, contract.EMPTY_BLOB)
-        raw = image_manifest(layer, version=version, board=board, features=features or [])
+        raw = image_manifest(
+            layer, version=version, board=board, features=features or [], security_version=security_version
+        )
         return Pushed(repository, tag, self.push_manifest(repository, tag, raw), len(raw))
 
     def push_bundle(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import identities
@@ -51,6 +52,11 @@ class FleetObservation(BaseModel):
         default_factory=list,
         description="the SensorFleets of the namespace: a sensor that several select belongs to the first by "
         "name only (members_of); empty: this fleet alone",
+    )
+    rollout_key: Ed25519PrivateKey | None = Field(
+        default=None,
+        description="the operator's rollout key: signs the downgrade authorisation of a halted or rolled-back "
+        "plan (rollout.authorisation); None: no authorisation, devices keep the candidate",
     )
     releases: dict[str, FirmwareRelease] = Field(default_factory=dict, description="by metadata.name")
     devices: dict[str, DeviceObservation] = Field(default_factory=dict, description="by deviceId")
@@ -316,7 +322,9 @@ def reconcile_fleet(fleet: SensorFleet, observation: FleetObservation) -> FleetR
     pins = {
         s.spec.device_id: s.spec.firmware.pinned_version for s in members if s.spec.firmware.pinned_version
     }
-    plan = fleet_plan(rollout, fleet_key(fleet), device_ids, pins, excluded)
+    plan = fleet_plan(
+        rollout, fleet_key(fleet), device_ids, pins, excluded, observation.rollout_key, fleet.spec.rollout
+    )
 
     gen = fleet.metadata.generation or None
     conds: list[Condition] = list(fleet.status.conditions)

@@ -5,9 +5,11 @@ OtaFlux.
 - `ranks`: the deterministic order of a fleet in a rollout and the rank threshold that cuts a wave;
 - `plan`: the plan OtaFlux follows (`FleetPlan`, `RolloutPlan`) and what it offers each device;
 - `waves`: `next_status` (gates, clocks, abort, rollback) and `fleet_plan`;
-- `transitions`: the one table of status changes a person is told about (Kubernetes events).
+- `transitions`: the one table of status changes a person is told about (Kubernetes events);
+- `authorisation`: the operator's signed permission for a downgrade (halt or fleet rollback).
 """
 
+from .authorisation import Authorisation
 from .devices import FAILED_STATES, DeviceObservation, OtaState
 from .plan import Decision, FleetPlan, RolloutPlan
 from .ranks import in_share, open_share, rank, share_of, share_size
@@ -25,6 +27,7 @@ from .waves import (
 
 __all__ = [
     "FAILED_STATES",
+    "Authorisation",
     "Decision",
     "DeviceObservation",
     "FleetPlan",

@@ -18,6 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from .authorisation import Authorisation
 from .ranks import in_share
 
 Why = Literal["pinned", "not-a-member", "excluded", "candidate", "stable", "hold", "no-stable", "halted"]
@@ -63,6 +64,17 @@ class FleetPlan(PlanModel):
         description="the fleet's members: which fleet a device belongs to cannot be told from its id "
         "(selectors match labels OtaFlux never sees), and a device that is in no fleet gets no update",
     )
+    authorisation: Authorisation | None = Field(
+        default=None,
+        description="halted or rolled back: the operator's signed permission for devices on the candidate "
+        "to go back to `stable` (rollout.authorisation); OtaFlux passes it on with that version",
+    )
+    announce_window: float = Field(
+        default=0.0,
+        alias="announceWindow",
+        description="seconds over which OtaFlux spreads the notifications of one change of this plan",
+    )
+    announce: bool = Field(default=True, description="notify devices newly offered a version over MQTT")
     _members: frozenset[str] | None = PrivateAttr(default=None)
     _excluded: frozenset[str] | None = PrivateAttr(default=None)
 
@@ -97,6 +109,13 @@ class FleetPlan(PlanModel):
     def version_for(self, device_id: str) -> str | None:
         """The version this device is offered; None: no update (it keeps the version it runs)."""
         return self.decide(device_id).version
+
+    def authorisation_for(self, device_id: str, offered: str) -> Authorisation | None:
+        """The downgrade authorisation to hand the device with `offered`, when the plan has one for it."""
+        auth = self.authorisation
+        if auth is None or auth.to != offered or self.decide(device_id).version != offered:
+            return None
+        return auth
 
     def desired_for(self, device_id: str, running: str | None) -> str | None:
         """The version the device should run: the one offered, else (no update) the one it runs."""

@@ -16,9 +16,12 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from .. import semver
 from ..durations import parse_duration
 from ..models.fleet import FailedDevice, RolloutSpec, RolloutStatus
+from .authorisation import sign
 from .devices import FAILED_STATES, DeviceObservation
 from .plan import FleetPlan
 from .ranks import open_share, rank
@@ -427,20 +430,29 @@ def fleet_plan(
     device_ids: list[str],
     pins: dict[str, str],
     exclusions: list[str],
+    rollout_key: Ed25519PrivateKey | None = None,
+    spec: RolloutSpec | None = None,
 ) -> FleetPlan:
     """The plan entry OtaFlux serves for a fleet in this rollout state.
 
     Progressing: the candidate inside the share, stable outside. Paused or aborted: nothing new inside the
     share (`hold`), stable outside. Halted: the candidate is closed, everyone is offered stable (devices
     that installed it go back). Rolled back or complete: no candidate, everyone is offered the stable
-    version. No stable version known: devices that are offered nothing keep what they run."""
+    version. No stable version known: devices that are offered nothing keep what they run.
+
+    Halted or rolled back, with a stable version and `rollout_key`: the plan carries the signed
+    authorisation for devices on the candidate to go back to it (rollout.authorisation); without the key
+    such devices keep the candidate (they refuse an unauthorised downgrade). `spec`: announcements."""
     phase = status.phase
     open_ = phase in ("Progressing", "Paused", "Aborted", "Halted") and status.version is not None
+    stable = settled_version(status)
+    rid = rollout_id(fleet_key, status.release, status.version) if status.release and status.version else ""
+    authorisation = None
+    if rollout_key is not None and phase in ("Halted", "RolledBack") and stable and status.version != stable:
+        authorisation = sign(rollout_key, rid, [status.version], stable)
     return FleetPlan(
-        rolloutId=rollout_id(fleet_key, status.release, status.version)
-        if status.release and status.version
-        else "",
-        stable=settled_version(status),
+        rolloutId=rid,
+        stable=stable,
         candidate=status.version if open_ else None,
         percent=status.percent if phase in ("Progressing", "Paused", "Aborted", "Complete") else 0.0,
         threshold=status.threshold if open_ else None,
@@ -449,4 +461,7 @@ def fleet_plan(
         pins=dict(sorted(pins.items())),
         exclusions=sorted(exclusions),
         devices=sorted(device_ids),
+        authorisation=authorisation,
+        announce=spec.announce if spec is not None else True,
+        announceWindow=parse_duration(spec.announce_window) if spec is not None else 0.0,
     )
