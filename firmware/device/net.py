@@ -1,34 +1,6 @@
 # Network plumbing: Wi-Fi station, TLS context from the provisioned files, and blocking byte streams for
-# the OTA HTTP client. MicroPython sockets already have readinto(buf, nbytes) with fill-or-EOF semantics;
-# on CPython (emulated devices) the socket is wrapped in a tiny adapter that behaves the same.
-import sys
+# the OTA HTTP client (a MicroPython socket's readinto(buf, nbytes) already fills or hits end of stream).
 import time
-
-_CPYTHON = sys.implementation.name != "micropython"
-
-
-class _Stream:
-    def __init__(self, sock):
-        self.s = sock
-
-    def write(self, data):
-        self.s.sendall(data)
-        return len(data)
-
-    def readinto(self, buf, nbytes=-1):
-        mv = memoryview(buf)
-        if nbytes < 0:
-            nbytes = len(buf)
-        got = 0
-        while got < nbytes:
-            k = self.s.recv_into(mv[got:nbytes])
-            if not k:
-                break
-            got += k
-        return got
-
-    def close(self):
-        self.s.close()
 
 
 def ssl_context(tls, root=""):
@@ -55,7 +27,7 @@ def open_stream(host, port, ctx=None, timeout_s=15):
     except Exception:
         s.close()
         raise
-    return _Stream(s) if _CPYTHON else s
+    return s
 
 
 def stream_factory(ctx=None, timeout_s=15):
@@ -72,7 +44,7 @@ def sync_clock():
 
         ntptime.settime()
         return True
-    except Exception:  # no ntptime (CPython), no answer: keep the clock as it is
+    except Exception:  # no ntptime (the unix port), no answer: keep the clock as it is
         return False
 
 
@@ -81,9 +53,14 @@ class Wifi:
         self.cfg = wifi_cfg
         self.wlan = None
         self.clock_set = False
+        self.started = None  # ticks_ms of the association attempt in progress
 
     def connect(self, feed=None, timeout_s=30):
-        """True when associated (or when no Wi-Fi is configured: the network is assumed up)."""
+        """True when associated (or when no Wi-Fi is configured: the network is assumed up). Otherwise
+        start an association (again, once the last attempt is timeout_s old) and return False at once:
+        the station associates in the background and the caller retries after its backoff. Waiting here
+        would stall every task of the board's event loop (measurements too) for as long as the access
+        point is away."""
         if not self.cfg:
             return True
         import network
@@ -91,16 +68,16 @@ class Wifi:
         if self.wlan is None:
             self.wlan = network.WLAN(network.STA_IF)
             self.wlan.active(True)
-        if self.wlan.isconnected():
-            return True
-        self.wlan.connect(self.cfg["ssid"], self.cfg.get("password", ""))
-        start = time.ticks_ms()
-        while not self.wlan.isconnected():
-            if time.ticks_diff(time.ticks_ms(), start) > timeout_s * 1000:
-                return False
+        if not self.wlan.isconnected():
+            now = time.ticks_ms()
+            if self.started is None or time.ticks_diff(now, self.started) > timeout_s * 1000:
+                self.started = now
+                self.wlan.connect(self.cfg["ssid"], self.cfg.get("password", ""))
             if feed:
                 feed()
-            time.sleep_ms(200)
+            if not self.wlan.isconnected():
+                return False
+        self.started = None
         if not self.clock_set:
             self.clock_set = sync_clock()
         return True

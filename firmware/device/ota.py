@@ -12,7 +12,6 @@
 from micropython import const
 import binascii
 import hashlib
-import json
 import os
 import time
 
@@ -122,6 +121,348 @@ class PartitionSink:
         pass
 
 
+# ---- the manifest response, read as it arrives ----------------------------------------------------------
+# /v1/manifest answers {"version", "manifestDigest", "manifest": "<the signed OCI manifest as a JSON
+# string>", "signature": {...}, "files": [{"digest", "crc32"}...], "crc32", ...}. Holding the body and
+# its parse, then parsing the manifest text inside it, cost the check phase tens of KB of heap. Here the
+# body streams through the OTA buffer: a small pull parser keeps only the fields the check uses, the
+# manifest string is unescaped on the fly into sha256 (its digest is checked before anything in it is
+# trusted) and into a second parser of the same kind, which keeps artifactType, the version annotation
+# and per layer mediaType, digest, size and title. Key order does not matter.
+
+
+class _Body:
+    """The response body: Content-Length bytes read through a buffer, one byte at a time."""
+
+    def __init__(self, stream, length, buf):
+        self.s = stream
+        self.left = length
+        self.buf = buf
+        self.n = 0
+        self.i = 0
+
+    def byte(self):
+        if self.i >= self.n:
+            if self.left <= 0:
+                return -1
+            want = self.left if self.left < len(self.buf) else len(self.buf)
+            n = self.s.readinto(self.buf, want)
+            if not n:
+                raise ValueError("body ended early")
+            self.left -= n
+            self.n = n
+            self.i = 0
+        self.i += 1
+        return self.buf[self.i - 1]
+
+
+class _Text:
+    """The bytes of a JSON string being read from src, unescaped, fed to sha256 as they go."""
+
+    def __init__(self, src):
+        self.src = src
+        self.h = hashlib.sha256()
+        self.out = bytearray(68)  # 64 bytes hashed at a time (+3: a \u escape's UTF-8 may overhang)
+        self.full = memoryview(self.out)[:64]
+        self.n = 0
+        self.i = 0
+        self.done = False
+
+    def byte(self):
+        if self.i >= self.n:
+            self._fill()
+            if not self.n:
+                return -1
+        self.i += 1
+        return self.out[self.i - 1]
+
+    def _fill(self):
+        out = self.out
+        n = 0
+        src = self.src
+        while n < 64 and not self.done:
+            c = src.byte()
+            if c == 34:  # closing quote
+                self.done = True
+                break
+            if c < 0:
+                raise ValueError("manifest string ends early")
+            if c == 92:
+                c = src.byte()
+                if c == 117:  # \uXXXX -> UTF-8
+                    cp = int(bytes(src.byte() for _ in range(4)), 16)
+                    for b in chr(cp).encode():
+                        out[n] = b
+                        n += 1
+                    continue
+                c = _ESCAPES.get(c, c)
+            out[n] = c
+            n += 1
+        if n == 64:
+            self.h.update(self.full)
+        elif n:
+            self.h.update(memoryview(out)[:n])
+        self.n = n
+        self.i = 0
+
+    def finish(self):
+        while not self.done:
+            self._fill()
+        return self.h
+
+
+_ESCAPES = {110: 10, 116: 9, 114: 13, 98: 8, 102: 12}
+
+
+class _Json:
+    """A pull parser over anything with byte() -> int (-1 at the end). The caller walks the document:
+    obj() yields keys and the caller reads or skips each value."""
+
+    def __init__(self, src, tmp=None):
+        self.src = src
+        self.tmp = tmp if tmp is not None else bytearray(128)
+        self.c = src.byte()
+
+    def _ws(self):
+        c = self.c
+        while c == 32 or c == 10 or c == 13 or c == 9:
+            c = self.src.byte()
+        self.c = c
+        return c
+
+    def _next(self):
+        self.c = self.src.byte()
+
+    def _expect(self, ch):
+        if self._ws() != ch:
+            raise ValueError("JSON: expected %s" % chr(ch))
+        self._next()
+
+    def obj(self):
+        """Keys of an object, the parser positioned at each key's value (none for null)."""
+        if self._ws() == 110:
+            self._word()
+            return
+        self._expect(123)
+        if self._ws() == 125:
+            self._next()
+            return
+        while True:
+            key = self.string()
+            self._expect(58)
+            yield key
+            c = self._ws()
+            self._next()
+            if c == 125:
+                return
+            if c != 44:
+                raise ValueError("JSON: bad object")
+
+    def arr(self):
+        if self._ws() == 110:
+            self._word()
+            return
+        self._expect(91)
+        if self._ws() == 93:
+            self._next()
+            return
+        while True:
+            yield
+            c = self._ws()
+            self._next()
+            if c == 93:
+                return
+            if c != 44:
+                raise ValueError("JSON: bad array")
+
+    def string(self, limit=128):
+        """A string value (or null -> None), at most `limit` bytes (read into one scratch buffer)."""
+        c = self._ws()
+        if c == 110:
+            self._word()
+            return None
+        if c != 34:
+            raise ValueError("JSON: expected a string")
+        b = self.tmp
+        if limit > len(b):
+            b = self.tmp = bytearray(limit)
+        n = 0
+        src = self.src
+        while True:
+            c = src.byte()
+            if c == 34:
+                break
+            if c < 0:
+                raise ValueError("JSON: string ends early")
+            if c == 92:
+                c = src.byte()
+                if c == 117:
+                    for x in chr(int(bytes(src.byte() for _ in range(4)), 16)).encode():
+                        if n >= limit:
+                            raise ValueError("JSON: string too long")
+                        b[n] = x
+                        n += 1
+                    continue
+                c = _ESCAPES.get(c, c)
+            if n >= limit:
+                raise ValueError("JSON: string too long")
+            b[n] = c
+            n += 1
+        self._next()
+        return str(memoryview(b)[:n], "utf-8")
+
+    def number(self):
+        """An integer (or null -> None)."""
+        c = self._ws()
+        if c == 110:
+            self._word()
+            return None
+        v = 0
+        neg = c == 45
+        if neg:
+            self._next()
+            c = self.c
+        if c < 48 or c > 57:
+            raise ValueError("JSON: expected an integer")
+        while 48 <= c <= 57:
+            v = v * 10 + c - 48
+            c = self.src.byte()
+        self.c = c
+        if c == 46 or c == 101 or c == 69:
+            raise ValueError("JSON: expected an integer")
+        return -v if neg else v
+
+    def _word(self):
+        c = self.c
+        while 97 <= c <= 122:
+            c = self.src.byte()
+        self.c = c
+
+    def skip(self):
+        """Any value, keeping nothing."""
+        c = self._ws()
+        if c == 123:
+            for _ in self.obj():
+                self.skip()
+        elif c == 91:
+            for _ in self.arr():
+                self.skip()
+        elif c == 34:
+            self._next()
+            src = self.src
+            while True:
+                c = self.c
+                if c == 34:
+                    break
+                if c < 0:
+                    raise ValueError("JSON: string ends early")
+                if c == 92:
+                    src.byte()
+                self.c = src.byte()
+            self._next()
+        else:
+            while self.c >= 0 and self.c not in b",}] \t\r\n":
+                self._next()
+
+    def end(self):
+        if self._ws() != -1:
+            raise ValueError("JSON: trailing data")
+
+
+class _Envelope:
+    """The response as {version, manifestDigest, signature, crcs: {digest: crc32}, crc32} plus the pruned
+    manifest and the sha256 of its text."""
+
+    def __init__(self, body):
+        self.p = _Json(body)
+
+    def read(self):
+        p = self.p
+        doc = {"crcs": {}}
+        manifest = None
+        h = None
+        for key in p.obj():
+            if key == "version" or key == "manifestDigest":
+                doc[key] = p.string()
+            elif key == "crc32":
+                doc[key] = p.number()
+            elif key == "signature":
+                sig = {}
+                for k in p.obj():
+                    if k == "algorithm" or k == "signature":
+                        sig[k] = p.string(256)
+                    else:
+                        p.skip()
+                doc["signature"] = sig
+            elif key == "files":
+                crcs = doc["crcs"]
+                for _ in p.arr():
+                    d = c = None
+                    for k in p.obj():
+                        if k == "digest":
+                            d = p.string()
+                        elif k == "crc32":
+                            c = p.number()
+                        else:
+                            p.skip()
+                    if d is not None and c is not None:
+                        crcs[d] = c
+            elif key == "manifest":
+                if p._ws() != 34:
+                    raise ValueError("manifest is not a string")
+                text = _Text(p.src)
+                try:
+                    manifest = _manifest(_Json(text, p.tmp))
+                except ValueError:
+                    manifest = None  # not JSON: reported after the digest and signature checks
+                h = text.finish()
+                p._next()
+            else:
+                p.skip()
+        p.end()
+        return doc, manifest, h
+
+
+def _manifest(p):
+    """The fields of the OCI manifest the check uses: artifactType, the version annotation, and per layer
+    mediaType, digest, size and title."""
+    m = {}
+    for key in p.obj():
+        if key == "artifactType":
+            m[key] = p.string()
+        elif key == "annotations":
+            m[key] = _annotations(p, VERSION)
+        elif key == "layers":
+            layers = []
+            for _ in p.arr():
+                layer = {}
+                for k in p.obj():
+                    if k == "mediaType" or k == "digest":
+                        layer[k] = p.string()
+                    elif k == "size":
+                        layer[k] = p.number()
+                    elif k == "annotations":
+                        layer[k] = _annotations(p, TITLE)
+                    else:
+                        p.skip()
+                layers.append(layer)
+            m[key] = layers
+        else:
+            p.skip()
+    p.end()
+    return m
+
+
+def _annotations(p, wanted):
+    a = {}
+    for k in p.obj():
+        if k == wanted:
+            a[k] = p.string()
+        else:
+            p.skip()
+    return a
+
+
 class Updater:
     def __init__(
         self,
@@ -162,7 +503,9 @@ class Updater:
 
     # ---- check -------------------------------------------------------------------------------------
 
-    def _get_json(self, path):
+    def _read_manifest(self, path):
+        """GET the manifest response and read it as it arrives (see _Json): (envelope, manifest, sha256 of
+        the manifest text), or None on 404."""
         s = self.open_stream(self.host, self.port)
         try:
             httpc.send_get(s, self.host, path)
@@ -171,7 +514,10 @@ class Updater:
                 return None
             if status != 200:
                 raise OtaError("%s: HTTP %d" % (path.split("?")[0], status))
-            return httpc.read_body(s, self.head, MANIFEST_LIMIT)
+            length = self.head.length
+            if length < 0 or length > MANIFEST_LIMIT:
+                raise OtaError("manifest response of %d bytes not acceptable" % length)
+            return _Envelope(_Body(s, length, self.buf)).read()
         finally:
             s.close()
 
@@ -179,44 +525,31 @@ class Updater:
         """The verified Plan for a newer release, or None when there is nothing (new) to install."""
         self.report("checking")
         try:
-            body = self._get_json("/v1/manifest?device=" + self.device)
+            got = self._read_manifest("/v1/manifest?device=" + self.device)
         except (OSError, httpc.HTTPError) as e:
             raise OtaError("manifest request failed: %s" % e)
-        if body is None:
-            return None
-        try:
-            doc = json.loads(body)
-            version = doc["version"]
-            digest = doc["manifestDigest"]
-            text = doc.pop("manifest")  # popped: once parsed, no copy of the text stays referenced
-        except (ValueError, KeyError, TypeError):
+        except ValueError:
             raise OtaError("malformed manifest response")
-        del body
+        if got is None:
+            return None
+        doc, manifest, h = got
+        version = doc.get("version")
+        digest = doc.get("manifestDigest")
+        if not isinstance(version, str) or not isinstance(digest, str) or h is None:
+            raise OtaError("malformed manifest response")
         if version == self.current:
             return None
         if version in self.state["bad"]:
             # rolled back here before: never fetched again (a new version number is needed)
             return None
-        try:
-            h = hashlib.sha256(text)  # MicroPython hashes a str's UTF-8 bytes directly: no 2nd copy
-        except TypeError:
-            h = hashlib.sha256(text.encode())  # CPython wants bytes
         algo, _, hexd = digest.partition(":")
         if algo != "sha256" or _hexdigest(h) != hexd:
             raise OtaError("manifest digest mismatch")
         self._verify_signature(doc.get("signature"), digest)
-        # keep only the CRC hints of the envelope, then let it go before the manifest is parsed (peak heap)
-        crcs = {}
-        for f in doc.get("files") or ():
-            if f.get("crc32") is not None:
-                crcs[f.get("digest")] = f["crc32"]
+        crcs = doc["crcs"]
         whole_crc = doc.get("crc32")
-        del doc
-        try:
-            manifest = json.loads(text)
-        except ValueError:
+        if manifest is None:
             raise OtaError("manifest is not JSON")
-        del text
         # the version must come from the signed text: the envelope's is only a label anyone could change
         signed_version = (manifest.get("annotations") or {}).get(VERSION)
         if signed_version != version:

@@ -2,7 +2,7 @@
 # application (confirm, record rolled-back versions, queue events for MQTT).
 #
 # ota_state.json:
-#   active   slot directory holding the running bundle ("a" / "b"; "" = files flat in the root)
+#   active   slot holding the running bundle ("a" / "b" under fw/; "" = files flat in the root)
 #   version  firmware version of the active slot
 #   pending  null, {"version", "slot"} for a bundle not yet confirmed, or {"version", "image": label}
 #   tries    boots of the pending bundle slot so far (boot.py counts, the app's health check resets)
@@ -14,7 +14,10 @@ import json
 import os
 
 STATE = "ota_state.json"
-SLOTS = "slots"
+# the slot directories' parent. Not "slots": MicroPython imports a directory as a (namespace) package
+# before it looks for slots.py/.mpy, so `import slots` in boot.py would find the folder after the first
+# update and the board would no longer select its slot (found running the bundle on the MicroPython VM)
+SLOTS = "fw"
 MAX_TRIES = 2  # boots a new bundle gets to confirm itself before boot.py falls back
 MAX_BAD = 16
 

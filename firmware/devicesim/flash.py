@@ -1,16 +1,15 @@
-"""A device's flash: the filesystem (a directory on the host) and raw partitions, with power-cut injection.
+"""A board's flash: the filesystem (a directory on the host, `fs/`) and raw partitions, with power cuts.
 
-Every byte the device writes to flash is counted (file writes, partition writes, NVS commits; erases,
-renames, removes and mkdirs count as one unit each). `arm_power_cut(n)` makes the n-th unit from now the
-last one that reaches flash: the write is torn there, and the device loses power. This is harsher than
-LittleFS (which commits a file only on close), so code that survives it survives the real board too.
+Every byte the board writes to flash is counted here, in the host process: the board's filesystem
+(`rom/_flash.py`, mounted at "/" in the VM) asks before each write, partition writes happen here.
+Erases, renames, removes, mkdirs and truncations count as one unit each. `arm_power_cut(n)` makes the
+n-th unit from now the last one that reaches flash: the write is torn there and the board process is
+killed (SIGKILL). This is harsher than LittleFS (which commits a file only on close), so code that
+survives it survives the real board too.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import os
 import posixpath
 from collections.abc import Callable
 from pathlib import Path
@@ -85,11 +84,14 @@ class Flash:
 
     # -- host-side helpers (provisioning, tests) -------------------------------------------------------
     def install(self, files: dict[str, bytes | str]) -> None:
-        """Copy files onto the device, as `mpremote cp` would (not counted, never cut)."""
+        """Copy files onto the device, as `mpremote cp` would (not counted, never cut). Certificates and
+        keys in PEM are stored as DER under the same name: the VM's mbedTLS build parses DER only (an
+        ESP32's parses both), and the device code passes the file's bytes through unchanged."""
         for path, content in files.items():
             target = self.host_path(path)
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(content.encode() if isinstance(content, str) else content)
+            data = content.encode() if isinstance(content, str) else content
+            target.write_bytes(pem_to_der(data))
 
     def read(self, path: str) -> bytes:
         return self.host_path(path).read_bytes()
@@ -98,100 +100,18 @@ class Flash:
         return self.host_path(path).exists()
 
 
-class FlashFile(io.RawIOBase):
-    """A file opened for writing on the device: every write goes straight to the host file, counted."""
+def pem_to_der(data: bytes) -> bytes:
+    """A PEM certificate (the first of a chain) or private key as DER; anything else unchanged."""
+    if not data.lstrip().startswith(b"-----BEGIN"):
+        return data
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
 
-    def __init__(self, flash: Flash, host: Path, mode: str, guard: Callable[[], None]) -> None:
-        super().__init__()
-        self._flash, self._guard = flash, guard
-        self._text = "b" not in mode
-        binary_mode = mode.replace("t", "").replace("b", "") + "b"
-        self._file = open(host, binary_mode, buffering=0)  # noqa: SIM115 - closed by close()
-
-    def readable(self) -> bool:
-        return self._file.readable()
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:
-        self._guard()
-        raw = data.encode() if isinstance(data, str) else bytes(data)
-        self._flash.write_through(len(raw), lambda n: self._file.write(raw[:n]))
-        return len(data)
-
-    def read(self, size: int = -1):
-        data = self._file.read(size)
-        return data.decode() if self._text else data
-
-    def readinto(self, buffer) -> int:
-        return self._file.readinto(buffer)
-
-    def readline(self, size: int = -1):
-        line = self._file.readline(size)
-        return line.decode() if self._text else line
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._file.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._file.tell()
-
-    def flush(self) -> None:
-        pass  # unbuffered: the data is already on "flash"
-
-    def close(self) -> None:
-        if not self.closed:
-            self._file.close()
-        super().close()
-
-
-def open_on_flash(flash: Flash, path: str, mode: str, cwd: str, guard: Callable[[], None]):
-    """The device's builtin `open`."""
-    host = flash.host_path(path, cwd)
-    if host.is_dir():
-        raise OSError(21, "EISDIR")
-    if any(c in mode for c in "wax+"):
-        guard()
-        if not host.parent.is_dir():
-            raise OSError(2, "ENOENT")
-        if "w" in mode and host.exists():
-            # truncation is a write to flash too (it may be the unit the cut lands on)
-            flash.write_through(1, lambda _n: None)
-        return FlashFile(flash, host, mode, guard)
-    if not host.exists():
-        raise OSError(2, "ENOENT")
-    return open(host, mode if "b" in mode else mode.replace("t", ""))
-
-
-class NvsStore:
-    """esp32.NVS backing: one JSON file per device, replaced atomically on commit (as NVS pages are)."""
-
-    def __init__(self, flash: Flash) -> None:
-        self.flash = flash
-        self.path = flash.root / "nvs.json"
-
-    def load(self) -> dict[str, dict[str, list]]:
-        try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def commit(self, namespace: str, values: dict[str, list]) -> None:
-        data = self.load()
-        data[namespace] = values
-        text = json.dumps(data)
-
-        def replace(_n: int) -> None:
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(text)
-            os.replace(tmp, self.path)
-
-        # a commit torn anywhere leaves the previous state (NVS writes entries atomically)
-        allowed = self.flash.consume(len(text))
-        if allowed < len(text):
-            raise self.flash.cut()
-        replace(allowed)
+    if b"PRIVATE KEY-----" in data:
+        key = serialization.load_pem_private_key(data, password=None)
+        return key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    if b"CERTIFICATE-----" in data:
+        return x509.load_pem_x509_certificate(data).public_bytes(serialization.Encoding.DER)
+    return data

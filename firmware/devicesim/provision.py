@@ -1,7 +1,8 @@
 """Provision an emulated board as `weatherfleet provision` provisions a real one: a MicroPython image in
 ota_0, the firmware bundle's files, the fleet CA with the device's certificate and key, config.json.
 
-Emulated boards get bundles built with `--emit py` (CPython cannot execute .mpy bytecode)."""
+Emulated boards run what real ones run: the `.mpy` bundle `weatherfleet firmware build` makes (boot.py and
+main.py as source, every other file compiled), executed by the MicroPython VM."""
 
 from __future__ import annotations
 
@@ -9,20 +10,23 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .device import Device
+from .board import Board
 
 DEFAULT_FEATURES = ("bme280", "scd30", "sds011", "tls", "mtls", "ota", "influx")
 
 
 def build_bundle(
-    version: str, features: tuple[str, ...] | list[str] = DEFAULT_FEATURES, source: Path | None = None
+    version: str,
+    features: tuple[str, ...] | list[str] = DEFAULT_FEATURES,
+    source: Path | None = None,
+    emit: str = "mpy",
 ) -> dict[str, bytes]:
-    """Board path -> bytes of a bundle built by the real pipeline (sources, for CPython)."""
+    """Board path -> bytes of a bundle built by the real pipeline (.mpy files, as real boards get)."""
     from weatherfleet.firmware import build
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "bundle"
-        manifest = build.build(list(features), version, out, source=source or build.DEFAULT_SOURCE, emit="py")
+        manifest = build.build(list(features), version, out, source=source or build.DEFAULT_SOURCE, emit=emit)
         files = {f.path: (out / f.path).read_bytes() for f in manifest.files}
         files["manifest.json"] = (out / "manifest.json").read_bytes()
     return files
@@ -44,9 +48,9 @@ def device_config(
     """A config.json for a board with these build features, made by the same function `weatherfleet
     provision` and the local mode use (from a WeatherSensor), so emulated boards boot from what real ones
     get. `extra` overrides top-level keys (e.g. bufferSize)."""
-    from weatherfleet.local.deviceconfig import Endpoints, Timing
-    from weatherfleet.local.deviceconfig import device_config as config_for_sensor
     from weatherfleet.models import WeatherSensor
+    from weatherfleet.provisioning.deviceconfig import Endpoints, Timing
+    from weatherfleet.provisioning.deviceconfig import device_config as config_for_sensor
 
     sensor = WeatherSensor.model_validate(
         {
@@ -79,7 +83,7 @@ def device_config(
 
 
 def provision(
-    device: Device, config: dict[str, Any], bundle: dict[str, bytes], *, ca: Path, cert: Path, key: Path
+    device: Board, config: dict[str, Any], bundle: dict[str, bytes], *, ca: Path, cert: Path, key: Path
 ) -> None:
     import hashlib
     import json

@@ -112,8 +112,8 @@ u, r = update(srv, st, '1.0.0')
 OUT['result'] = r
 OUT['events'] = list(EVENTS)
 OUT['pending'] = slots.load()['pending']
-OUT['slot_a'] = {n: sha('slots/a/' + n) for n in listing('slots/a') if n != 'files.json'}
-OUT['index'] = json.load(open('slots/a/files.json'))
+OUT['slot_a'] = {n: sha('fw/a/' + n) for n in listing('fw/a') if n != 'files.json'}
+OUT['index'] = json.load(open('fw/a/files.json'))
 OUT['progress_last'] = PROGRESS[-1]
 OUT['progress_monotonic'] = PROGRESS == sorted(PROGRESS)
 d, st2 = slots.select_boot_slot()
@@ -125,7 +125,7 @@ OUT['after_confirm'] = [st3['active'], st3['version'], st3['pending'], [e['event
 srv2 = server(D['v12'])
 u2, r2 = update(srv2, st3, '1.1.0')
 OUT['delta'] = [r2, u2.bytes_downloaded, blob_requests(srv2)]
-OUT['slot_b'] = {n: sha('slots/b/' + n) for n in listing('slots/b') if n != 'files.json'}
+OUT['slot_b'] = {n: sha('fw/b/' + n) for n in listing('fw/b') if n != 'files.json'}
 OUT['pending2'] = slots.load()['pending']
 done()
 """
@@ -137,7 +137,7 @@ done()
     assert out["slot_a"] == releases["sha_v1"]
     assert set(out["index"]) == set(FILES_V1)
     assert out["progress_last"] == 100 and out["progress_monotonic"]
-    assert out["boot"] == ["slots/a", 1, "ota"]
+    assert out["boot"] == ["fw/a", 1, "ota"]
     assert out["after_confirm"] == ["a", "1.1.0", None, ["confirmed"]]
     result, downloaded, requests = out["delta"]
     assert result == "installed"
@@ -161,7 +161,7 @@ srv.corrupt[target] = 4321
 u, r = update(srv, st, '1.0.0')
 OUT['with_crc'] = r
 OUT['pending'] = slots.load()['pending']
-OUT['leftovers'] = [n for n in listing('slots/a') if n.endswith('.part')]
+OUT['leftovers'] = [n for n in listing('fw/a') if n.endswith('.part')]
 # without the (unsigned) CRC hints the signed sha256 still catches it
 for f in rel['doc']['files']:
     f.pop('crc32')
@@ -226,14 +226,14 @@ srv = server(D['v11'])
 srv.close_after = 6000
 u, r = update(srv, slots.default_state('1.0.0'), '1.0.0')
 OUT['resumed'] = [r, blob_requests(srv), u.bytes_downloaded]
-OUT['slot_a'] = {n: sha('slots/a/' + n) for n in listing('slots/a') if n != 'files.json'}
+OUT['slot_a'] = {n: sha('fw/a/' + n) for n in listing('fw/a') if n != 'files.json'}
 fresh_dir()
 srv = server(D['v11'])
 srv.close_after = 6000
 srv.ignore_range = True
 u, r = update(srv, slots.default_state('1.0.0'), '1.0.0')
 OUT['no_range'] = [r, blob_requests(srv)]
-OUT['slot_a2'] = {n: sha('slots/a/' + n) for n in listing('slots/a') if n != 'files.json'}
+OUT['slot_a2'] = {n: sha('fw/a/' + n) for n in listing('fw/a') if n != 'files.json'}
 done()
 """
     )
@@ -286,7 +286,7 @@ done()
 """
     )
     out = run_micropython(script, releases).check().json()
-    assert out["boots"] == [["slots/a", "ota"], ["slots/a", "ota"], [".", "rollback"]]
+    assert out["boots"] == [["fw/a", "ota"], ["fw/a", "ota"], [".", "rollback"]]
     active, pending, bad, events = out["state"]
     assert active == "" and pending is None and bad == ["1.1.0"]
     assert events[-1]["event"] == "rolled_back" and events[-1]["version"] == "1.1.0"
@@ -351,7 +351,7 @@ done()
     assert len(cut) > 40
     # a cut anywhere before the switch boots the old root release, with nothing pending
     assert all(r[1] == "." and r[2] is None for r in cut)
-    assert all(r[1] == "slots/a" and r[2] == "1.1.0" and r[3] for r in results if r[0] == "completed")
+    assert all(r[1] == "fw/a" and r[2] == "1.1.0" and r[3] for r in results if r[0] == "completed")
     assert out["retry"] == "installed"
 
 

@@ -23,6 +23,8 @@ from weatherfleet.services.process import ManagedProcess, free_port
 from .conftest import DEVICE_SOURCES
 
 OTA_FEATURES = ("bme280", "sds011", "tls", "mtls", "ota", "influx")
+# a change that survives compilation (a comment would not: the .mpy would be the same bytes)
+RELEASE_1_1 = '\nRELEASE = "1.1.0"\n'
 
 
 def source_variant(
@@ -70,9 +72,9 @@ def release(
     out: Path,
     features: tuple[str, ...] = OTA_FEATURES,
 ) -> str:
-    """Build (sources, for emulated boards), sign and push; returns the manifest digest."""
+    """Build (the .mpy bundle real boards get), sign and push; returns the manifest digest."""
     folder = out / f"{repository.replace('/', '_')}-{version}"
-    build.build(list(features), version, folder, source=source, emit="py")
+    build.build(list(features), version, folder, source=source)  # .mpy, as real boards get
     document = signing.sign_digest(signing.read_private_key(keys.private), signing.bundle_digest(folder))
     signing.write_signature(folder / signing.SIGNATURE_FILE, document)
     ref = push.Reference("unused", repository, version)

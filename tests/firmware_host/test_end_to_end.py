@@ -75,7 +75,7 @@ async def test_device_publishes_measurements_over_mutual_tls(
             _unit, low, high = messages.FIELDS[name]
             assert low <= value <= high, f"{name}={value}"
     first = points[0].fields
-    truth = device.environment.at(device.clock.monotonic())
+    truth = device.environment.at(time.monotonic())
     assert first["temperature"] == pytest.approx(truth["temperature"], abs=1.0)
     assert first["pressure"] == pytest.approx(truth["pressure"], abs=1.0)
     status = [m for m in collector.messages if m.topic == f"sensors/{device_id}/status"]

@@ -1,9 +1,9 @@
-"""Many boards in one process: each has its own modules, flash, clock and fate; one board's reset,
+"""Many boards, one host process, one VM process each: each has its own modules, flash and fate; one board's reset,
 crash or watchdog does not touch another."""
 
 from __future__ import annotations
 
-from devicesim.device import DeviceState
+from devicesim import DeviceState
 
 COUNTER = """
 import counter

@@ -16,7 +16,7 @@ import pytest
 from devicesim.provision import build_bundle, device_config, provision
 from weatherfleet import oci
 
-from .ota_fixtures import OTA_FEATURES, FaultProxy, Keys, OtaFlux, release, source_variant
+from .ota_fixtures import OTA_FEATURES, RELEASE_1_1, FaultProxy, Keys, OtaFlux, release, source_variant
 from .test_end_to_end import wait_for
 
 pytestmark = pytest.mark.slow
@@ -87,7 +87,7 @@ async def test_update_reboot_confirm_and_report_every_step(
     device_id = "dev-07"
     store = oci.connect(registry.url)
     collector = mqtt_subscriber(mosquitto, f"sensors/{device_id}/#")
-    new_source = source_variant(tmp_path, "1.1.0", appends={"payload.py": "\n# release 1.1.0\n"})
+    new_source = source_variant(tmp_path, "1.1.0", appends={"payload.py": RELEASE_1_1})
     release(store, prefix + device_id, "1.1.0", new_source, keys, tmp_path)
     device = await start_device(devices, device_id, mosquitto, local_ca, proxy, keys)
 
@@ -131,7 +131,7 @@ async def test_one_corrupted_byte_is_refused_and_the_next_check_succeeds(
         store,
         prefix + device_id,
         "1.1.0",
-        source_variant(tmp_path, "1.1.0", appends={"payload.py": "\n# 1.1.0\n"}),
+        source_variant(tmp_path, "1.1.0", appends={"payload.py": RELEASE_1_1}),
         keys,
         tmp_path,
     )
@@ -159,7 +159,7 @@ async def test_a_wrong_signature_is_refused_before_any_download(
         store,
         prefix + device_id,
         "1.1.0",
-        source_variant(tmp_path, "1.1.0", appends={"payload.py": "\n# 1.1.0\n"}),
+        source_variant(tmp_path, "1.1.0", appends={"payload.py": RELEASE_1_1}),
         stranger,
         tmp_path,
     )
@@ -185,7 +185,7 @@ async def test_a_download_cut_mid_file_resumes_and_completes(
         store,
         prefix + device_id,
         "1.1.0",
-        source_variant(tmp_path, "1.1.0", appends={"payload.py": "\n# 1.1.0\n"}),
+        source_variant(tmp_path, "1.1.0", appends={"payload.py": RELEASE_1_1}),
         keys,
         tmp_path,
     )

@@ -15,7 +15,7 @@ import pytest
 from weatherfleet import identities, oci
 from weatherfleet.mqtt import make_client
 
-from .ota_fixtures import FaultProxy, Keys, OtaFlux, release, source_variant
+from .ota_fixtures import RELEASE_1_1, FaultProxy, Keys, OtaFlux, release, source_variant
 from .test_ota_end_to_end import names, start_device
 
 pytestmark = pytest.mark.slow
@@ -79,7 +79,7 @@ async def test_power_cut_anywhere_in_a_bundle_update_always_boots_a_good_slot(
     try:
         store = oci.connect(registry.url)
         new = source_variant(
-            tmp_path, "1.1.0", appends={"payload.py": "\n# 1.1.0\n", "sensors.py": "\n# 1.1.0\n"}
+            tmp_path, "1.1.0", appends={"payload.py": RELEASE_1_1, "sensors.py": RELEASE_1_1}
         )
         release(store, prefix + DEVICE, "1.1.0", new, keys, tmp_path)
         notify(mqtt_settings(mosquitto, identities.OTAFLUX), DEVICE, "1.1.0")
