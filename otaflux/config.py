@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from weatherfleet.oci import signatures
-from weatherfleet.settings import ServiceSettings
+from weatherfleet.settings import ServiceSettings, setting
 
 
 class ConfigError(ValueError):
@@ -33,57 +33,56 @@ LOG_LEVELS = {
 }
 
 
-def env(variable: str, help_text: str, default: Any = None, **kwargs: Any) -> Any:
-    """A setting read from `variable` (the original OtaFlux's name), with its --help text."""
-    return Field(default=default, validation_alias=variable, description=help_text, **kwargs)
-
-
 class Settings(ServiceSettings):
     model_config = SettingsConfigDict(frozen=True)
 
     # Order is the order of --help.
-    registry_url: str = env(
+    registry_url: str = setting(
         "REGISTRY_URL", "registry: http(s)://host[:port], host[:port] or oci-layout:///dir", ...
     )
-    repository_prefix: str = env("REPOSITORY_PREFIX", "repository of a device = PREFIX + device id", "")
-    registry_username: str | None = env(
+    repository_prefix: str = setting("REPOSITORY_PREFIX", "repository of a device = PREFIX + device id", "")
+    registry_username: str | None = setting(
         "REGISTRY_USERNAME", "registry user (basic auth, or for a bearer token)"
     )
-    registry_password: str | None = env("REGISTRY_PASSWORD", "registry password", repr=False)
-    registry_insecure: bool = env("REGISTRY_INSECURE", "plain HTTP to the registry (true/false)", False)
-    registry_timeout: float = env(
+    registry_password: str | None = setting("REGISTRY_PASSWORD", "registry password", repr=False)
+    registry_insecure: bool = setting("REGISTRY_INSECURE", "plain HTTP to the registry (true/false)", False)
+    registry_timeout: float = setting(
         "REGISTRY_TIMEOUT", "seconds before a registry request counts as failed", 10.0
     )
-    listen_addr: str = env("LISTEN_ADDR", "HTTP address (default 0.0.0.0:8080)", "0.0.0.0:8080")
-    metrics_listen_addr: str = env(
+    listen_addr: str = setting("LISTEN_ADDR", "HTTP address (default 0.0.0.0:8080)", "0.0.0.0:8080")
+    metrics_listen_addr: str = setting(
         "METRICS_LISTEN_ADDR", "Prometheus metrics address (default 0.0.0.0:9090)", "0.0.0.0:9090"
     )
-    log_level: str = env("LOG_LEVEL", "trace, debug, info, warn or error", "info")
-    cache_size: int = env("CACHE_SIZE", "firmware entries kept in the cache (default 256)", 256)
-    cache_bytes: int = env(
+    log_level: str = setting("LOG_LEVEL", "trace, debug, info, warn or error", "info")
+    cache_size: int = setting("CACHE_SIZE", "firmware entries kept in the cache (default 256)", 256)
+    cache_bytes: int = setting(
         "CACHE_BYTES", "bytes kept in the on-disk cache (default 512 MiB)", 512 * 1024 * 1024
     )
-    cache_dir: Path | None = env("CACHE_DIR", "directory of the on-disk cache (default: a temporary one)")
-    refresh_interval: float = env(
+    cache_dir: Path | None = setting("CACHE_DIR", "directory of the on-disk cache (default: a temporary one)")
+    refresh_interval: float = setting(
         "REFRESH_INTERVAL", "seconds a device's answer is trusted before re-checking", 30.0
     )
-    mqtt_url: str | None = env("MQTT_URL", "mqtt://host:1883 or mqtts://host:8883 for update notifications")
-    mqtt_username: str | None = env("MQTT_USERNAME", "MQTT user")
-    mqtt_password: str | None = env("MQTT_PASSWORD", "MQTT password", repr=False)
-    mqtt_topic: str = env("MQTT_TOPIC", "notification topic prefix: <topic>/<device> (default ota)", "ota")
-    mqtt_ca_cert_path: Path | None = env("MQTT_CA_CERT_PATH", "CA certificate of the broker (TLS)")
-    mqtt_client_cert_path: Path | None = env("MQTT_CLIENT_CERT_PATH", "client certificate (mutual TLS)")
-    mqtt_client_key_path: Path | None = env("MQTT_CLIENT_KEY_PATH", "client key (mutual TLS)")
-    rollout_plan: Path | None = env(
+    mqtt_url: str | None = setting(
+        "MQTT_URL", "mqtt://host:1883 or mqtts://host:8883 for update notifications"
+    )
+    mqtt_username: str | None = setting("MQTT_USERNAME", "MQTT user")
+    mqtt_password: str | None = setting("MQTT_PASSWORD", "MQTT password", repr=False)
+    mqtt_topic: str = setting(
+        "MQTT_TOPIC", "notification topic prefix: <topic>/<device> (default ota)", "ota"
+    )
+    mqtt_ca_cert_path: Path | None = setting("MQTT_CA_CERT_PATH", "CA certificate of the broker (TLS)")
+    mqtt_client_cert_path: Path | None = setting("MQTT_CLIENT_CERT_PATH", "client certificate (mutual TLS)")
+    mqtt_client_key_path: Path | None = setting("MQTT_CLIENT_KEY_PATH", "client key (mutual TLS)")
+    rollout_plan: Path | None = setting(
         "ROLLOUT_PLAN_PATH", "rollout plan: a directory of <ns>.<fleet>.json or one file"
     )  # may appear later (a mounted ConfigMap): not checked here
-    signature_public_keys: Annotated[tuple[Path, ...], NoDecode] = env(
+    signature_public_keys: Annotated[tuple[Path, ...], NoDecode] = setting(
         "SIGNATURE_PUBLIC_KEYS", "PEM public key file(s), comma-separated", ()
     )
-    webhook_secret: str | None = env(
+    webhook_secret: str | None = setting(
         "WEBHOOK_SECRET", "shared secret webhooks must send (Authorization header)", repr=False
     )
-    workers: int = env("WORKERS", "HTTP worker processes sharing the port (SO_REUSEPORT)", 1)
+    workers: int = setting("WORKERS", "HTTP worker processes sharing the port (SO_REUSEPORT)", 1)
     # not settable from outside
     mqtt_client_id: str = Field(default="otaflux", validation_alias="OTAFLUX_MQTT_CLIENT_ID")
     rollout_poll_interval: float = Field(default=1.0, validation_alias="OTAFLUX_ROLLOUT_POLL_INTERVAL")

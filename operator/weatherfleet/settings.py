@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Self
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
@@ -28,6 +29,11 @@ class _Environment(EnvSettingsSource):
             self.env_ignore_empty,
             self.env_parse_none_str,
         )
+
+
+def setting(variable: str, help_text: str, default: Any = None, **constraints: Any) -> Any:
+    """A field read from environment variable `variable`, with the help text its flag shows."""
+    return Field(default=default, validation_alias=variable, description=help_text, **constraints)
 
 
 class ServiceSettings(BaseSettings):

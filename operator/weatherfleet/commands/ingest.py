@@ -8,116 +8,96 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import socket
 import threading
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, ValidationError
 
 from .. import identities
 from ..mqtt import MqttSettings
+from ..settings import ServiceSettings, setting
 
 log = logging.getLogger("weatherfleet.ingest")
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name, default)
+class IngestSettings(ServiceSettings):
+    """What `weatherfleet ingest` reads: environment variables (the Deployment sets them) and flags of the
+    same names (a flag wins). Secrets come only from the environment or files."""
+
+    broker_host: str = setting("MQTT_HOST", "the broker", "127.0.0.1")
+    broker_port: int = setting("MQTT_PORT", "its port", 8883)
+    tls_dir: Path | None = setting(
+        "MQTT_TLS_DIR", "folder with ca.crt, tls.crt, tls.key (a mounted cert-manager Secret)"
+    )
+    ca: Path | None = setting("MQTT_CA", "CA certificate")
+    cert: Path | None = setting("MQTT_CERT", "client certificate")
+    key: Path | None = setting("MQTT_KEY", "client key")
+    mqtt_username: str | None = setting(
+        "MQTT_USERNAME", "for NanoMQ, which cannot take the user from the certificate"
+    )
+    mqtt_password_file: Path | None = setting(
+        "MQTT_PASSWORD_FILE", "file holding the MQTT password; else MQTT_PASSWORD"
+    )
+    topic: str = setting("INGEST_TOPIC", "topic filter", "sensors/#")
+    client_id: str = setting(
+        "INGEST_CLIENT_ID", "session id (with a share group: its prefix)", identities.INGEST
+    )
+    share_group: str | None = setting(
+        "INGEST_SHARE_GROUP",
+        "run as one of several replicas: subscribe $share/<group>/<topic>, each replica with its own session "
+        "<client-id>-<replica>",
+    )
+    replica: str = setting(
+        "INGEST_REPLICA", "this replica's name in a share group (default: the host name, the pod's name)", ""
+    )
+    store: Literal["sqlite", "influxdb"] = setting("INGEST_STORE", "sqlite or influxdb", "sqlite")
+    sqlite_path: Path = setting("INGEST_SQLITE_PATH", "the SQLite store", Path("weatherfleet.db"))
+    influx_host: str | None = setting("INFLUX_HOST", "e.g. http://influxdb3:8181")
+    influx_database: str = setting("INFLUX_DATABASE", "the database", "weather")
+    influx_token_file: Path | None = setting(
+        "INFLUX_TOKEN_FILE", "file holding the token (mounted Secret); else INFLUX_TOKEN"
+    )
+    influx_ca: Path | None = setting("INFLUX_CA", "CA of an https InfluxDB")
+    state_dir: Path = setting(
+        "INGEST_STATE_DIR", "spool and dead letters live here (a persistent volume)", Path("ingest-state")
+    )
+    spool_dir: Path | None = setting("INGEST_SPOOL_DIR", "default <state-dir>/spool")
+    batch_size: int = setting("INGEST_BATCH_SIZE", "rows per batch", 1000, gt=0)
+    batch_delay: float = setting("INGEST_BATCH_DELAY", "seconds a batch may wait to fill", 1.0, ge=0)
+    metrics_port: int = setting("INGEST_METRICS_PORT", "Prometheus metrics; 0 disables", 9090, ge=0)
+    log_level: str = setting("LOG_LEVEL", "log level", "INFO")
+    # secrets: from the environment only, never a flag (they would show in process listings)
+    mqtt_password: str | None = Field(default=None, validation_alias="MQTT_PASSWORD", repr=False)
+    influx_token: str | None = Field(default=None, validation_alias="INFLUX_TOKEN", repr=False)
+
+
+GROUPS = {
+    "MQTT (mutual TLS)": ("broker_host", "broker_port", "tls_dir", "ca", "cert", "key", "mqtt_username",
+                          "mqtt_password_file", "topic", "client_id", "share_group", "replica"),
+    "store": ("store", "sqlite_path", "influx_host", "influx_database", "influx_token_file", "influx_ca"),
+    "durability and operations": ("state_dir", "spool_dir", "batch_size", "batch_delay", "metrics_port", "log_level"),
+}  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    mqtt = parser.add_argument_group("MQTT (mutual TLS)")
-    mqtt.add_argument("--broker-host", default=_env("MQTT_HOST", "127.0.0.1"), help="env MQTT_HOST")
-    mqtt.add_argument("--broker-port", type=int, default=int(_env("MQTT_PORT", "8883")), help="env MQTT_PORT")
-    mqtt.add_argument(
-        "--tls-dir",
-        type=Path,
-        default=_env("MQTT_TLS_DIR"),
-        help="folder with ca.crt, tls.crt, tls.key (a mounted cert-manager Secret); env MQTT_TLS_DIR",
-    )
-    mqtt.add_argument("--ca", type=Path, default=_env("MQTT_CA"), help="CA certificate; env MQTT_CA")
-    mqtt.add_argument(
-        "--cert", type=Path, default=_env("MQTT_CERT"), help="client certificate; env MQTT_CERT"
-    )
-    mqtt.add_argument("--key", type=Path, default=_env("MQTT_KEY"), help="client key; env MQTT_KEY")
-    mqtt.add_argument(
-        "--mqtt-username",
-        default=_env("MQTT_USERNAME"),
-        help="for NanoMQ, which cannot take the user from the certificate; env MQTT_USERNAME",
-    )
-    mqtt.add_argument(
-        "--mqtt-password-file",
-        type=Path,
-        default=_env("MQTT_PASSWORD_FILE"),
-        help="file holding the MQTT password; else env MQTT_PASSWORD; env MQTT_PASSWORD_FILE",
-    )
-    mqtt.add_argument("--topic", default=_env("INGEST_TOPIC", "sensors/#"), help="env INGEST_TOPIC")
-    mqtt.add_argument(
-        "--client-id",
-        default=_env("INGEST_CLIENT_ID", identities.INGEST),
-        help="session id (with --share-group: its prefix); env INGEST_CLIENT_ID",
-    )
-    mqtt.add_argument(
-        "--share-group",
-        default=_env("INGEST_SHARE_GROUP") or None,
-        help="run as one of several replicas: subscribe $share/<group>/<topic>, each replica with its own "
-        "session <client-id>-<replica>; env INGEST_SHARE_GROUP",
-    )
-    mqtt.add_argument(
-        "--replica",
-        default=_env("INGEST_REPLICA") or socket.gethostname(),
-        help="this replica's name in a share group (default: the host name, the pod's name); env INGEST_REPLICA",
-    )
-    store = parser.add_argument_group("store")
-    store.add_argument(
-        "--store",
-        choices=("sqlite", "influxdb"),
-        default=_env("INGEST_STORE", "sqlite"),
-        help="env INGEST_STORE",
-    )
-    store.add_argument(
-        "--sqlite-path",
-        type=Path,
-        default=_env("INGEST_SQLITE_PATH", "weatherfleet.db"),
-        help="env INGEST_SQLITE_PATH",
-    )
-    store.add_argument(
-        "--influx-host", default=_env("INFLUX_HOST"), help="e.g. http://influxdb3:8181; env INFLUX_HOST"
-    )
-    store.add_argument(
-        "--influx-database", default=_env("INFLUX_DATABASE", "weather"), help="env INFLUX_DATABASE"
-    )
-    store.add_argument(
-        "--influx-token-file",
-        type=Path,
-        default=_env("INFLUX_TOKEN_FILE"),
-        help="file holding the token (mounted Secret); else env INFLUX_TOKEN; env INFLUX_TOKEN_FILE",
-    )
-    store.add_argument(
-        "--influx-ca", type=Path, default=_env("INFLUX_CA"), help="CA of an https InfluxDB; env INFLUX_CA"
-    )
-    state = parser.add_argument_group("durability and operations")
-    state.add_argument(
-        "--state-dir",
-        type=Path,
-        default=_env("INGEST_STATE_DIR", "ingest-state"),
-        help="spool and dead letters live here (a persistent volume); env INGEST_STATE_DIR",
-    )
-    state.add_argument(
-        "--spool-dir", type=Path, default=_env("INGEST_SPOOL_DIR"), help="default <state-dir>/spool"
-    )
-    state.add_argument("--batch-size", type=int, default=int(_env("INGEST_BATCH_SIZE", "1000")))
-    state.add_argument(
-        "--batch-delay", type=float, default=float(_env("INGEST_BATCH_DELAY", "1.0")), help="seconds"
-    )
-    state.add_argument(
-        "--metrics-port",
-        type=int,
-        default=int(_env("INGEST_METRICS_PORT", "9090")),
-        help="0 disables; env INGEST_METRICS_PORT",
-    )
-    state.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
+    """Flags named after the settings; their defaults are None ("not given"): the environment is read
+    when the command runs (load_config), not when the parser is built."""
+    fields = IngestSettings.model_fields
+    for title, names in GROUPS.items():
+        group = parser.add_argument_group(title)
+        for name in names:
+            field = fields[name]
+            group.add_argument(
+                "--" + name.replace("_", "-"),
+                dest=name,
+                default=None,
+                choices=("sqlite", "influxdb") if name == "store" else None,
+                help=f"{field.description}; env {field.validation_alias}",
+            )
 
 
 class IngestConfig(BaseModel):
@@ -140,6 +120,7 @@ class IngestConfig(BaseModel):
     batch_size: int
     batch_delay: float
     metrics_port: int
+    log_level: str = "INFO"
 
     def __repr_args__(self):  # never print the token
         for key, value in super().__repr_args__():
@@ -150,10 +131,18 @@ class ConfigError(ValueError):
     pass
 
 
-def load_config(args: argparse.Namespace, environ: dict[str, str] | None = None) -> IngestConfig:
+def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> IngestConfig:
+    """The settings from `environ` (default: the process environment) and the flags, checked."""
     from ..ingest.influx_store import read_token
 
-    environ = os.environ if environ is None else environ
+    flags = {name: getattr(args, name, None) for name in IngestSettings.model_fields}
+    try:
+        args = IngestSettings.from_env(environ, **flags)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = IngestSettings.model_fields.get(str(first["loc"][0]))
+        variable = field.validation_alias if field else first["loc"][0]
+        raise ConfigError(f"{variable}: {first['msg']}") from None
     ca, cert, key = args.ca, args.cert, args.key
     if args.tls_dir:
         ca = ca or args.tls_dir / "ca.crt"
@@ -167,7 +156,7 @@ def load_config(args: argparse.Namespace, environ: dict[str, str] | None = None)
     for path in (ca, cert, key):
         if not Path(path).is_file():
             raise ConfigError(f"{path} does not exist")
-    password = environ.get("MQTT_PASSWORD") or None
+    password = args.mqtt_password
     if args.mqtt_password_file:
         try:
             password = Path(args.mqtt_password_file).read_text().strip()
@@ -180,14 +169,15 @@ def load_config(args: argparse.Namespace, environ: dict[str, str] | None = None)
         if not args.influx_host:
             raise ConfigError("--store influxdb needs --influx-host (or INFLUX_HOST)")
         try:
-            token = read_token(environ.get("INFLUX_TOKEN"), args.influx_token_file)
+            token = read_token(args.influx_token, args.influx_token_file)
         except (OSError, ValueError) as error:
             raise ConfigError(str(error)) from None
     session_id, replica_dir = args.client_id, args.state_dir
     if args.share_group:
         # One session and one spool per replica: a killed replica resumes its own when it comes back.
-        session_id = f"{args.client_id}-{args.replica}"
-        replica_dir = args.state_dir / args.replica
+        replica = args.replica or socket.gethostname()
+        session_id = f"{args.client_id}-{replica}"
+        replica_dir = args.state_dir / replica
     return IngestConfig(
         mqtt=MqttSettings(
             host=args.broker_host,
@@ -214,6 +204,7 @@ def load_config(args: argparse.Namespace, environ: dict[str, str] | None = None)
         batch_size=args.batch_size,
         batch_delay=args.batch_delay,
         metrics_port=args.metrics_port,
+        log_level=args.log_level,
     )
 
 
@@ -248,14 +239,14 @@ def build(config: IngestConfig):
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         config = load_config(args)
     except ConfigError as error:
         log.error("configuration: %s", error)
         return 2
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     consumer = build(config)
     if config.metrics_port:
         consumer.ingestor.metrics.serve(config.metrics_port)
