@@ -148,6 +148,12 @@ def test_infrastructure_ignores_what_the_operator_and_the_hpa_own(infrastructure
     built = {(o["kind"], o["metadata"]["name"]) for o in infrastructure}
     for kind, name in ignored:
         assert (kind, name) in built, f"ignoreDifferences names {kind}/{name}, which the app does not deploy"
+    # A Secret git writes with stringData is not reliably protected by ignoreDifferences (argo-cd#9678): a
+    # sync may overwrite what the operator wrote there. The seeds the operator takes over use data.
+    for kind, name in ignored:
+        if kind == "Secret":
+            secret = gb.find(infrastructure, "Secret", name)
+            assert "stringData" not in secret and secret.get("data"), f"Secret {name}: use data, not stringData"
 
 
 def test_database_init_runs_between_the_database_and_its_readers(infrastructure: list[dict]) -> None:

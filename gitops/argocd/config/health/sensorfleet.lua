@@ -1,15 +1,27 @@
 -- Argo CD health check for weatherfleet.io/SensorFleet (resource.customizations.health).
--- Degraded: the rollout halted (failure threshold breached), or Ready=False with a terminal reason.
--- Healthy: Ready=True (a rollout in progress or paused is a normal state of a healthy fleet).
--- Progressing: everything else, including status not yet written or written for an older generation.
--- Terminal reasons are the contract with the operator; keep the list equal in the three scripts.
+-- Degraded: the rollout halted (failure threshold breached), or a condition is False for a terminal
+-- reason (below). Healthy: Ready=True — a rollout in progress, paused, aborted or rolled back on request is
+-- a normal state of a healthy fleet (the message says which). Progressing: everything else, such as a
+-- release still waiting for its signature check or not created yet, broker credentials pending, status
+-- not written yet or written for an older generation.
+-- Reasons of a False condition that waiting will not fix: a person must change the spec, the artifact or
+-- the configuration. Only these make a resource Degraded; every other False or Unknown condition is a
+-- state the operator is still working towards (a release waiting for its signature check, an artifact
+-- not pushed yet, a registry that does not answer, a certificate not issued yet): Progressing.
+-- The contract with the operator; keep the list equal in the three scripts (a test compares them, and
+-- checks each reason is one the operator writes).
 local terminal = {
-  Invalid = true, InvalidSpec = true, SpecInvalid = true, ValidationFailed = true,
-  InvalidReference = true, ReferenceNotFound = true, NotFound = true, IssuerNotFound = true,
-  TagNotFound = true, ArtifactNotFound = true, ManifestNotFound = true, DigestMismatch = true,
-  SignatureInvalid = true, SignatureMismatch = true, SignatureMissing = true, SignatureNotVerified = true,
-  Unsigned = true, CertificateFailed = true, BrokerConfigTooLarge = true, FailureThresholdReached = true,
-  Halted = true,
+  InvalidSpec = true,             -- the spec fails the operator's validation
+  VersionMismatch = true,         -- the artifact is annotated with another version than spec.version
+  SignatureInvalid = true,        -- the signature does not verify with the configured key
+  SignatureMissing = true,        -- the resolved artifact has no signature
+  PublicKeyMissing = true,        -- publicKeyRef names a ConfigMap key that does not exist
+  PublicKeyInvalid = true,        -- the key there is no PEM public key
+  RegistryRefused = true,         -- the registry refuses the request (credentials, repository name)
+  TooLarge = true,                -- the broker configuration exceeds the 1 MiB object limit
+  FailureThresholdReached = true, -- the rollout halted on failures
+  OlderThanStable = true,         -- the release is older than the fleet's stable one (rollback is explicit)
+  Rejected = true,                -- the board refused its desired configuration
 }
 
 local function find(conditions, kind)
@@ -19,11 +31,16 @@ local function find(conditions, kind)
   return nil
 end
 
+-- The first condition that is False for a terminal reason, if any.
 local function terminal_failure(conditions)
   for _, c in ipairs(conditions or {}) do
     if c.status == "False" and c.reason ~= nil and terminal[c.reason] then return c end
   end
   return nil
+end
+
+local function describe(c)
+  return c.type .. " " .. (c.reason or "") .. ": " .. (c.message or "")
 end
 
 local hs = { status = "Progressing", message = "Waiting for the operator to report status" }
@@ -45,22 +62,21 @@ if rollout ~= nil and rollout.phase == "Halted" then
 end
 
 if status.conditions == nil then return hs end
+local failed = terminal_failure(status.conditions)
+if failed ~= nil then
+  hs.status = "Degraded"
+  hs.message = describe(failed)
+  return hs
+end
 local ready = find(status.conditions, "Ready")
 if ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
   hs.message = ready.message or ""
   if rollout ~= nil and rollout.phase ~= nil and rollout.phase ~= "Idle" then
     hs.message = hs.message .. "; rollout " .. rollout.phase
+    if rollout.reason ~= nil and rollout.reason ~= "" then hs.message = hs.message .. ": " .. rollout.reason end
   end
   return hs
 end
-if ready ~= nil and ready.status == "False" then
-  local failed = terminal[ready.reason or ""] and ready or terminal_failure(status.conditions)
-  if failed ~= nil then
-    hs.status = "Degraded"
-    hs.message = failed.type .. " " .. (failed.reason or "") .. ": " .. (failed.message or "")
-    return hs
-  end
-  hs.message = (ready.reason or "NotReady") .. ": " .. (ready.message or "")
-end
+if ready ~= nil then hs.message = describe(ready) end  -- Ready's message names what blocks it
 return hs
