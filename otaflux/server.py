@@ -37,7 +37,7 @@ async def serve(
     from .cache import FirmwareCache
     from .firmware import FirmwareService
     from .metrics import Metrics
-    from .notifier import Notifier
+    from .notifier import Announcer, Notifier
     from .plan import PlanSource
     from .signatures import SignaturePolicy
 
@@ -56,8 +56,13 @@ async def serve(
         )
         notifier.start()
 
+    told: dict[str, tuple[str, str]] = {}  # device -> (version, digest) last published by this worker
+
     def notify(firmware) -> None:
-        if notifier is not None:
+        # A changed answer is announced once, whether the webhook, a refresh or a plan change found it.
+        said = (firmware.version, firmware.manifest.digest)
+        if notifier is not None and told.get(firmware.device) != said:
+            told[firmware.device] = said
             notifier.publish(firmware.device, firmware.version, firmware.size)
 
     service = FirmwareService(
@@ -93,6 +98,12 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     watchers = [
         asyncio.create_task(_watch_plan(service.plan, metrics, stop)),
+        *(
+            # one worker announces plan changes: the others would only send the same notifications again
+            [asyncio.create_task(Announcer(service, notify).run(stop))]
+            if notifier is not None and worker == 0
+            else []
+        ),
         asyncio.create_task(_probe_registry(service, stop)),
         asyncio.create_task(_every(1.0, service.stats.flush, stop)),
     ]

@@ -201,13 +201,13 @@ class App:
             return False
 
     async def ota_event(self, name, version=None, percent=None, reason=None):
-        await self.publish(self.t_ota, report.event(name, version, percent, reason, epoch()))
+        await self.publish(self.t_ota, report.event(name, version, percent, reason, time_ms=epoch_ms()))
 
     async def flush_state_events(self):
         events = self.state.get("events") or []
         while events:
             e = events[0]
-            if not await self.publish(self.t_ota, report.event(e["event"], e.get("version"), None, e.get("reason"), epoch())):
+            if not await self.publish(self.t_ota, report.event(e["event"], e.get("version"), None, e.get("reason"), time_ms=epoch_ms())):
                 return
             events.pop(0)
             slots.save(self.state, self.root)

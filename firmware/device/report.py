@@ -24,7 +24,7 @@ def status(online, firmware=None, uptime=None, heap=None, rssi=None, boot=None, 
     return json.dumps(d)
 
 
-def event(name, version=None, percent=None, reason=None, time=None):
+def event(name, version=None, percent=None, reason=None, time=None, time_ms=None):
     d = {"event": name}
     if version is not None:
         d["version"] = version
@@ -32,6 +32,11 @@ def event(name, version=None, percent=None, reason=None, time=None):
         d["percent"] = percent
     if reason is not None:
         d["reason"] = reason
-    if time is not None:
+    if time is not None and time_ms is None:
         d["time"] = time
-    return json.dumps(d)
+    text = json.dumps(d)
+    if time_ms is not None:
+        # seconds with a millisecond fraction, written as text: a board's 32-bit float cannot hold it, and
+        # two progress events of one second must stay two events
+        text = text[:-1] + ', "time": %d.%03d}' % (time_ms // 1000, time_ms % 1000)
+    return text

@@ -102,7 +102,11 @@ class OtaEvent(Payload):
     version: str | None = None
     percent: int | None = None
     reason: str | None = None
-    time: int | None = Field(default=None, description="device clock, seconds since the Unix epoch")
+    time: float | None = Field(
+        default=None,
+        description="device clock, seconds since the Unix epoch with a millisecond fraction (two progress "
+        "events of one second stay two events)",
+    )
 
 
 class OtaNotification(Payload):

@@ -444,7 +444,9 @@ def _epoch_ns(stamp: object) -> int:
         raise Rejected(f"'time' must be a number of epoch seconds, got {str(stamp)[:40]!r}")
     if not -MAX_EPOCH_SECONDS < stamp < MAX_EPOCH_SECONDS:
         raise Rejected(f"'time' {stamp:.6g} is out of range for epoch seconds")
-    return round(stamp * NS)
+    # to the microsecond: a JSON double holds a millisecond fraction of today's epoch exactly that far
+    # (1767225600.123 * NS would come out a few hundred ns off)
+    return round(stamp * 1_000_000) * (NS // 1_000_000)
 
 
 def _pydantic_reason(error: ValidationError) -> str:

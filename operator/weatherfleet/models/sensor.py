@@ -258,6 +258,9 @@ class FirmwareStatus(Model):
         default=None,
         description="its last OTA event: checking, downloading, installed, confirmed, failed, ...",
     )
+    progress: int | None = Field(
+        default=None, description="download progress of the update under way: 0, 25, 50, 75 or 100 (percent)"
+    )
     last_error: str | None = Field(
         default=None, alias="lastError", description="why the last update failed or was rolled back"
     )

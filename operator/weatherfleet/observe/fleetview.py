@@ -41,6 +41,14 @@ def clean_text(value: object) -> object:
     return value
 
 
+def progress_step(event: str, percent: int | None) -> int | None:
+    """An update's progress as the status shows it: 0, 25, 50, 75 or 100 while downloading, 100 once the
+    download is done (verifying, installed, booted, confirmed), None otherwise."""
+    if event == "downloading":
+        return min(100, max(0, percent or 0)) // 25 * 25
+    return 100 if event in ("verifying", "installed", "booted", "confirmed") else None
+
+
 @dataclass(frozen=True)
 class Sighting:
     """One device's observation, when it was last heard from, and its last status payload."""
@@ -131,9 +139,14 @@ class FleetView:
             update["ota_reason"] = event.reason if event.event in ("failed", "rolled_back") else None
             if event.event == "confirmed" and event.version:
                 update["reported_version"] = event.version
+            # Download progress in steps of 25 %: what the status shows, and at most 5 changes an update.
+            update["ota_percent"] = progress_step(event.event, event.percent)
             obs = base.model_copy(update=update)
             self._devices[device_id] = Sighting(obs, now, prev.status if prev else None)
             progress_only = (
-                prev is not None and event.event in _PROGRESS and prev.observation.ota_state == event.event
+                prev is not None
+                and event.event in _PROGRESS
+                and prev.observation.ota_state == event.event
+                and prev.observation.ota_percent == obs.ota_percent
             )
             return not progress_only and (prev is None or prev.observation != obs)

@@ -265,6 +265,7 @@ def reconcile_sensor(
             reported=device.reported_version if device else sensor.status.firmware.reported,
             desired=observation.desired_version,
             state=device.ota_state if device else sensor.status.firmware.state,
+            progress=device.ota_percent if device else sensor.status.firmware.progress,
             lastError=(device.ota_reason or device.ota_state) if failed and device else None,
         ),
     )
