@@ -261,7 +261,7 @@ class Api:
 
     def _known(self, device: str) -> bool:
         """A device this worker has served firmware to, or one the rollout plan lists."""
-        answer = self.service._answers.get(device)
+        answer = self.service.last_answer(device)
         if answer is not None and answer.firmware is not None:
             return True
         plan = self.service.plan.current()
@@ -326,7 +326,7 @@ class Api:
     async def _refresh_and_notify(
         self, device: str, announce: bool, expected: tuple[str, str] | None
     ) -> None:
-        previous = self.service._answers.get(device)
+        previous = self.service.last_answer(device)
         old_key = previous.firmware.key if previous and previous.firmware else None
         # The distribution registry sends the manifest event before it links the tag, so the tag may
         # not resolve (or resolve to the previous digest) for a moment: look again a few times.

@@ -104,6 +104,10 @@ class FirmwareService:
         ttl = RETRY_AFTER_FAILURE if answer.error is not None else self.refresh_interval
         return now - answer.checked < ttl
 
+    def last_answer(self, device: str) -> Answer | None:
+        """What this worker last resolved for the device (fresh or not), without asking anything."""
+        return self._answers.get(device)
+
     def cached(self, device: str) -> Firmware | object | None:
         """The answer without waiting, when a fresh one is known; MISS otherwise. Raises like
         firmware_for. This is the hot path of /version: no task, no thread, no registry."""

@@ -21,25 +21,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv` (default: this process's arguments): only the subcommand it names imports
+    its module and adds its arguments."""
+    selected = (sys.argv[1:] if argv is None else argv)[:1]
     parser = argparse.ArgumentParser(prog="weatherfleet", description=__doc__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
         command.set_defaults(_module=module_name)
-        if name in _selected(sys.argv[1:]):
+        if name in selected:
             importlib.import_module(module_name).add_arguments(command)
     return parser
 
 
-def _selected(argv: list[str]) -> set[str]:
-    return {a for a in argv[:1] if a in COMMANDS}
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    sys.argv[1:] = argv
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     return int(importlib.import_module(args._module).run(args) or 0)
 
 

@@ -39,10 +39,6 @@ OtaEventName = Literal[
 ]
 
 
-def measurements_topic(device_id: str, prefix: str = "sensors") -> str:
-    return f"{prefix}/{device_id}/measurements"
-
-
 def status_topic(device_id: str, prefix: str = "sensors") -> str:
     return f"{prefix}/{device_id}/status"
 
@@ -52,6 +48,7 @@ def ota_events_topic(device_id: str, prefix: str = "sensors") -> str:
 
 
 def notify_topic(device_id: str, base: str = "ota") -> str:
+    """Where OtaFlux announces a device's update (`base` is OtaFlux's MQTT_TOPIC)."""
     return f"{base}/{device_id}"
 
 
@@ -110,7 +107,7 @@ class OtaEvent(Payload):
 
 
 class OtaNotification(Payload):
-    """What the original OtaFlux publishes when a new version appears."""
+    """What the original OtaFlux publishes when a new version appears (otaflux.notifier sends it)."""
 
     version: str
     size: int
