@@ -1,14 +1,25 @@
 """Update notifications over MQTT, as the original OtaFlux: `<topic>/<device>`, JSON {version, size},
 QoS 1, retained (a device that connects later still learns of the update). TLS and mutual TLS through
-weatherfleet.mqtt when certificates are configured."""
+weatherfleet.mqtt when certificates are configured.
+
+`Announcer`: announced waves. When the rollout plan changes, every device whose offered version changed
+to a version (newly inside an opened wave, sent back by a halt, a fleet rollback) is notified, instead of
+learning it at its next periodic check (hourly, plus jitter). The notifications of one change are spread
+evenly over the fleet's `announceWindow`, so OtaFlux, the registry and the broker are not stampeded; a
+device whose decision changes again before its turn is told only the latest."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
 import socket
 import ssl
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -17,6 +28,12 @@ from weatherfleet.messages import OtaNotification, notify_topic
 from weatherfleet.mqtt import MqttSettings, make_client
 
 from .config import Settings
+
+if TYPE_CHECKING:
+    from weatherfleet.rollout import RolloutPlan
+
+    from .cache import Firmware
+    from .firmware import FirmwareService
 
 log = logging.getLogger("otaflux.notifier")
 
@@ -84,3 +101,82 @@ class Notifier:
             log.warning("notification to %s queued or failed (%s)", topic, mqtt.error_string(info.rc))
         self.on_result(ok)
         return ok
+
+
+class Announcer:
+    """Notify the devices a plan change offers a new version, spread over the fleet's announce window."""
+
+    def __init__(
+        self,
+        service: FirmwareService,
+        publish: Callable[[Firmware], object],
+        concurrency: int = 16,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.service, self.publish, self.clock = service, publish, clock
+        self.due: dict[str, tuple[float, str]] = {}  # device -> (when, version)
+        self.sent = 0
+        self._generation: int | None = None
+        self._previous: RolloutPlan | None = None
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task] = set()
+
+    def plan_changed(self, old: RolloutPlan | None, new: RolloutPlan, now: float) -> int:
+        """Schedule the devices whose offered version changed; returns how many."""
+        count = 0
+        for key in sorted(new.fleets):
+            fleet = new.fleets[key]
+            if not fleet.announce:
+                continue
+            before = old.fleets.get(key) if old is not None else None
+            changed = []
+            for device in fleet.devices:
+                offered = fleet.version_for(device)
+                if offered is not None and offered != (before.version_for(device) if before else None):
+                    changed.append((device, offered))
+            step = fleet.announce_window / len(changed) if changed else 0.0
+            for i, (device, version) in enumerate(changed):
+                self.due[device] = (now + i * step, version)
+            count += len(changed)
+            if changed:
+                log.info("announcing %d device(s) of %s over %gs", len(changed), key, fleet.announce_window)
+        return count
+
+    def poll(self) -> None:
+        """Look at the plan: schedule what a change offers (the first plan seen is only the baseline)."""
+        plan = self.service.plan.current()
+        generation = self.service.plan.generation
+        if generation == self._generation:
+            return
+        if self._generation is not None and plan is not None:
+            self.plan_changed(self._previous, plan, self.clock())
+        self._previous, self._generation = plan, generation
+
+    async def run(self, stop: asyncio.Event, poll_interval: float = 0.5) -> None:
+        while not stop.is_set():
+            self.poll()
+            now = self.clock()
+            for device, (when, version) in sorted(self.due.items(), key=lambda item: item[1][0]):
+                if when > now:
+                    break
+                del self.due[device]
+                task = asyncio.create_task(self._send(device, version))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            upcoming = min((when for when, _ in self.due.values()), default=now + poll_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.005, min(upcoming - now, poll_interval)))
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _send(self, device: str, version: str) -> None:
+        async with self._slots:
+            try:
+                firmware = await self.service.firmware_for(device)  # warms the cache it will ask next
+            except Exception as exc:
+                log.warning("not announcing %s to %s: %s", version, device, exc)
+                return
+            if firmware is None or firmware.version != version:
+                return  # the plan moved on meanwhile
+            self.publish(firmware)
+            self.sent += 1
