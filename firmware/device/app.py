@@ -72,6 +72,7 @@ class App:
         self.cert_staged = None  # a renewed certificate, used for the next connection only
         self.cert_state = None  # why the last renewed certificate was not taken
         self._csr_sent = -(1 << 30)
+        self.cert_wake = asyncio.Event()  # a new configuration may bring another renewBefore
         self._cert_due_checked = 0
         self.encoder = payload.Encoder(cfg["device"], cfg["location"], self.version, "json" in self.features)
         self.ring = ring.Ring(cfg["bufferSize"], max(_SLOT_SIZE, self.encoder.max_size()))
@@ -298,6 +299,7 @@ class App:
         self.sensors = sens
         self.encoder = encoder
         self.measure_wake.set()  # the next measurement on the new interval, not after the old one
+        self.cert_wake.set()
 
     # ---- health ------------------------------------------------------------------------------------
 
@@ -421,22 +423,37 @@ class App:
         third of the lifetime) of the current one's expiry, and no request in the last retry period."""
         if "mtls" not in self.features and "tls" not in self.cfg:
             return False
-        if self.cert_staged or now - self._csr_sent < self.cfg.get("certificates", {}).get("retrySeconds", 300):
+        if self.cert_staged or now - self._csr_sent < self._cert_timing()[1]:
             return False
         import creds
 
         try:
-            with open(self.root + self.cfg["tls"]["cert"]) as f:
-                pem = f.read()
+            with open(self.root + self.cfg["tls"]["cert"], "rb") as f:
+                pem = f.read()  # PEM or DER, as provisioning wrote it
             return creds.due(pem, now, self.cfg.get("certificates", {}).get("renewBeforeSeconds"))
         except (OSError, ValueError, IndexError) as e:
-            log("certificate unreadable:", e)
+            log("certificate unreadable:", repr(e))
             return False
+
+    def _cert_timing(self):
+        """(check period, retry period) of the renewal: set in the desired configuration, else scaled to
+        renewBefore (a minute and five minutes for the usual days-long windows; seconds when a test
+        compresses time with short certificate durations)."""
+        c = self.cfg.get("certificates") or {}
+        before = c.get("renewBeforeSeconds") or 3600
+        return (
+            c.get("checkSeconds") or min(60, max(1, before // 10)),
+            c.get("retrySeconds") or min(300, max(2, before // 4)),
+        )
 
     async def cert_task(self):
         """Renewal: a CSR over the authenticated connection when the certificate is due."""
         while True:
-            await asyncio.sleep(self.cfg.get("certificates", {}).get("checkSeconds", 60))
+            try:
+                await asyncio.wait_for(self.cert_wake.wait(), self._cert_timing()[0])
+            except asyncio.TimeoutError:
+                pass
+            self.cert_wake.clear()
             now = epoch()
             if self.client.connected and self.renewal_due(now):
                 import creds
@@ -550,9 +567,16 @@ class App:
             ctx = self.ssl if o.get("tls") else None
             self._stream_factory = net.stream_factory(ctx)
         keys = [ota.decode_key(k) for k in self.cfg["signingKeys"]]
+        # the operator's keys: only they authorise a downgrade (a halted candidate going back, a rollback)
+        rollout_keys = []
+        for k in self.cfg.get("rolloutKeys") or ():
+            try:
+                rollout_keys.append(ota.decode_key(k))
+            except ValueError:
+                log("rolloutKeys: not an Ed25519 public key, ignored")
         return ota.Updater(
             self.device, o["host"], o["port"], self._stream_factory, keys, self.state, self.version,
-            kind=o["kind"], root=self.root, report=self._ota_report,
+            kind=o["kind"], root=self.root, report=self._ota_report, rollout_keys=rollout_keys,
         )
 
     def _ota_report(self, event, version=None, percent=None, reason=None):

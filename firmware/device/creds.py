@@ -25,6 +25,16 @@ def pem_der(text):
     return binascii.a2b_base64("".join(lines).encode())
 
 
+def to_der(data):
+    """DER of a certificate or key given as PEM (str or bytes) or already as DER (bytes): boards store
+    either (an ESP32's mbedTLS parses both; some builds parse DER only, and provisioning then writes DER)."""
+    if isinstance(data, str):
+        return pem_der(data)
+    if bytes(data[:5]) == b"-----":
+        return pem_der(bytes(data).decode())
+    return bytes(data)
+
+
 def _days(y, m, d):
     # days since 1970-01-01 of a proleptic Gregorian date (no time.mktime: its epoch differs by port)
     y -= m <= 2
@@ -50,7 +60,7 @@ def _time(tag, s):
 def _fields(pem):
     """The DER and the (tag, start, end) of TBSCertificate's fields, the version skipped: serial, signature
     algorithm, issuer, validity, subject, subjectPublicKeyInfo, ..."""
-    der = pem_der(pem)
+    der = to_der(pem)
     _, s, _ = _read(der, 0)  # Certificate
     _, pos, end = _read(der, s)  # TBSCertificate
     fields = []
@@ -103,7 +113,7 @@ def request(tls, device, root=""):
 
     import csr
 
-    with open(_path(root, tls["key"])) as f:
+    with open(_path(root, tls["key"]), "rb") as f:
         key = csr.load_key(f.read())
     der = csr.request(key, device)
     b64 = binascii.b2a_base64(der).decode().replace("\n", "")
@@ -120,20 +130,24 @@ def stage(tls, text, root=""):
     pem = json.loads(text).get("cert") if text.startswith("{") else text
     if not isinstance(pem, str) or "BEGIN CERTIFICATE" not in pem:
         raise ValueError("not a PEM certificate")
+    new = pem_der(pem)
+    der_file = True
     try:
-        with open(_path(root, tls["cert"])) as f:
-            if f.read().strip() == pem.strip():
-                return None
+        with open(_path(root, tls["cert"]), "rb") as f:
+            current = f.read()
+        der_file = current[:5] != b"-----"
+        if to_der(current) == new:
+            return None
     except OSError:
         pass
-    with open(_path(root, tls["key"])) as f:
+    with open(_path(root, tls["key"]), "rb") as f:
         mine = csr.public_point(csr.load_key(f.read()))
-    if public_point(pem) != mine:
+    if public_point(new) != mine:
         raise ValueError("certificate is not for this board's key")
-    validity(pem)  # parses
+    validity(new)  # parses
     path = staged_path(tls)
-    with open(_path(root, path), "w") as f:
-        f.write(pem)
+    with open(_path(root, path), "wb") as f:
+        f.write(new if der_file else pem.encode())  # the same encoding as the certificate it replaces
     return path
 
 

@@ -231,8 +231,13 @@ def _pem_der(text):
 
 
 def load_key(text):
-    """The private scalar of a P-256 key in PEM (PKCS#8 or SEC1)."""
-    der = _pem_der(text)
+    """The private scalar of a P-256 key in PEM (str or bytes) or DER (bytes), PKCS#8 or SEC1."""
+    if isinstance(text, str):
+        der = _pem_der(text)
+    elif bytes(text[:5]) == b"-----":
+        der = _pem_der(bytes(text).decode())
+    else:
+        der = bytes(text)
     _, start, end = _read(der, 0)  # outer SEQUENCE
     tag, s, e = _read(der, start)  # version INTEGER
     tag, s2, e2 = _read(der, e)

@@ -278,6 +278,8 @@ class MQTTClient:
     async def read_packet(self):
         """(type, flags, body) of the next packet from the broker."""
         r = self.reader
+        if r is None:
+            raise MQTTError("connection closed")  # closed meanwhile (e.g. to switch certificates)
         head = await r.readexactly(1)
         n = 0
         shift = 0

@@ -22,7 +22,25 @@ def crd_documents() -> list[dict]:
         # Without ../shared/schemas the kind must still exist (the operator writes Certificates); its
         # objects are then kept as they come, unvalidated.
         docs.append(_SCHEMALESS_CERTIFICATE_CRD)
+    # The operator turns device CSRs into CertificateRequests (certificates that renew themselves);
+    # ../shared/schemas has no schema for them: kept as they come.
+    docs.append(certificate_request_crd())
     return docs
+
+
+def certificate_request_crd() -> dict:
+    import copy
+
+    crd = copy.deepcopy(_SCHEMALESS_CERTIFICATE_CRD)
+    crd["metadata"]["name"] = "certificaterequests.cert-manager.io"
+    crd["spec"]["names"] = {
+        "kind": "CertificateRequest",
+        "listKind": "CertificateRequestList",
+        "plural": "certificaterequests",
+        "singular": "certificaterequest",
+        "shortNames": ["cr", "crs"],
+    }
+    return crd
 
 
 _SCHEMALESS_CERTIFICATE_CRD = {

@@ -109,6 +109,9 @@ def test_the_certificate_request_for_the_fleets_issuer_and_its_approval() -> Non
     }
     assert cr["spec"]["duration"] == "60s" and cr["spec"]["usages"] == ["client auth", "digital signature"]
     assert request_name("dev-05", pem) == request_name("dev-05", pem)  # a retried CSR: the same request
+    # the same key signs the same CSR next time (RFC 6979): the next issuance is another request
+    assert request_name("dev-05", pem, 1) == request_name("dev-05", pem) + "-1"
+    assert certificate_request(SENSOR, FLEET, pem, attempt=2)["metadata"]["name"].endswith("-2")
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     cond = approval(now, "dev-05")
     assert cond["type"] == "Approved" and cond["status"] == "True"

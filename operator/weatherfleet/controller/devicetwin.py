@@ -9,12 +9,26 @@ Decommissioning clears the device's retained topics (an empty retained message d
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from ..durations import parse_duration
 from ..messages import TWIN_BASE, desired_topic, status_topic
+from ..reconcilers.certificates import CERT_MANAGER_API
+from ..reconcilers.common import DEVICE_LABEL, Event
+from ..reconcilers.credentials import (
+    CSR_LABEL,
+    CsrRejected,
+    approval,
+    certificate_request,
+    csr_digest,
+    is_approved,
+    issued_certificate,
+    review_csr,
+)
 
 log = logging.getLogger(__name__)
 Publish = Callable[[str, bytes, bool], bool]
@@ -40,6 +54,20 @@ class TwinPublisher:
         log.info("desired configuration published", extra={"device": device_id})
         return True
 
+    def cert(self, device_id: str, pem: str) -> bool:
+        """Send a signed certificate (retained, so a board that was offline gets it on reconnecting)."""
+        text = json.dumps({"cert": pem})
+        key = f"cert:{device_id}"
+        with self._lock:
+            if self._sent.get(key) == text:
+                return False
+        if not self._publish(f"{TWIN_BASE}/{device_id}/cert", text.encode(), True):
+            return False
+        with self._lock:
+            self._sent[key] = text
+        log.info("renewed certificate published", extra={"device": device_id})
+        return True
+
     def forget_all(self) -> None:
         with self._lock:
             self._sent.clear()
@@ -49,6 +77,7 @@ class TwinPublisher:
         sent to it, and its retained status (which would otherwise announce a device that is gone)."""
         with self._lock:
             self._sent.pop(device_id, None)
+            self._sent.pop(f"cert:{device_id}", None)
         for topic in (
             desired_topic(device_id),
             f"{TWIN_BASE}/{device_id}/cert",
@@ -75,3 +104,111 @@ def decommission(ctl: Any, body: dict) -> None:
     twin = getattr(ctl, "twin", None)
     if twin is not None:
         twin.decommission(device_id, prefix)
+
+
+class CsrInbox:
+    """Certificate signing requests received over MQTT (paho's thread), taken by the device's reconcile.
+    The latest per device; a device has no reason to send more than one at a time."""
+
+    MAX_BYTES = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[str, bytes] = {}
+
+    def put(self, device_id: str, payload: bytes) -> bool:
+        if len(payload) > self.MAX_BYTES:
+            log.warning("oversized CSR message ignored", extra={"device": device_id})
+            return False
+        try:
+            pem = json.loads(payload)["csr"].encode()
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning("malformed CSR message ignored", extra={"device": device_id})
+            return False
+        with self._lock:
+            self._pending[device_id] = pem
+        return True
+
+    def take(self, device_id: str) -> bytes | None:
+        with self._lock:
+            return self._pending.pop(device_id, None)
+
+
+KEEP_REQUESTS = 2  # a device's newest CertificateRequests kept; older ones are deleted
+
+
+def _age(request: dict, now: Any) -> float:
+    from datetime import datetime
+
+    text = request["metadata"].get("creationTimestamp")
+    if not text:
+        return 0.0
+    try:
+        return (now - datetime.fromisoformat(text.replace("Z", "+00:00"))).total_seconds()
+    except ValueError:
+        return 0.0
+
+
+def renew_credentials(ctl: Any, body: dict, sensor: Any, fleet: Any, now: Any) -> None:
+    """One sensor's part in certificates that renew themselves (from its reconcile): a CSR the device sent
+    becomes an approved cert-manager CertificateRequest for the fleet's issuer (after review: its own id,
+    the fleet's key type), and the newest signed certificate goes back retained on twin/<id>/cert."""
+    twin, inbox = getattr(ctl, "twin", None), getattr(ctl, "csrs", None)
+    if twin is None or inbox is None or fleet is None:
+        return
+    device_id = sensor.spec.device_id
+    namespace = sensor.metadata.namespace
+
+    def mine() -> list[dict]:
+        found = [
+            r
+            for r in ctl.cache.list("CertificateRequest", namespace)
+            if (r["metadata"].get("labels") or {}).get(DEVICE_LABEL) == device_id
+        ]
+        return sorted(
+            found, key=lambda r: (r["metadata"].get("creationTimestamp") or "", r["metadata"]["name"])
+        )
+
+    pem = inbox.take(device_id)
+    if pem is not None:
+        try:
+            review_csr(device_id, pem, fleet)
+        except CsrRejected as exc:
+            log.warning(
+                "certificate signing request refused", extra={"device": device_id, "reason": str(exc)}
+            )
+            ctl.emit(body, [Event(type="Warning", reason="CsrRejected", message=f"{device_id}: {exc}")])
+        else:
+            digest = csr_digest(pem)
+            same = [r for r in mine() if (r["metadata"].get("labels") or {}).get(CSR_LABEL) == digest]
+            pending = [r for r in same if not issued_certificate(r)]
+            renew_before = parse_duration(fleet.spec.certificates.renew_before)
+            recent = same and _age(same[-1], now) < renew_before / 4
+            if pending or recent:
+                live = (pending or same)[-1]  # a repeat of a request in flight or just answered
+            else:
+                desired = certificate_request(sensor, fleet, pem, attempt=len(same))
+                live = ctl.apply(desired)
+                log.info(
+                    "certificate request made",
+                    extra={"device": device_id, "request": desired["metadata"]["name"]},
+                )
+            name = live["metadata"]["name"]
+            if not is_approved(live):
+                conditions = [*((live.get("status") or {}).get("conditions") or []), approval(now, device_id)]
+                result = ctl.kube.patch_status(
+                    CERT_MANAGER_API, "CertificateRequest", namespace, name, {"conditions": conditions}
+                )
+                if isinstance(result, dict) and result.get("metadata"):
+                    ctl.cache.put({**result, "apiVersion": CERT_MANAGER_API, "kind": "CertificateRequest"})
+    requests = mine()
+    issued = [(r, issued_certificate(r)) for r in requests]
+    issued = [(r, cert) for r, cert in issued if cert]
+    if issued:
+        twin.cert(device_id, issued[-1][1])
+    for old in requests[:-KEEP_REQUESTS]:
+        meta = old["metadata"]
+        if ctl.kube.delete(
+            CERT_MANAGER_API, "CertificateRequest", namespace, meta["name"], meta.get("uid", "")
+        ):
+            ctl.cache.remove("CertificateRequest", namespace, meta["name"])

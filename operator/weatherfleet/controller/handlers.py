@@ -23,7 +23,7 @@ from ..reconcilers.plan import PLAN_CONFIGMAP
 from . import metrics
 from .cache import resource_version
 from .controller import Controller, Key, child_owner
-from .devicetwin import TwinPublisher, decommission
+from .devicetwin import CsrInbox, TwinPublisher, decommission
 from .kube import KubeClient
 from .readings import Readings, cached_window, open_store
 from .settings import OperatorSettings
@@ -78,6 +78,9 @@ class Runtime:
             # the device twin goes out on the operator's own MQTT connection
             self.controller.twin = TwinPublisher(self.observer.publish)
             self.observer.on_connected.append(self._mqtt_connected)
+            # certificates that renew themselves: CSRs from devices, handled by their sensor's reconcile
+            self.controller.csrs = CsrInbox()
+            self.observer.on_csr = self._csr_received
         self.task: asyncio.Task | None = None
         self.readings_task: asyncio.Task | None = None
         self.timers: list[asyncio.Task] = []
@@ -108,6 +111,12 @@ class Runtime:
         if self.controller.twin is not None:
             self.controller.twin.forget_all()
         self.loop.call_soon_threadsafe(self._requeue_sensors)
+
+    def _csr_received(self, device_id: str, payload: bytes) -> None:
+        """From paho's thread: a device asked for a renewed certificate."""
+        key = self.controller.devices.get(device_id)
+        if key is not None and self.controller.csrs.put(device_id, payload):
+            self.enqueue_threadsafe(key)
 
     def _requeue_sensors(self) -> None:
         for obj in self.controller.cache.list("WeatherSensor"):
@@ -367,6 +376,12 @@ def _child_event(event: kopf.RawEvent) -> None:
     owner = child_owner(obj)
     if owner is not None:
         rt.enqueue((owner[0], ns, owner[1]))
+
+
+@kopf.on.event("cert-manager.io", "v1", "certificaterequests", labels=MANAGED)
+async def certificate_request_event(event: kopf.RawEvent, **_: Any) -> None:
+    """A device's renewal request was signed (or changed): its sensor publishes the certificate."""
+    _child_event(event)
 
 
 @kopf.on.event("cert-manager.io", "v1", "certificates", labels=MANAGED)

@@ -14,6 +14,7 @@ from ..models.sensor import LastReading, WeatherSensorStatus
 from ..reconcilers.devicetwin import desired_config, desired_text
 from ..reconcilers.fleet import fleet_for_sensor
 from ..reconcilers.sensor import SensorObservation, no_data_after, reconcile_sensor
+from .devicetwin import renew_credentials
 
 if TYPE_CHECKING:
     from .controller import Controller
@@ -95,6 +96,7 @@ def reconcile(ctl: Controller, namespace: str, name: str) -> float | None:
         # the device twin: what the board should run, retained on twin/<id>/desired
         login = (device_id, password) if password else None
         twin.desired(device_id, desired_text(desired_config(sensor, fleet, login)))
+        renew_credentials(ctl, body, sensor, fleet, now)
     for child in result.children:
         ctl.apply(child)
     if fleet is not None:

@@ -20,6 +20,7 @@ from ..mqtt import MqttSettings, make_client
 from .fleetview import FleetView
 
 log = logging.getLogger(__name__)
+CSR_TOPIC = "twin/+/csr"
 
 
 class MqttObserver:
@@ -48,6 +49,8 @@ class MqttObserver:
         # called (from paho's thread) after every successful (re)connection: whoever publishes through
         # this client sends again what a broker restart may have lost
         self.on_connected: list[Callable[[], None]] = []
+        # renewal requests from devices (`twin/<id>/csr`): (device id, payload), from paho's thread
+        self.on_csr: Callable[[str, bytes], None] | None = None
 
     @property
     def topics(self) -> list[str]:
@@ -92,6 +95,10 @@ class MqttObserver:
         _result, mid = client.subscribe([(t, 1) for t in self.topics])
         with self._lock:
             self._pending.add(mid)
+        if self.on_csr is not None:
+            # A subscription of its own: a broker whose ACL predates it refuses only this one, and the
+            # fleet view (rollouts wait for it) is not held up.
+            client.subscribe(CSR_TOPIC, 1)
         log.info("MQTT connected", extra={"topics": self.topics})
         for callback in list(self.on_connected):
             try:
@@ -101,6 +108,11 @@ class MqttObserver:
 
     def _on_subscribe(self, _client, _userdata, mid, reason_codes, _properties=None) -> None:
         refused = [rc for rc in reason_codes if rc.is_failure]
+        with self._lock:
+            ours = mid in self._pending
+        if refused and not ours:
+            log.error("MQTT subscription to %s refused by the broker ACL: no certificate renewals", CSR_TOPIC)
+            return
         if refused:
             log.error("MQTT subscription refused by the broker ACL", extra={"topics": self.topics})
             return
@@ -113,6 +125,11 @@ class MqttObserver:
         # paho re-raises what a callback raises, which ends its network thread: nothing a device sends
         # may get that far (the view is total; this is the last line, e.g. a topic that is not UTF-8)
         try:
+            if message.topic.startswith("twin/"):
+                parts = message.topic.split("/")
+                if len(parts) == 3 and parts[2] == "csr" and parts[1] and self.on_csr is not None:
+                    self.on_csr(parts[1], message.payload)
+                return
             self.view.handle(message.topic, message.payload)
         except Exception:
             self.view.rejected += 1

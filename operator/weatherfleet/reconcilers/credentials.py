@@ -71,24 +71,31 @@ def review_csr(device_id: str, csr_pem: bytes, fleet: SensorFleet) -> x509.Certi
     return request
 
 
-def request_name(device_id: str, csr_pem: bytes) -> str:
-    """One CertificateRequest per distinct CSR: a device that sends the same request again (QoS 1
-    redelivery, a retry) does not make a second one."""
-    return f"{device_id}-{hashlib.sha256(csr_pem).hexdigest()[:10]}"
+def csr_digest(csr_pem: bytes) -> str:
+    return hashlib.sha256(csr_pem).hexdigest()[:10]
 
 
-def certificate_request(sensor: WeatherSensor, fleet: SensorFleet, csr_pem: bytes) -> Object:
+def request_name(device_id: str, csr_pem: bytes, attempt: int = 0) -> str:
+    """`<deviceId>-<sha256(csr)[:10]>[-<n>]`. A device keeps its key, and its CSR is deterministic (RFC 6979),
+    so its next renewal sends the same CSR again: the n-th issuance of one CSR is request n (a
+    CertificateRequest is immutable once signed)."""
+    return f"{device_id}-{csr_digest(csr_pem)}" + (f"-{attempt}" if attempt else "")
+
+
+def certificate_request(
+    sensor: WeatherSensor, fleet: SensorFleet, csr_pem: bytes, attempt: int = 0
+) -> Object:
     """The cert-manager CertificateRequest for a reviewed CSR: the fleet's issuer and duration, client-auth
     usages, owned by the WeatherSensor (deleted with it)."""
     device_id = sensor.spec.device_id
     policy = fleet.spec.certificates
-    child_labels = {**labels(fleet.metadata.name, device_id), CSR_LABEL: "device"}
+    child_labels = {**labels(fleet.metadata.name, device_id), CSR_LABEL: csr_digest(csr_pem)}
     ref = policy.issuer_ref
     return {
         "apiVersion": CERT_MANAGER_API,
         "kind": "CertificateRequest",
         "metadata": metadata(
-            request_name(device_id, csr_pem),
+            request_name(device_id, csr_pem, attempt),
             sensor.metadata.namespace,
             child_labels,
             owner_references(sensor.api_version, sensor.kind, sensor.metadata),
