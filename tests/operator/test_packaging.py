@@ -97,6 +97,8 @@ EXPECTED_ROLE = {
     ("weatherfleet.io", "sensorfleets/status"): {"get", "patch"},
     ("weatherfleet.io", "firmwarereleases/status"): {"get", "patch"},
     ("cert-manager.io", "certificates"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("cert-manager.io", "certificaterequests"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("cert-manager.io", "certificaterequests/status"): {"patch"},
     ("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "secrets"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "events"): {"create", "patch"},
@@ -123,7 +125,13 @@ def test_rbac_is_least_privilege_and_matches_what_the_operator_does(manifests):
             "apiGroups": ["apiextensions.k8s.io"],
             "resources": ["customresourcedefinitions"],
             "verbs": ["get", "list", "watch"],
-        }
+        },
+        {
+            "apiGroups": ["cert-manager.io"],
+            "resources": ["signers"],
+            "resourceNames": ["clusterissuers.cert-manager.io/weatherfleet-ca"],
+            "verbs": ["approve"],
+        },
     ]
     sa = by_kind(manifests, "ServiceAccount")[0]["metadata"]["name"]
     for binding in by_kind(manifests, "RoleBinding") + by_kind(manifests, "ClusterRoleBinding"):
