@@ -3,18 +3,52 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ..durations import DURATION_PATTERN
-from ..semver import SEMVER_PATTERN
+
+# What a pattern means, for messages: "must be a duration like '90s'" beats a regular expression. A
+# pattern and its meaning are declared together (`matching`), so editing a pattern cannot drop its message.
+PATTERN_MEANINGS: dict[str, str] = {}
+
+
+def matching(pattern: str, meaning: str, **constraints: Any) -> StringConstraints:
+    """A string constraint for a model field, and what its pattern means in validation messages."""
+    PATTERN_MEANINGS[pattern] = meaning
+    return StringConstraints(pattern=pattern, **constraints)
+
 
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-DeviceId = Annotated[str, StringConstraints(pattern=DNS1123_LABEL, min_length=1, max_length=63)]
-Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN)]
+OBJECT_NAME = DNS1123_LABEL.replace("^[a-z0-9]", "^[a-z0-9.]")
+LABEL_MEANING = (
+    "a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit"
+)
+
+
+def label(**constraints: Any) -> StringConstraints:
+    """A DNS-1123 label (a device id, a resource name)."""
+    return matching(DNS1123_LABEL, LABEL_MEANING, **constraints)
+
+
+DeviceId = Annotated[str, label(min_length=1, max_length=63)]
+Duration = Annotated[str, matching(DURATION_PATTERN, "a duration like '90s', '10m' or '1h30m'")]
+DnsName = Annotated[
+    str,
+    matching(
+        DNS1123_SUBDOMAIN,
+        "a DNS name: lowercase labels of letters, digits and '-', separated by dots",
+        max_length=253,
+    ),
+]
+DataKey = Annotated[
+    str, matching(r"^[-._a-zA-Z0-9]+$", "a key: letters, digits, '-', '_' and '.'", max_length=253)
+]
+Channel = Annotated[
+    str, matching(r"^[a-z][a-z0-9-]{0,30}$", "a channel name: a lowercase word like 'stable' or 'beta'")
+]
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 
@@ -58,22 +92,21 @@ class SecretKeyRef(Model):
     """A key in a Secret of the resource's namespace: how anything secret enters a spec."""
 
     name: Annotated[
-        str, StringConstraints(pattern=DNS1123_LABEL.replace("^[a-z0-9]", "^[a-z0-9.]"), max_length=253)
+        str,
+        matching(
+            OBJECT_NAME, "a Kubernetes object name: lowercase letters, digits, '-' and '.'", max_length=253
+        ),
     ] = Field(description="the Secret, in the resource's namespace")
-    key: Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)] = Field(
-        description="the key in its data"
-    )
+    key: DataKey = Field(description="the key in its data")
 
 
 class ConfigMapKeyRef(Model):
     """A key in a ConfigMap of the resource's namespace."""
 
-    name: Annotated[str, StringConstraints(pattern=DNS1123_LABEL, max_length=253)] = Field(
+    name: Annotated[str, label(max_length=253)] = Field(
         description="the ConfigMap, in the resource's namespace"
     )
-    key: Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)] = Field(
-        description="the key in its data"
-    )
+    key: DataKey = Field(description="the key in its data")
 
 
 def set_condition(
@@ -100,32 +133,6 @@ def set_condition(
 
 
 # --- validation errors as a user reads them -------------------------------------------------------------
-
-# What a pattern means, for messages: "must be a duration like '90s'" beats a regular expression.
-PATTERN_MEANINGS: dict[str, str] = {
-    DNS1123_LABEL: "a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter "
-    "or digit",
-    DNS1123_SUBDOMAIN: "a DNS name: lowercase labels of letters, digits and '-', separated by dots",
-    DURATION_PATTERN: "a duration like '90s', '10m' or '1h30m'",
-    SEMVER_PATTERN: "a semantic version like '1.2.3' or '1.3.0-rc.1'",
-    DNS1123_LABEL.replace("^[a-z0-9]", "^[a-z0-9.]"): "a Kubernetes object name: lowercase letters, digits, "
-    "'-' and '.'",
-    r"^[-._a-zA-Z0-9]+$": "a key: letters, digits, '-', '_' and '.'",
-    r"^[a-z][a-z0-9_-]{0,30}$": "a topic prefix: a lowercase word like 'sensors'",
-    r"^[a-zA-Z0-9_-]{1,40}$": "a Grafana uid: up to 40 letters, digits, '-' and '_'",
-    r"^-?[0-9]{1,20}$|^@[A-Za-z][A-Za-z0-9_]{4,31}$": "a Telegram chat id: a number like '-1001234567890' "
-    "or a channel like '@garden_alerts'",
-    r"^sha256:[a-f0-9]{64}$": "a digest: 'sha256:' and 64 lowercase hex digits",
-    r"^[a-z0-9.:-]+(/([a-z0-9._-]|\{deviceId\})+)+$": "an OCI repository like "
-    "'registry.example:5000/firmware/{deviceId}' (lowercase; '{deviceId}' stands for each device)",
-    r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$": "an OCI tag: letters, digits, '_', '.' and '-', at most 128",
-    r"^[a-z][a-z0-9-]{0,30}$": "a channel name: a lowercase word like 'stable' or 'beta'",
-    r"^[^\x00-\x1f]+$": "text without control characters",
-}
-
-
-def register_pattern_meaning(pattern: str, meaning: str) -> None:
-    PATTERN_MEANINGS[pattern] = meaning
 
 
 def field_path(loc: tuple[int | str, ...]) -> str:

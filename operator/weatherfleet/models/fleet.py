@@ -6,21 +6,12 @@ import itertools
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, model_validator
 
 from ..durations import parse_duration
-from .common import (
-    DNS1123_LABEL,
-    DNS1123_SUBDOMAIN,
-    Condition,
-    Duration,
-    Model,
-    ObjectMeta,
-    SecretKeyRef,
-    register_pattern_meaning,
-)
+from .common import Condition, DnsName, Duration, Model, ObjectMeta, SecretKeyRef, label, matching
 
-Name = Annotated[str, StringConstraints(pattern=DNS1123_LABEL, max_length=63)]
+Name = Annotated[str, label(max_length=63)]
 
 
 class LabelSelectorRequirement(Model):
@@ -70,12 +61,14 @@ class BrokerSpec(Model):
         default="nanomq",
         description="NanoMQ (ACL + password file) or Mosquitto (ACL by certificate identity)",
     )
-    topic_prefix: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,30}$")] = Field(
+    topic_prefix: Annotated[
+        str, matching(r"^[a-z][a-z0-9_-]{0,30}$", "a topic prefix: a lowercase word like 'sensors'")
+    ] = Field(
         default="sensors",
         alias="topicPrefix",
         description="first topic level: boards publish <topicPrefix>/<deviceId>/measurements, status, ota",
     )
-    host: Annotated[str, StringConstraints(pattern=DNS1123_SUBDOMAIN, max_length=253)] = Field(
+    host: DnsName = Field(
         default="nanomq", description="the broker Service: its server certificate is issued for this name"
     )
     port: Annotated[int, Field(ge=1, le=65535)] = Field(
@@ -158,22 +151,27 @@ class CertificatePolicy(Model):
 # One path segment: the dashboards sidecar makes the folder a subdirectory and Grafana names the folder
 # after the directory's last part, while alert rules split a `/` into nested folders; `.` would hide it.
 GRAFANA_FOLDER = r"^[^/\\.\x00-\x1f][^/\\\x00-\x1f]{0,99}$"
-register_pattern_meaning(
-    GRAFANA_FOLDER, "a Grafana folder name: up to 100 characters, no '/' or '\\', not starting with '.'"
-)
+GrafanaFolder = Annotated[
+    str,
+    matching(
+        GRAFANA_FOLDER, "a Grafana folder name: up to 100 characters, no '/' or '\\', not starting with '.'"
+    ),
+]
 
 
 class GrafanaSpec(Model):
     """The fleet's dashboard and alert rules in Grafana."""
 
-    folder: Annotated[str, StringConstraints(pattern=GRAFANA_FOLDER)] = Field(
+    folder: GrafanaFolder = Field(
         default="Weather",
         description="Grafana folder of the dashboard and the alert rules (one name, no '/')",
     )
     dashboard_title: str = Field(
         default="Weather fleet", alias="dashboardTitle", description="the dashboard's title"
     )
-    datasource_uid: Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9_-]{1,40}$")] = Field(
+    datasource_uid: Annotated[
+        str, matching(r"^[a-zA-Z0-9_-]{1,40}$", "a Grafana uid: up to 40 letters, digits, '-' and '_'")
+    ] = Field(
         default="influxdb3",
         alias="datasourceUid",
         description="uid of the Grafana datasource for InfluxDB 3 (SQL) the dashboard and rules query",
@@ -188,11 +186,15 @@ class TelegramSpec(Model):
         description="the Secret key holding the bot token; the operator makes it the fleet's Grafana contact "
         "point (never written into a ConfigMap)",
     )
-    chat_id: Annotated[str, StringConstraints(pattern=r"^-?[0-9]{1,20}$|^@[A-Za-z][A-Za-z0-9_]{4,31}$")] = (
-        Field(
-            alias="chatId",
-            description="the chat: a number like -1001234567890 or a channel like @garden_alerts",
-        )
+    chat_id: Annotated[
+        str,
+        matching(
+            r"^-?[0-9]{1,20}$|^@[A-Za-z][A-Za-z0-9_]{4,31}$",
+            "a Telegram chat id: a number like '-1001234567890' or a channel like '@garden_alerts'",
+        ),
+    ] = Field(
+        alias="chatId",
+        description="the chat: a number like -1001234567890 or a channel like @garden_alerts",
     )
 
 

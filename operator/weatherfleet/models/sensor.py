@@ -5,17 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, model_validator
 
 from ..semver import SEMVER_PATTERN
-from .common import Condition, DeviceId, Duration, Model, ObjectMeta
+from .common import Channel, Condition, DeviceId, Duration, Model, ObjectMeta, matching
 
 SensorType = Literal["bme280", "scd30", "sds011"]
 SENSOR_TYPES: tuple[str, ...] = ("bme280", "scd30", "sds011")
 I2C_SENSORS = {"bme280": 0x76, "scd30": 0x61}
 UART_SENSORS = {"sds011": 2}
 Gpio = Annotated[int, Field(ge=0, le=39)]
-SemVer = Annotated[str, StringConstraints(pattern=SEMVER_PATTERN)]
+SemVer = Annotated[str, matching(SEMVER_PATTERN, "a semantic version like '1.2.3' or '1.3.0-rc.1'")]
 
 
 # GPIO 6..11 drive the SPI flash; 34..39 are input-only, so they cannot drive SDA, SCL or TX.
@@ -137,7 +137,7 @@ class Features(Model):
 class FirmwarePolicy(Model):
     """Which firmware the board gets and how often it asks."""
 
-    channel: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,30}$")] = Field(
+    channel: Channel = Field(
         default="stable",
         description="release channel: only releases of this channel are rolled out to the board",
     )
@@ -184,9 +184,9 @@ class WeatherSensorSpec(Model):
         description="the board's identity: MQTT client id, certificate common name and OTA device id; a DNS-1123 "
         "label, immutable",
     )
-    location: Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=r"^[^\x00-\x1f]+$")] = (
-        Field(description="where the board hangs (free text): a tag of every measurement, a dashboard series")
-    )
+    location: Annotated[
+        str, matching(r"^[^\x00-\x1f]+$", "text without control characters", min_length=1, max_length=63)
+    ] = Field(description="where the board hangs (free text): a tag of every measurement, a dashboard series")
     board: Literal["esp32-devkit-v1", "esp32-devkitc", "esp32-s3-devkitc"] = Field(
         default="esp32-devkit-v1", description="the ESP32 board, for firmware builds"
     )
