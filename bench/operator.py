@@ -67,6 +67,9 @@ REFRESH_SECONDS = DEFAULTS.status_refresh_seconds
 RESYNC_SECONDS, READINGS_SECONDS = DEFAULTS.resync_seconds, DEFAULTS.readings_seconds
 
 
+STARTED: list[Operator] = []  # stopped on the way out, whatever happened
+
+
 class Operator:
     """`weatherfleet operator` as a child process, with its metrics endpoint."""
 
@@ -83,6 +86,7 @@ class Operator:
         command += ["--log-format", "plain"]
         self.log = log.open("ab")
         self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        STARTED.append(self)
         wait_for(self._metrics_up, 60, "the operator's metrics endpoint")
 
     def _metrics_up(self) -> bool:
@@ -121,6 +125,8 @@ class Operator:
         return memory_bytes(self.process.pid, "VmHWM")
 
     def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(60)
@@ -275,6 +281,8 @@ def main() -> int:
         try:
             return run(bench, log, count, hour, k)
         finally:
+            for op in STARTED:
+                op.stop()
             bench.stop_cert_manager.set()
             bench.server.stop()
 
