@@ -17,7 +17,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 # benchmark -> a line it prints once it measured something (a figure follows the text)
 FIGURES = {
-    "devicesim_fleet.py": r"ratios fleet/baseline: rate [\d.]+",
+    "board.py": r"boards sustained publishing every 5 s on this machine: \d+",
     "firmware.py": r"bytes allocated per chunk after warm-up: mean [\d.]+",
     "fleet.py": r"largest fleet sustained on this machine: \d+ boards",
     "ingest.py": r"headroom \(sustained rate / needed rate\).*: [\d.]+",

@@ -175,6 +175,20 @@ async def test_reset_and_watchdog_restart_the_process_with_their_cause(devices) 
     assert len({b.pid for b in device.boots}) == len(device.boots), "a new process every boot"
 
 
+async def test_the_emulated_built_ins_stay_within_their_heap_budget(devices) -> None:
+    """What the ROM and machine/network/esp32 take from the board's heap (nothing on an ESP32, where the
+    built-ins live in flash) is what DEFAULT_HEAP adds to twice the ESP32's heap."""
+    device = devices("dev-22")
+    device.install(
+        {"boot.py": "import gc\ngc.collect()\na = gc.mem_alloc()\nimport machine, network, esp32\n"
+         "gc.collect()\nprint('ROM', gc.mem_alloc())\n"}
+    )  # fmt: skip
+    device.start()
+    line = await device.wait_console("ROM", timeout=30)
+    assert int(line.split()[1]) < vm.ROM_BUDGET
+    assert 2 * vm.ESP32_HEAP + int(line.split()[1]) <= vm.DEFAULT_HEAP
+
+
 def test_vm_is_the_pypi_unix_port() -> None:
     import subprocess
 

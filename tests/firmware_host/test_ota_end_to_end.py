@@ -16,7 +16,16 @@ import pytest
 from devicesim.provision import build_bundle, device_config, provision
 from weatherfleet import oci
 
-from .ota_fixtures import OTA_FEATURES, RELEASE_1_1, FaultProxy, Keys, OtaFlux, release, source_variant
+from .ota_fixtures import (
+    OTA_FEATURES,
+    OTA_HEAP,
+    RELEASE_1_1,
+    FaultProxy,
+    Keys,
+    OtaFlux,
+    release,
+    source_variant,
+)
 from .test_end_to_end import wait_for
 
 pytestmark = pytest.mark.slow
@@ -68,7 +77,7 @@ async def start_device(
         signing_keys=[keys.device_text],
     )
     config["ota"]["checkIntervalSeconds"] = 10
-    device = devices(device_id)
+    device = devices(device_id, heap=OTA_HEAP)
     provision(
         device,
         config,
@@ -273,7 +282,7 @@ async def test_image_update_goes_through_the_partitions_and_the_bootloader(
         signing_keys=[keys.device_text],
     )
     config["ota"]["kind"] = "image"
-    device = devices(device_id)
+    device = devices(device_id, heap=OTA_HEAP)
     provision(
         device, config, build_bundle("1.0.0", OTA_FEATURES), ca=issued.ca, cert=issued.cert, key=issued.key
     )

@@ -1,9 +1,10 @@
-"""The emulated fleet as one process: `python -m weatherfleet.local.devicerunner SPEC.json`.
+"""The emulated fleet: `python -m weatherfleet.local.devicerunner SPEC.json`.
 
-Reads the device list the local mode wrote (id, flash folder, sensors, location), powers each devicesim
-Device on one shared asyncio loop, and runs until SIGTERM/SIGINT, when every device is stopped (its flash
-stays in the workdir, so the next start is a power cycle, not a new board). Each device's console goes to
-this process's log, prefixed with its id."""
+Reads the device list the local mode wrote (id, flash folder, sensors, location, heap cap), powers each
+devicesim Board — one `micropython` process per board, the real MicroPython VM running the .mpy bundle on
+its flash with a capped heap, its hardware played by this process on one asyncio loop — and runs until
+SIGTERM/SIGINT, when every board is stopped (its flash stays in the workdir, so the next start is a power
+cycle, not a new board). Each board's console goes to this process's log, prefixed with its id."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from devicesim import Device
+from devicesim import Board
 from devicesim.sensors import Environment
 
 
@@ -24,6 +25,7 @@ class DeviceSpec(BaseModel):
     root: Path
     sensors: list[str]
     location: str
+    heap: int | str | None = None  # the VM's heap cap (-X heapsize); None: devicesim's default
 
 
 class RunnerSpec(BaseModel):
@@ -52,13 +54,14 @@ async def run(spec: RunnerSpec) -> None:
     devices = []
     for item in spec.devices:
         seed = int(hashlib.sha256(item.device.encode()).hexdigest()[:8], 16)
-        device = Device(
+        device = Board(
             item.device,
             item.root,
             sensors=tuple(item.sensors),
             environment=location_environment(item.location, spec.day_seconds),
             seed=seed,
             echo=spec.echo,
+            heap=item.heap,
         )
         if not any(device.partitions.application(s) for s in device.partitions.app_slots()):
             device.flash_firmware()  # a new board: MicroPython first, as esptool would write it
