@@ -73,7 +73,7 @@ def rejected(topic: str, payload: bytes | str) -> str:
         (OTA, '{"event": "failed", "x": ' + "[" * 30000, "nested too deeply"),
         (MEASUREMENTS, '{"time": 1e300, "co2": 400}', "out of range for epoch seconds"),
         (MEASUREMENTS, '{"time": -1e300, "co2": 400}', "out of range for epoch seconds"),
-        (OTA, '{"event": "failed", "time": 1e300}', "time: Unable to parse input string as an integer"),
+        (OTA, '{"event": "failed", "time": 1e300}', "time"),  # the model's reason or ours
         (STATUS, '{"online": true, "time": 1e308}', "out of range for epoch seconds"),
         (MEASUREMENTS, '{"time": 1764000000, "co2": ' + "9" * 5000 + "}", "5000 digits is out of range"),
         (MEASUREMENTS, '{"time": 1764000000, "co2": ' + "9" * 400 + "}", "400 digits is out of range"),
