@@ -289,9 +289,10 @@ class App:
         b, ob = new["broker"], old["broker"]
         login = (b.get("username"), b.get("password"))
         if login != (ob.get("username"), ob.get("password")):
-            # rotation: the next connection uses the new login, the old one stays as a fallback until
-            # the new one has worked once (the broker may not have switched yet)
-            self._fallback_login = (ob.get("username"), ob.get("password"))
+            # rotation: the next connection uses the new login, the last one that worked stays as a
+            # fallback until the new one has worked once (the broker may not have switched yet)
+            if self._fallback_login is None:
+                self._fallback_login = (ob.get("username"), ob.get("password"))
             self.client.username, self.client.password = login
         self.cfg = new
         self.features = new["features"]
@@ -386,16 +387,20 @@ class App:
                 self._cert_due_checked = 0
                 log("switched to the renewed certificate")
                 return
+        if self._fallback_login is None:
+            await self.client.connect()
+            return
+        # a rotation in progress: the new login first, every time, until the broker has it
+        b = self.cfg["broker"]
+        self.client.username, self.client.password = b.get("username"), b.get("password")
         try:
             await self.client.connect()
         except mqtt.Refused as e:
-            if self._fallback_login is None:
-                raise
-            # a rotated password the broker does not know yet: the previous one, once
-            log("new login refused (%s): trying the previous one" % e)
+            log("new login refused (%s): using the previous one for now" % e)
+            self.client.close()
             self.client.username, self.client.password = self._fallback_login
-            self._fallback_login = None
             await self.client.connect()
+            return
         self._fallback_login = None
 
     def on_cert(self, text):

@@ -203,3 +203,60 @@ def test_what_the_operator_publishes_is_what_the_firmware_accepts() -> None:
     assert sensors[1]["type"] == "sds011" and "json" in features and "influx" not in features
     assert certs == {"renewBeforeSeconds": 72000}
     assert out["mosquitto"][5] is None and out["no_fleet"][7] is None
+
+
+ROTATION = """
+import json, sys
+sys.path.insert(0, '/app')
+import app, slots, config, mqtt
+from fakes import drive, FakeI2C, FakeUART
+d = json.load(open('/data/input.json'))
+cfg = config.validate(d['config'])
+
+class Client:
+    # a broker that knows only the logins in d['known']
+    def __init__(self):
+        self.connected = False
+        self.username = cfg['broker'].get('username')
+        self.password = cfg['broker'].get('password')
+        self.tried = []
+    async def connect(self):
+        self.tried.append([self.username, self.password])
+        if [self.username, self.password] not in d['known']:
+            raise mqtt.Refused('connection refused, reason code 134', 134)
+        self.connected = True
+    def close(self):
+        self.connected = False
+
+a = app.App(cfg, slots.default_state('1.0.0'), make_i2c=lambda w: FakeI2C(), make_uart=lambda w: FakeUART(lambda c: b''))
+a.client = Client()
+out = {}
+a.apply_desired(json.dumps({'generation': 2, 'broker': {'username': 'dev-01', 'password': 'new'}}))
+drive(a.connect())   # the broker has not switched yet: the new login is refused, the previous one works
+out['before_switch'] = [a.client.tried, a.client.connected, a._fallback_login]
+a.client.tried = []
+a.client.connected = False
+a.apply_desired(json.dumps({'generation': 3, 'broker': {'username': 'dev-01', 'password': 'newer'}}))
+drive(a.connect())   # rotated again before the broker switched: still the last login that worked
+out['again'] = [a.client.tried, a.client.connected, a._fallback_login]
+a.client.tried = []
+a.client.connected = False
+d['known'].append(['dev-01', 'newer'])
+drive(a.connect())   # the broker has switched: the new login works, the fallback is forgotten
+out['after_switch'] = [a.client.tried, a.client.connected, a._fallback_login]
+print('RESULT', json.dumps(out))
+"""
+
+
+def test_a_rotated_broker_login_falls_back_to_the_previous_one_until_the_broker_has_it() -> None:
+    """NanoMQ passwords through the twin: the board tries the new login first and, when the broker refuses
+    it (not switched yet), the previous one, once; after a success the fallback is gone."""
+    cfg = dict(GOOD, broker={"host": "b", "tls": False, "username": "dev-01", "password": "old"})
+    known = [["dev-01", "old"]]
+    out = run_micropython(ROTATION, {"config": cfg, "known": known}).check().json()
+    tried, connected, fallback = out["before_switch"]
+    assert tried == [["dev-01", "new"], ["dev-01", "old"]] and connected and fallback == ["dev-01", "old"]
+    tried, connected, fallback = out["again"]
+    assert tried == [["dev-01", "newer"], ["dev-01", "old"]] and connected and fallback == ["dev-01", "old"]
+    tried, connected, fallback = out["after_switch"]
+    assert tried == [["dev-01", "newer"]] and connected and fallback is None
