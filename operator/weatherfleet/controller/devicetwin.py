@@ -160,10 +160,13 @@ def renew_credentials(ctl: Any, body: dict, sensor: Any, fleet: Any, now: Any) -
     namespace = sensor.metadata.namespace
 
     def mine() -> list[dict]:
+        # through the cache's owner index: a reconcile never scans the namespace's requests
+        owned = ctl.cache.owned_by(sensor.metadata.uid) if sensor.metadata.uid else []
         found = [
             r
-            for r in ctl.cache.list("CertificateRequest", namespace)
-            if (r["metadata"].get("labels") or {}).get(DEVICE_LABEL) == device_id
+            for r in owned
+            if r.get("kind") == "CertificateRequest"
+            and (r["metadata"].get("labels") or {}).get(DEVICE_LABEL) == device_id
         ]
         return sorted(
             found, key=lambda r: (r["metadata"].get("creationTimestamp") or "", r["metadata"]["name"])
