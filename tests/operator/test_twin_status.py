@@ -63,3 +63,14 @@ def test_heartbeat_is_well_under_no_data_after() -> None:
     )
     assert heartbeat_seconds(_sensor(), long) == 300  # capped
     assert heartbeat_seconds(_sensor(heartbeatSeconds=7), long) == 7  # the sensor's own setting
+
+
+def test_a_cleared_retained_status_forgets_the_device() -> None:
+    from weatherfleet.observe import FleetView
+
+    view = FleetView()
+    assert view.handle("sensors/dev-01/status", b'{"online": true, "firmware": "1.0.0"}', NOW)
+    assert view.get("dev-01") is not None
+    assert view.handle("sensors/dev-01/status", b"", NOW)  # what decommissioning publishes
+    assert view.get("dev-01") is None and view.rejected == 0
+    assert not view.handle("sensors/dev-01/status", b"", NOW)

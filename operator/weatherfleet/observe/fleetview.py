@@ -94,6 +94,11 @@ class FleetView:
         try:
             if kind not in ("status", "ota"):
                 return False
+            if kind == "status" and not payload:
+                # the retained status cleared (the operator does that when a device is decommissioned):
+                # the device is gone from the view, not a malformed message
+                with self._lock:
+                    return self._devices.pop(device_id, None) is not None
             if len(payload) > MAX_PAYLOAD:
                 raise ValueError(f"payload of {len(payload)} bytes")
             document = clean_text(json.loads(payload))
