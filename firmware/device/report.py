@@ -3,6 +3,12 @@
 import json
 
 
+def _clip(text, n):
+    # the status must fit the MQTT client's transmit buffer (768 bytes) whatever the errors say
+    text = str(text)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
 def status(online, firmware=None, uptime=None, heap=None, rssi=None, boot=None, slot=None, sensors=None, dropped=None, config=None, reading=None, cert=None):
     d = {"online": online}
     if firmware is not None:
@@ -12,13 +18,15 @@ def status(online, firmware=None, uptime=None, heap=None, rssi=None, boot=None, 
         d["rssi"] = rssi
         d["boot"] = boot
         d["slot"] = slot
-        d["sensors"] = sensors or {}
+        d["sensors"] = {k: _clip(v, 40) for k, v in (sensors or {}).items()}
         if dropped:
             d["dropped"] = dropped
         if config is not None:
+            if "error" in config:
+                config = dict(config, error=_clip(config["error"], 64))
             d["config"] = config  # {"generation": applied[, "rejected": n, "error": why]}
         if cert is not None:
-            d["cert"] = cert  # {"error": why the renewed certificate was not taken}
+            d["cert"] = {"error": _clip(cert.get("error", ""), 48)}  # {"error": why the renewed certificate was not taken}
         if reading is not None:
             d["reading"] = reading  # the last measurement: {"time": epoch ms, field: value, ...}
     return json.dumps(d)

@@ -260,3 +260,28 @@ def test_a_rotated_broker_login_falls_back_to_the_previous_one_until_the_broker_
     assert tried == [["dev-01", "newer"], ["dev-01", "old"]] and connected and fallback == ["dev-01", "old"]
     tried, connected, fallback = out["after_switch"]
     assert tried == [["dev-01", "newer"]] and connected and fallback is None
+
+
+WORST_STATUS = """
+import json, sys
+sys.path.insert(0, '/app')
+import report, mqtt
+long = 'x' * 200
+s = report.status(True, firmware='10.100.1000', uptime=2**31, heap=2**22, rssi=-100, boot='watchdog', slot='b',
+                  sensors={'bme280': long, 'scd30': long, 'sds011': long}, dropped=65535,
+                  config={'generation': 2**31, 'rejected': 2**31, 'error': long},
+                  reading={'time': 1795934206007, 'temperature': -40.0, 'humidity': 100.0, 'pressure': 1100.0,
+                           'co2': 40000.0, 'pm25': 999.9, 'pm10': 999.9},
+                  cert={'error': long})
+topic = ('sensors/' + 'd' * 63 + '/status').encode()
+buf = bytearray(768)
+n = mqtt.encode_publish(buf, topic, s.encode(), -1, 1, True, 1, 5)
+print('RESULT', json.dumps([n, json.loads(s)['config']['error'][-3:]]))
+"""
+
+
+def test_the_heartbeat_status_always_fits_the_transmit_buffer() -> None:
+    """Whatever the errors say, the status (with reading, config and certificate state) fits the device
+    MQTT client's 768-byte buffer: a status too big to send would drop the connection on every attempt."""
+    n, tail = run_micropython(WORST_STATUS).check().json()
+    assert n <= 768 and tail == "..."
