@@ -18,7 +18,7 @@ Time and memory a client can hold, all bounded:
     deadline, not reset by each byte, so a head trickled a byte at a time is closed (408);
   - a keep-alive connection between requests is closed after `idle_timeout` (75 s, nginx's default),
     counted from the last response, also not reset by stray bytes (e.g. endless empty lines);
-  - at most `max_unfinished` (1024) connections per worker may hold an unfinished request at once; the
+  - at most `max_unfinished` (4096) connections per worker may hold an unfinished request at once; the
     next one closes the oldest of them (a legitimate client finishes its head in one packet, so the
     oldest is the slowest);
   - none of these apply while a response is being sent (a slow download is paced by TCP).
@@ -49,7 +49,7 @@ MAX_BODY = 1 << 20
 _PLAIN_DEVICE_QUERY = re.compile(r"device=[A-Za-z0-9._-]*")
 IDLE_TIMEOUT = 75.0  # seconds, as nginx's keepalive_timeout default
 REQUEST_TIMEOUT = 10.0  # seconds from the first byte of a request to its last
-MAX_UNFINISHED = 1024  # connections with an unfinished request, per worker
+MAX_UNFINISHED = 4096  # connections with an unfinished request, per worker (a wave connects at once)
 MAX_PIPELINED = 32  # parsed requests waiting for their turn before the connection stops reading
 REASONS = {
     200: "OK", 206: "Partial Content", 304: "Not Modified", 400: "Bad Request", 401: "Unauthorized",
@@ -213,6 +213,7 @@ class Limits:
         self.unfinished: OrderedDict[HttpProtocol, None] = OrderedDict()
         self.evicted = 0  # connections closed to make room for a new unfinished request
         self.timed_out = 0  # requests that missed their deadline
+        self._reported = (0, 0)
 
     def begin(self, connection: HttpProtocol) -> None:
         unfinished = self.unfinished
@@ -237,6 +238,16 @@ class Limits:
         idle_deadline = now - self.idle_timeout
         for connection in [c for c in self.connections if c.idle(idle_deadline)]:
             connection._close()
+        if (self.evicted, self.timed_out) != self._reported:
+            evicted, timed_out = self.evicted - self._reported[0], self.timed_out - self._reported[1]
+            self._reported = (self.evicted, self.timed_out)
+            log.warning(
+                "closed %d connections whose request missed its %gs deadline and %d beyond %d unfinished",
+                timed_out,
+                self.request_timeout,
+                evicted,
+                self.max_unfinished,
+            )
 
 
 class HttpProtocol(asyncio.Protocol):
