@@ -9,16 +9,18 @@ Decommissioning clears the device's retained topics (an empty retained message d
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from ..durations import parse_duration
 from ..messages import TWIN_BASE, desired_topic, status_topic
-from ..reconcilers.certificates import CERT_MANAGER_API
-from ..reconcilers.common import DEVICE_LABEL, Event
+from ..reconcilers.certificates import CERT_MANAGER_API, device_secret_name
+from ..reconcilers.common import DEVICE_LABEL, Event, labels
 from ..reconcilers.credentials import (
     CSR_LABEL,
     CsrRejected,
@@ -28,6 +30,13 @@ from ..reconcilers.credentials import (
     is_approved,
     issued_certificate,
     review_csr,
+)
+from ..reconcilers.revocation import (
+    CRL_CONFIGMAP,
+    certificate_serial,
+    crl_config_map,
+    revocation_list,
+    revoked_serials,
 )
 
 log = logging.getLogger(__name__)
@@ -104,6 +113,75 @@ def decommission(ctl: Any, body: dict) -> None:
     twin = getattr(ctl, "twin", None)
     if twin is not None:
         twin.decommission(device_id, prefix)
+    serials = (getattr(ctl, "device_serials", None) or {}).pop(device_id, set())
+    serials |= _serials_in_cache(ctl, namespace, device_id, body["metadata"].get("uid") or "")
+    revoke(ctl, device_id, serials)
+
+
+# Where the CA's key is, for the CRL ("<namespace>/<secret>", the Secret a cert-manager CA issuer reads:
+# tls.crt, tls.key). Unset: no CRL (the ACL and the NanoMQ password file still shut the device out).
+CRL_CA_SECRET_ENV = "WEATHERFLEET_CRL_CA_SECRET"
+
+
+def _serials_in_cache(ctl: Any, namespace: str, device_id: str, uid: str) -> set[int]:
+    """Serials of the device's certificates still in the cache: the Secret cert-manager issued at
+    provisioning and the signed renewals."""
+    found: set[int] = set()
+    secret = ctl.cache.get("Secret", namespace, device_secret_name(device_id))
+    crt = ((secret or {}).get("data") or {}).get("tls.crt")
+    if crt:
+        try:
+            serial = certificate_serial(base64.b64decode(crt))
+        except ValueError:
+            serial = None
+        if serial is not None:
+            found.add(serial)
+    for r in ctl.cache.owned_by(uid) if uid else []:  # the owner index: no scan of the namespace
+        if (
+            r.get("kind") == "CertificateRequest"
+            and (r["metadata"].get("labels") or {}).get(DEVICE_LABEL) == device_id
+        ):
+            pem = issued_certificate(r)
+            serial = certificate_serial(pem) if pem else None
+            if serial is not None:
+                found.add(serial)
+    return found
+
+
+def note_serials(ctl: Any, namespace: str, device_id: str, uid: str) -> None:
+    """Remember a device's certificate serials while it exists (from its reconcile): when it is deleted,
+    garbage collection may have taken its Secret and requests before the operator hears of it."""
+    serials = _serials_in_cache(ctl, namespace, device_id, uid)
+    if serials:
+        if getattr(ctl, "device_serials", None) is None:
+            ctl.device_serials = {}
+        ctl.device_serials.setdefault(device_id, set()).update(serials)
+
+
+def revoke(ctl: Any, device_id: str, serials: set[int]) -> bool:
+    """Add serials to the fleet CA's CRL ConfigMap (in the operator's namespace). False when there is no
+    CA key to sign with or nothing to add."""
+    ref = getattr(ctl.settings, "crl_ca_secret", None) or os.environ.get(CRL_CA_SECRET_ENV, "")
+    if not serials or "/" not in ref:
+        return False
+    ca_namespace, ca_name = ref.split("/", 1)
+    secret = ctl.kube.get("v1", "Secret", ca_namespace, ca_name)
+    data = (secret or {}).get("data") or {}
+    if not (data.get("tls.crt") and data.get("tls.key")):
+        log.error("no CA key pair to sign the CRL with", extra={"secret": ref})
+        return False
+    namespace = ctl.settings.namespace
+    live = ctl.kube.get("v1", "ConfigMap", namespace, CRL_CONFIGMAP)
+    everything = revoked_serials(live) | serials
+    from datetime import UTC, datetime
+
+    pem = revocation_list(
+        base64.b64decode(data["tls.crt"]), base64.b64decode(data["tls.key"]), everything, datetime.now(UTC)
+    )
+    result = ctl.kube.apply_raw(crl_config_map(namespace, pem, everything, labels(None)), "weatherfleet-crl")
+    ctl.cache.put({**result, "apiVersion": "v1", "kind": "ConfigMap"})
+    log.info("certificates revoked", extra={"device": device_id, "serials": len(serials)})
+    return True
 
 
 class CsrInbox:
@@ -158,6 +236,7 @@ def renew_credentials(ctl: Any, body: dict, sensor: Any, fleet: Any, now: Any) -
         return
     device_id = sensor.spec.device_id
     namespace = sensor.metadata.namespace
+    note_serials(ctl, namespace, device_id, sensor.metadata.uid)
 
     def mine() -> list[dict]:
         # through the cache's owner index: a reconcile never scans the namespace's requests
