@@ -13,7 +13,12 @@ FLEET = {
     "metadata": {"name": "garden", "namespace": "weatherfleet"},
     "spec": {
         "selector": {"matchLabels": {"weatherfleet.io/fleet": "garden"}},
-        "broker": {"kind": "mosquitto", "host": "127.0.0.1"},
+        "broker": {
+            "kind": "mosquitto",
+            "host": "mosquitto",
+            "aclConfigMap": "mosquitto-acl",
+            "deployment": None,
+        },
         "rollout": {
             "waves": [
                 {"percent": 20, "bakeTime": "10s"},
@@ -51,8 +56,16 @@ def release(version: str) -> dict:
         "metadata": {"name": "firmware-" + version.replace(".", "-"), "namespace": "weatherfleet"},
         "spec": {
             "version": version,
-            "artifact": {"repository": "localhost/firmware/{deviceId}", "tag": version, "kind": "bundle"},
+            "artifact": {
+                "repository": "registry.weatherfleet.svc:5000/firmware/{deviceId}",
+                "tag": version,
+                "kind": "bundle",
+            },
             "features": ["bme280", "influx", "tls", "mtls", "ota"],
+            "signature": {
+                "required": True,
+                "publicKeyRef": {"name": "firmware-signing-key", "key": "ed25519.pub"},
+            },
         },
     }
 

@@ -1,9 +1,11 @@
-"""The CR folder drives the running local system: a new sensor gets its certificate, its ACL entry and a
-powered board that publishes; a bad edit is reported and the last good state stays in force. And a missing
-system program is one clear line."""
+"""The CR folder drives the running local system the GitOps way: it is applied to the local API server,
+where the operator gives a new sensor its certificate (issued by the cert-manager stand-in) and its ACL
+entry (reloaded into the broker), and a board boots from them and publishes; a bad edit is reported and
+not applied. And a missing system program is one clear line."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 
@@ -42,7 +44,8 @@ def test_cr_edits_are_applied_while_running(tmp_path):
         system.start()
         start = datetime.now(UTC)
         tick_until(system, lambda: stored_since(system, start) == {"dev-01"}, 120, "dev-01 publishing")
-        assert "dev-02" not in system.broker.acl_path.read_text()
+        acl_path = system.workdir.mosquitto / "acl"
+        assert "dev-02" not in acl_path.read_text()
 
         # "git pull": a second sensor appears in the folder
         write_crs(crs, [sensor("dev-02", "roof", ("bme280", "scd30"))], name="more.yaml")
@@ -50,9 +53,11 @@ def test_cr_edits_are_applied_while_running(tmp_path):
         tick_until(
             system, lambda: {"dev-01", "dev-02"} <= stored_since(system, added), 120, "dev-02 publishing"
         )
-        acl = system.broker.acl_path.read_text()
+        acl = acl_path.read_text()
         assert "user dev-02" in acl and "topic write sensors/dev-02/#" in acl
-        assert system.plan.fleets["weatherfleet/garden"].devices == ["dev-01", "dev-02"]
+        assert system.broker.reloads >= 1  # the operator's new ACL reached Mosquitto by SIGHUP
+        plan = json.loads(system.plan_text()["weatherfleet.garden.json"])
+        assert plan["devices"] == ["dev-01", "dev-02"]  # the operator's plan, as OtaFlux has it mounted
 
         # a bad edit: reported, nothing else changes
         (crs / "more.yaml").write_text(
@@ -61,7 +66,7 @@ def test_cr_edits_are_applied_while_running(tmp_path):
         tick_until(system, lambda: bool(system.errors), 30, "the bad edit to be noticed")
         assert "more.yaml" in system.errors[0] and "location" in system.errors[0]
         assert [s.spec.device_id for s in system.resources.sensors] == ["dev-01", "dev-02"]
-        assert "user dev-02" in system.broker.acl_path.read_text()
+        assert "user dev-02" in acl_path.read_text()
         notes = [e.message for e in system.timeline.events() if e.kind == "note"]
         assert any("CR folder not applied" in n for n in notes)
     finally:
@@ -73,7 +78,7 @@ def test_a_missing_program_is_one_clear_line(cr_dir, tmp_path, capsys, monkeypat
     def missing(name: str, package: str) -> str:
         raise MissingDependency(f"{name} is not installed: run `sudo apt-get install -y {package}`")
 
-    monkeypatch.setattr("weatherfleet.services.mosquitto.require_program", missing)
+    monkeypatch.setattr("weatherfleet.local.broker.require_program", missing)
     code = main(
         ["up", "--dir", str(cr_dir), "--workdir", str(tmp_path / "wd"), "--no-live", "--duration", "1"]
     )

@@ -7,7 +7,7 @@ import math
 import re
 from datetime import UTC, datetime, timedelta
 
-from weatherfleet.local.report import Check, DeviceSummary, ReportData, render_report, write_report
+from weatherfleet.demo.report import Check, DeviceSummary, ReportData, render_report, write_report
 from weatherfleet.local.timeline import Timeline, TimelineEvent
 
 from .chromium import render

@@ -1,5 +1,6 @@
 """`weatherfleet up` with five emulated devices: readings from all five reach the store, the table shows
-them, Ctrl-C stops every process, and a second `up` resumes from the workdir (also after a SIGKILL)."""
+them, kubectl shows them through the workdir's kubeconfig, Ctrl-C stops every process, and a second `up`
+resumes from the workdir (also after a SIGKILL): the same objects in the API, the same CA, the same flash."""
 
 from __future__ import annotations
 
@@ -76,7 +77,16 @@ def test_five_devices_publish_and_up_survives_a_restart(cr_dir, tmp_path):
         )
         ports = json.loads((workdir / "state.json").read_text())["ports"]
         children = processes_of(workdir)
-        assert len(children) >= 5, children  # mosquitto, registry, otaflux, ingest, devices
+        assert len(children) >= 6, children  # operator, mosquitto, registry, otaflux, ingest, devices
+        # kubectl works against the local mode, with the CRDs' printer columns
+        kubectl = subprocess.run(
+            ["kubectl", "get", "ws", "-n", "weatherfleet"],
+            env={**os.environ, "KUBECONFIG": str(workdir / "kubeconfig")},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert kubectl.returncode == 0, kubectl.stderr
+        assert kubectl.stdout.split()[:3] == ["NAME", "LOCATION", "SENSORS"]
+        assert sum(line.split()[0] in DEVICES for line in kubectl.stdout.splitlines()[1:]) == 5
     finally:
         code = up.ctrl_c()
     assert code == 0, up.text()[-3000:]
@@ -84,9 +94,11 @@ def test_five_devices_publish_and_up_survives_a_restart(cr_dir, tmp_path):
     assert processes_of(workdir) == [], "processes left after Ctrl-C"
 
     # second run: same workdir, same ports, same CA; devices keep their flash and resume publishing
-    app_file = workdir / "devices" / "dev-01" / "fs" / "app.py"
+    app_file = next((workdir / "devices" / "dev-01" / "fs").glob("app.*"))
     flashed = app_file.stat().st_mtime_ns
-    ca = (workdir / "pki" / "ca.crt").read_bytes()
+    ca = (workdir / "devices" / "dev-01" / "fs" / "certs" / "ca.pem").read_bytes()
+    api_state = (workdir / "apiserver" / "state.json").stat().st_size
+    assert api_state > 0
     before = SQLiteStore(store_path)
     rows_before = before.count("weather")
     before.close()
@@ -98,9 +110,10 @@ def test_five_devices_publish_and_up_survives_a_restart(cr_dir, tmp_path):
             lambda: readings_since(store_path, second_start) >= DEVICES, 180, "readings after restart", 1
         )
         assert json.loads((workdir / "state.json").read_text())["ports"]["mqtt"] == ports["mqtt"]
-        # the boards were powered up again, not re-flashed, and the CA is the one they trust
+        # the boards were powered up again, not re-flashed, and the CA (kept in the API's objects) is the
+        # one they trust
         assert app_file.stat().st_mtime_ns == flashed
-        assert (workdir / "pki" / "ca.crt").read_bytes() == ca
+        assert (workdir / "devices" / "dev-01" / "fs" / "certs" / "ca.pem").read_bytes() == ca
     finally:
         assert up.ctrl_c() == 0
     after = SQLiteStore(store_path)

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import contextlib
 
-from kubedouble import ApiServerDouble
+from weatherfleet.apiserver import ApiServerDouble
 
 REPO = Path(__file__).resolve().parents[2]
 CERT_MANAGER_CRD = REPO.parent / "shared" / "schemas" / "cert-manager.io_certificates.yaml"

@@ -4,6 +4,7 @@ digest, size, CRC32, sha256 and the signature, with clear conditions when any of
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import zlib
 
@@ -129,3 +130,102 @@ def test_releases_are_resolved_and_their_signatures_checked(
         "f-forged condition",
     )
     assert cond["status"] == "False" and cond["reason"] == "SignatureNotVerified"
+
+
+def test_per_device_release_verifies_each_device_and_excludes_the_unavailable(
+    cluster, namespace, start_operator, registry, tmp_path, monkeypatch
+):
+    """`{deviceId}` repositories with required signatures: each device's artifact is resolved and its
+    signature checked (identical builds once per digest); the release reports the counts, lists the
+    device whose artifact is missing and the one whose signature is forged, the fleet rolls out to the
+    rest and excludes those two with the reason; a late push makes the missing one available."""
+    ns = namespace
+    store = oci.RegistryStore(registry.address, insecure=True)
+    trusted, other = ed25519.Ed25519PrivateKey.generate(), ed25519.Ed25519PrivateKey.generate()
+    same, odd = tmp_path / "same.bin", tmp_path / "odd.bin"
+    same.write_bytes(os.urandom(20_000))
+    odd.write_bytes(os.urandom(20_000))
+    repo = f"{ns}/fw"
+
+    def push(device: str, binary, key) -> None:
+        result = store.push_image(
+            f"{repo}/{device}", "1.2.0", binary, version="1.2.0", board="esp32-devkit-v1"
+        )
+        signatures.push_signature(store, f"{repo}/{device}", signatures.sign(key, result.digest))
+
+    push("dev-a", same, trusted)
+    push("dev-b", same, trusted)  # the same content: checked once, by digest
+    push("dev-c", odd, trusted)
+    push("dev-x", same, other)  # forged
+    # dev-m: nothing pushed yet
+    cluster.core.create_namespaced_config_map(
+        ns, {"metadata": {"name": "firmware-key"}, "data": {"ed25519.pem": pem(trusted)}}
+    )
+    monkeypatch.setenv("WEATHERFLEET_REGISTRY_INSECURE_HOSTS", registry.address)
+    monkeypatch.setenv("WEATHERFLEET_RELEASE_RESYNC_SECONDS", "2")
+    start_operator()
+    cluster.broker_deployment(ns)
+    for device in ("dev-a", "dev-b", "dev-c", "dev-x", "dev-m"):
+        cluster.create(
+            "WeatherSensor",
+            ns,
+            device,
+            {"deviceId": device, "location": "lab", "sensors": [{"type": "bme280"}]},
+            labels={"fleet": "lab"},
+        )
+    make_release(cluster, ns, "per-device", f"{registry.address}/{repo}/{{deviceId}}")
+    cluster.create(
+        "SensorFleet",
+        ns,
+        "lab",
+        {
+            "selector": {"matchLabels": {"fleet": "lab"}},
+            "rollout": {"release": "per-device", "waves": [{"percent": 100, "bakeTime": "1h"}]},
+        },
+    )
+
+    def status():
+        return (cluster.get("FirmwareRelease", ns, "per-device") or {}).get("status") or {}
+
+    wait_for(lambda: (status().get("devices") or {}).get("total") == 5, 90, "per-device release checked")
+    st = status()
+    assert st["devices"] == {
+        "total": 5,
+        "resolved": 4,
+        "verified": 3,
+        "missing": 1,
+        "invalid": 1,
+        "digests": 2,
+    }
+    assert st["unavailableDevices"] == [
+        {"deviceId": "dev-m", "reason": "NotFound"},
+        {"deviceId": "dev-x", "reason": "SignatureInvalid"},
+    ]
+    assert st["signatureVerified"] is True
+    ready = cluster.condition(cluster.get("FirmwareRelease", ns, "per-device"), "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "PartiallyAvailable")
+
+    def fleet_condition():
+        return cluster.condition(cluster.get("SensorFleet", ns, "lab"), "ReleaseAvailable")
+
+    cond = wait_for(lambda: (c := fleet_condition()) and c["status"] == "True" and c, 60, "fleet rolls out")
+    assert "dev-m" in cond["message"] and "dev-x" in cond["message"]
+
+    def plan():
+        cm = cluster.configmap("weatherfleet", "weatherfleet-rollout-plan")
+        text = ((cm.data if cm else None) or {}).get(f"{ns}.lab.json")
+        return json.loads(text) if text else None
+
+    current = wait_for(
+        lambda: (p := plan()) and p.get("candidate") == "1.2.0" and p, 60, "plan with the candidate"
+    )
+    assert {"dev-m", "dev-x"} <= set(current["exclusions"])
+    assert not {"dev-a", "dev-b", "dev-c"} & set(current["exclusions"])
+
+    # the missing artifact is pushed: on the next look the device is offered the release too
+    push("dev-m", same, trusted)
+    wait_for(lambda: (status().get("devices") or {}).get("missing") == 0, 90, "dev-m resolved after its push")
+    assert [u["deviceId"] for u in status()["unavailableDevices"]] == ["dev-x"]
+    wait_for(
+        lambda: "dev-m" not in (plan() or {}).get("exclusions", ["dev-m"]), 60, "dev-m no longer excluded"
+    )

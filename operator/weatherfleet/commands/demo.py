@@ -1,4 +1,4 @@
-"""`weatherfleet demo`: the scripted story (see weatherfleet.local.story); exits non-zero when a check of
+"""`weatherfleet demo`: the scripted story (see weatherfleet.demo.story); exits non-zero when a check of
 the story does not hold."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..local.story import FAST, FULL, Story
+    from ..demo.story import FAST, FULL, Story
     from ..local.supervisor import Stop, stop_on_signals
     from ..services.process import MissingDependency
 

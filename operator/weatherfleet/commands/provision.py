@@ -1,5 +1,10 @@
-"""`weatherfleet provision DEVICE --port PORT`: config, CA, client certificate and key, signing key and the
-firmware bundle onto a real board with mpremote (optionally flashing MicroPython with esptool first)."""
+"""`weatherfleet provision DEVICE --port PORT`: config, CA, client certificate and key, signing keys and the
+firmware bundle onto a real board with mpremote (optionally flashing MicroPython with esptool first).
+
+Everything comes from the cluster the board will join, through a kubeconfig (`--kubeconfig`, else
+$KUBECONFIG, else the local mode's `<workdir>/kubeconfig`): the WeatherSensor with this deviceId, its
+fleet, the Secret cert-manager issued for it (and its NanoMQ login), and the public keys its releases name.
+The board therefore gets exactly what an emulated board of the local mode gets."""
 
 from __future__ import annotations
 
@@ -12,10 +17,15 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("device", metavar="DEVICE", help="deviceId of a WeatherSensor in --dir")
+    parser.add_argument("device", metavar="DEVICE", help="deviceId of a WeatherSensor")
     parser.add_argument("--port", required=True, help="serial port of the board, e.g. /dev/ttyUSB0")
-    parser.add_argument("--dir", type=Path, default=Path("gitops/examples"), help="folder of CR files")
-    parser.add_argument("--workdir", type=Path, default=Path(".weatherfleet"), help="local CA and keys")
+    parser.add_argument("-n", "--namespace", default="weatherfleet", help="namespace of the WeatherSensor")
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="the cluster (default: $KUBECONFIG, else <workdir>/kubeconfig of `up`)",
+    )
+    parser.add_argument("--workdir", type=Path, default=Path(".weatherfleet"), help="where files are staged")
     parser.add_argument("--broker-host", help="MQTT broker host the board uses (default: the fleet's)")
     parser.add_argument("--broker-port", type=int, help="MQTT broker port (default: the fleet's)")
     parser.add_argument("--ota-host", default="otaflux", help="OtaFlux host the board uses")
@@ -39,27 +49,34 @@ def _tool(name: str, pip_name: str, dry_run: bool) -> str:
     raise SystemExit(f"error: {name} is not installed: run `.venv/bin/pip install {pip_name}`")
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..local.deviceconfig import Endpoints, device_config, device_files
-    from ..local.provisioning import bundle_board_files, plan_provision, stage_files
-    from ..local.resources import ResourceError, load_resources
-    from ..local.signing import device_key, ensure_signing_key
-    from ..pki import LocalCA
+def _kubeconfig(args: argparse.Namespace) -> Path | None:
+    if args.kubeconfig is not None:
+        return args.kubeconfig
+    if os.environ.get("KUBECONFIG"):
+        return Path(os.environ["KUBECONFIG"])
+    local = args.workdir / "kubeconfig"
+    return local if local.exists() else None
 
-    try:
-        resources = load_resources(args.dir)
-    except ResourceError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    sensor = resources.sensor(args.device)
-    if sensor is None:
-        known = ", ".join(sorted(s.spec.device_id for s in resources.sensors)) or "none"
+
+def run(args: argparse.Namespace) -> int:
+    from kubernetes import client, config
+    from kubernetes.client.rest import ApiException
+    from urllib3.exceptions import HTTPError
+
+    from ..models import FirmwareRelease, SensorFleet, WeatherSensor
+    from ..provisioning import credentials
+    from ..provisioning.board import bundle_board_files, plan_provision, stage_files
+    from ..provisioning.deviceconfig import Endpoints, device_config, device_files
+    from ..reconcilers.fleet import fleet_for_sensor
+
+    kubeconfig = _kubeconfig(args)
+    if kubeconfig is None:
         print(
-            f"error: no WeatherSensor with deviceId {args.device} in {args.dir} (known: {known})",
+            "error: no cluster to provision from: pass --kubeconfig, set $KUBECONFIG, or start "
+            f"`weatherfleet up --workdir {args.workdir}`",
             file=sys.stderr,
         )
         return 2
-    fleet = next((f for f in resources.fleets if sensor in resources.members(f)), None)
     if args.flash_image is not None and not args.flash_image.is_file():
         print(f"error: --flash-image {args.flash_image}: no such file", file=sys.stderr)
         return 2
@@ -71,9 +88,40 @@ def run(args: argparse.Namespace) -> int:
             return 2
         wifi = {"ssid": args.wifi_ssid, "password": password}
 
-    workdir = args.workdir.resolve()
-    ca = LocalCA(workdir / "pki")
-    _private, public = ensure_signing_key(workdir / "signing")
+    api = config.new_client_from_config(str(kubeconfig))
+    custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
+
+    def listed(plural: str, model):
+        items = custom.list_namespaced_custom_object("weatherfleet.io", "v1alpha1", args.namespace, plural)
+        out = []
+        for item in items["items"]:
+            try:
+                out.append(model.model_validate(item))
+            except ValueError:
+                continue  # an invalid object is reported on itself by the operator
+        return out
+
+    try:
+        sensors = listed("weathersensors", WeatherSensor)
+        sensor = next((s for s in sensors if s.spec.device_id == args.device), None)
+        if sensor is None:
+            known = ", ".join(sorted(s.spec.device_id for s in sensors)) or "none"
+            print(
+                f"error: no WeatherSensor with deviceId {args.device} in namespace {args.namespace} "
+                f"(known: {known})",
+                file=sys.stderr,
+            )
+            return 2
+        fleet = fleet_for_sensor(sensor, listed("sensorfleets", SensorFleet))
+        creds = credentials.device_credentials(core, sensor, fleet)
+        keys = credentials.signing_keys(core, listed("firmwarereleases", FirmwareRelease))
+    except credentials.NotIssued as error:
+        print(f"error: {args.device} cannot be provisioned yet: {error}", file=sys.stderr)
+        return 3
+    except (ApiException, HTTPError, OSError) as error:
+        print(f"error: the cluster in {kubeconfig} did not answer: {error}", file=sys.stderr)
+        return 3
+
     endpoints = Endpoints(
         broker_host=args.broker_host or (fleet.spec.broker.host if fleet else "localhost"),
         broker_port=args.broker_port or (fleet.spec.broker.port if fleet else 8883),
@@ -88,12 +136,13 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as error:
             print(f"error: --firmware: {error}", file=sys.stderr)
             return 2
-    config = device_config(
-        sensor, fleet, endpoints, [device_key(public)], wifi=wifi, firmware_version=version
+    config_ = device_config(
+        sensor, fleet, endpoints, keys, wifi=wifi, firmware_version=version, login=creds.login
     )
-    files = {**bundle, **device_files(ca, config)}
-    secret = {"certs/device.key", "config.json"} if wifi else {"certs/device.key"}
-    staged = stage_files(workdir / "provision" / args.device, files, secret)
+    files = {**bundle, **device_files(config_, creds)}
+    # config.json holds the Wi-Fi and broker passwords when there are any
+    secret = {"certs/device.key", "config.json"} if (wifi or creds.login) else {"certs/device.key"}
+    staged = stage_files(args.workdir.resolve() / "provision" / args.device, files, secret)
     plan = plan_provision(
         args.device,
         args.port,

@@ -1,4 +1,5 @@
-"""`weatherfleet up`: the whole system on this machine (see weatherfleet.local.system)."""
+"""`weatherfleet up`: the whole system on this machine, run by the same operator as in a cluster, on an
+embedded API server that kubectl talks to (see weatherfleet.local.system)."""
 
 from __future__ import annotations
 
@@ -34,11 +35,11 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    from ..local.deviceconfig import Timing
     from ..local.resources import ResourceError
     from ..local.supervisor import Stop, stop_on_signals
     from ..local.system import LocalSystem, UpOptions, run_loop
     from ..local.table import live_view
+    from ..provisioning.deviceconfig import Timing
     from ..services.process import MissingDependency
 
     if args.sensors is not None and not 1 <= args.sensors <= 5000:
@@ -96,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
         finally:
             try:
                 if args.report:
-                    from ..local.report import write_report
-                    from ..local.reportdata import collect
+                    from ..demo.report import write_report
+                    from ..demo.reportdata import collect
 
                     console.print(f"report: {write_report(args.report, collect(system, 'weatherfleet up'))}")
             finally:

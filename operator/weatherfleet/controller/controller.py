@@ -242,11 +242,18 @@ class Controller:
         if ref is not None:
             cm = self.kube.get("v1", "ConfigMap", namespace, ref.name)
             public_key_pem = ((cm or {}).get("data") or {}).get(ref.key)
-        status, events, again = self.releases.reconcile(release, public_key_pem, self.now())
-        before = (body.get("status") or {}).get("signatureVerified")
-        self.write_status(body, status.model_dump(by_alias=True, mode="json", exclude_none=True))
+        # a per-device release is looked up for the namespace's sensors that take it: OTA on its channel
+        devices = [
+            s.spec.device_id
+            for s in self.cached_sensors(namespace)
+            if s.spec.features.ota and s.spec.firmware.channel == release.spec.channel
+        ]
+        status, events, again = self.releases.reconcile(release, public_key_pem, self.now(), devices)
+        old = body.get("status") or {}
+        new = status.model_dump(by_alias=True, mode="json", exclude_none=True)
+        self.write_status(body, new)
         self.emit(body, events)
-        if status.signature_verified != before:
+        if any(old.get(k) != new.get(k) for k in ("signatureVerified", "unavailableDevices", "devices")):
             for fleet in self.cached_fleets(namespace):
                 if fleet.spec.rollout.release == name:
                     self.enqueue(("SensorFleet", namespace, fleet.metadata.name))

@@ -38,8 +38,6 @@ def reconcile(ctl: Controller, namespace: str, name: str) -> float | None:
         alerting.retire(ctl, namespace, name)
         return None
     fleet: SensorFleet = ctl.parse(body)
-    if fleet.spec.rollout.release and not ctl.view_ready():
-        return 0.5  # the MQTT view is still receiving retained status: decide nothing yet
     sensors = ctl.cached_sensors(namespace)
     fleets = ctl.cached_fleets(namespace)
     members = members_of(fleet, sensors, fleets)
@@ -80,6 +78,11 @@ def reconcile(ctl: Controller, namespace: str, name: str) -> float | None:
     alerting.drop_retired(ctl, namespace, name)
     if result.broker_patch is not None:
         restart_broker_on_change(ctl, result.broker_patch, result.config_hash)
+    if fleet.spec.rollout.release and not ctl.view_ready():
+        # The MQTT view is still receiving retained status: decide no rollout yet. The broker's ACL and
+        # logins are applied first all the same: with NanoMQ the operator cannot even log in before its
+        # own password is in the file this reconcile writes.
+        return 0.5
     # The status first, the plan after: the status is the rollout's source of truth and the plan is
     # derived from it, so a crash in between leaves a plan that the next reconcile rewrites, never a
     # plan ahead of the status (which would make a restarted operator open a wave again).

@@ -1,34 +1,47 @@
-"""FirmwareRelease resolution: pin the artifact to its digest, compute what a device checks (size, CRC32,
-sha256), and verify its signature with the key from the release's publicKeyRef.
+"""FirmwareRelease resolution, the registry side: pin each artifact to its digest, compute what a device
+checks (size, CRC32, sha256), and verify its signature with the key from the release's publicKeyRef; the
+status is then decided by the pure `weatherfleet.reconcilers.release.reconcile_release`.
 
-Registry I/O is `weatherfleet.oci`, signature checks `weatherfleet.oci.signatures.verify`. The registry is
-asked again only when the spec changed or `release_resync_seconds` passed, so a resync is cheap."""
+A per-device release (`{deviceId}` in the repository) is looked up for each of its devices: a cheap HEAD
+per device's repository pins its digest, and the payload and signature are checked once per distinct
+digest (builds are content-addressed, so boards with the same feature set share one); another device's
+repository with the same digest only has to carry the same signature (one HEAD of the signature tag).
+Results per digest are kept (content-addressed: they cannot change), so a resync costs two HEADs per
+device.
+
+Registry I/O is `weatherfleet.oci`, signature checks `weatherfleet.oci.signatures`. The registry is asked
+again only when the spec or the device set changed, or `release_resync_seconds` passed (sooner, with
+backoff, while something is missing), so a resync is cheap."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from .. import oci
-from ..models import FirmwareRelease, set_condition
-from ..models.common import Condition, ConditionStatus
+from ..models import FirmwareRelease
 from ..models.release import FirmwareReleaseStatus
 from ..oci import contract, signatures
 from ..reconcilers.common import Event
+from ..reconcilers.release import (
+    SHARED,
+    ArtifactCheck,
+    ReleaseObservation,
+    per_device,
+    reconcile_release,
+    repository_for,
+)
 from .kube import KubeClient
 from .settings import OperatorSettings
 
 log = logging.getLogger(__name__)
-
-
-class _Conditions:
-    def __init__(self, items: list[Condition], now: datetime, generation: int | None) -> None:
-        self.items, self.now, self.generation = items, now, generation
-
-    def put(self, type_: str, status: ConditionStatus, reason: str, message: str) -> None:
-        self.items = set_condition(self.items, type_, status, reason, message, self.now, self.generation)
+LOOKUP_THREADS = 8
+DIGEST_CACHE = 4096
 
 
 def split_repository(repository: str) -> tuple[str, str]:
@@ -37,141 +50,226 @@ def split_repository(repository: str) -> tuple[str, str]:
     return host, path
 
 
+def _short(exc: Exception, limit: int = 240) -> str:
+    """An exception as one status-sized line (a connection error's repr runs to a screenful)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _KeyProblem(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
 class ReleaseResolver:
     def __init__(self, settings: OperatorSettings, kube: KubeClient | None = None) -> None:
         self.settings = settings
         self._insecure = {h.strip() for h in settings.registry_insecure_hosts.split(",") if h.strip()}
-        self._stores: dict[str, oci.RegistryStore] = {}
-        self._last: dict[tuple[str, str], tuple[int, float, FirmwareReleaseStatus, int]] = {}
+        self._mirrors = dict(
+            (part.split("=", 1)[0].strip(), part.split("=", 1)[1].strip())
+            for part in settings.registry_mirrors.split(",")
+            if "=" in part
+        )
+        self._stores: dict[str, oci.OciStore] = {}
+        # (namespace, name) -> (fingerprint, when, status, failures)
+        self._last: dict[tuple[str, str], tuple[str, float, FirmwareReleaseStatus, int]] = {}
+        # (host, digest) -> the resolved payload facts (content-addressed: they never change)
+        self._payloads: OrderedDict[tuple[str, str], ArtifactCheck] = OrderedDict()
         self._lock = threading.Lock()
 
-    def store(self, host: str) -> oci.RegistryStore:
+    def store(self, host: str) -> oci.OciStore:
         with self._lock:
             if host not in self._stores:
-                self._stores[host] = oci.RegistryStore(
-                    host, insecure=host in self._insecure, timeout=self.settings.registry_timeout_seconds
-                )
+                mirror = self._mirrors.get(host) or self._mirrors.get("*")
+                if mirror:
+                    self._stores[host] = oci.connect(mirror, timeout=self.settings.registry_timeout_seconds)
+                else:
+                    self._stores[host] = oci.RegistryStore(
+                        host, insecure=host in self._insecure, timeout=self.settings.registry_timeout_seconds
+                    )
             return self._stores[host]
 
+    # -- the entry point ----------------------------------------------------------------------------------
     def reconcile(
-        self, release: FirmwareRelease, public_key_pem: str | None, now: datetime
+        self,
+        release: FirmwareRelease,
+        public_key_pem: str | None,
+        now: datetime,
+        devices: list[str] | None = None,
     ) -> tuple[FirmwareReleaseStatus, list[Event], float]:
-        """(status, events, seconds until the next look)."""
+        """(status, events, seconds until the next look). `devices`: the device ids of a per-device
+        release (ignored for a shared repository)."""
         key = (release.metadata.namespace, release.metadata.name)
-        generation = release.metadata.generation
+        devices = sorted(devices or []) if per_device(release) else None
+        fingerprint = hashlib.sha256(
+            repr((release.metadata.generation, devices, public_key_pem)).encode()
+        ).hexdigest()
         cached = self._last.get(key)
-        if cached and cached[0] == generation and time.monotonic() - cached[1] < self._delay(cached[3]):
+        if cached and cached[0] == fingerprint and time.monotonic() - cached[1] < self._delay(cached[3]):
             return cached[2], [], self._delay(cached[3]) - (time.monotonic() - cached[1])
-        status, failures = self._resolve(release, public_key_pem, now, cached[3] if cached else 0)
-        self._last[key] = (generation, time.monotonic(), status, failures)
-        events = self._events(release.status, status)
-        return status, events, self._delay(failures)
+        observation = self.observe(release, public_key_pem, now, devices)
+        result = reconcile_release(release, observation)
+        status = result.status
+        complete = all(c.status == "True" for c in status.conditions if c.type == "Ready") and not (
+            status.unavailable_devices
+        )
+        failures = 0 if complete else (cached[3] if cached else 0) + 1
+        self._last[key] = (fingerprint, time.monotonic(), status, failures)
+        return status, result.events, self._delay(failures)
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._last.pop((namespace, name), None)
 
     def _delay(self, failures: int) -> float:
         if failures == 0:
             return self.settings.release_resync_seconds
         return min(self.settings.backoff_seconds * 2 ** (failures - 1) * 5, self.settings.backoff_max_seconds)
 
-    def _resolve(
-        self, release: FirmwareRelease, public_key_pem: str | None, now: datetime, failures: int
-    ) -> tuple[FirmwareReleaseStatus, int]:
-        spec = release.spec
-        gen = release.metadata.generation or None
-        conds = _Conditions(list(release.status.conditions), now, gen)
-        put = conds.put
-
-        host, path = split_repository(spec.artifact.repository)
-        reference = spec.reference()
-        status = FirmwareReleaseStatus(observedGeneration=gen)
-        if "{deviceId}" in path:
-            # Built per device: each device's repository holds its own artifact; OtaFlux resolves those
-            # per request. Resolving here would need every device; report it plainly instead.
-            put(
-                "Resolved",
-                "Unknown",
-                "PerDeviceRepository",
-                f"{spec.artifact.repository}: resolved per device by OtaFlux",
-            )
-            put(
-                "SignatureVerified",
-                "Unknown",
-                "PerDeviceRepository",
-                "verified per device by OtaFlux and the device",
-            )
-            put(
-                "Ready",
-                "True" if not spec.signature.required else "False",
-                "PerDeviceRepository",
-                "per-device artifacts are checked where they are served",
-            )
-            return status.model_copy(update={"conditions": conds.items}), 0
+    # -- registry I/O -------------------------------------------------------------------------------------
+    def observe(
+        self, release: FirmwareRelease, public_key_pem: str | None, now: datetime, devices: list[str] | None
+    ) -> ReleaseObservation:
+        """Look up the release's artifact(s) in the registry; everything the pure reconciler needs."""
         try:
-            resolved = self.store(host).resolve(path, reference)
-        except oci.NotFound as exc:
-            put("Resolved", "False", "NotFound", f"{spec.artifact.repository}:{reference} not found: {exc}")
-            return self._failed(status, conds, "artifact not resolved"), failures + 1
-        except oci.Unreachable as exc:
-            put("Resolved", "False", "RegistryUnreachable", str(exc))
-            return self._failed(status, conds, "registry unreachable"), failures + 1
-        except (oci.OciError, ValueError) as exc:
-            put("Resolved", "False", "RegistryRefused", str(exc))
-            return self._failed(status, conds, "registry refused the request"), failures + 1
-        if resolved.version and resolved.version != spec.version:
-            put(
-                "Resolved",
-                "False",
-                "VersionMismatch",
-                f"the artifact is annotated with version {resolved.version}, the release says {spec.version}",
+            key = self._public_key(release, public_key_pem)
+            key_problem = None
+        except _KeyProblem as problem:
+            key, key_problem = None, problem
+        reference = release.spec.reference()
+        if devices is None:
+            check = self._check(repository_for(release), reference, key, key_problem, release)
+            return ReleaseObservation(now=now, artifacts={SHARED: check})
+        repositories = {d: repository_for(release, d) for d in devices}
+        with ThreadPoolExecutor(max_workers=LOOKUP_THREADS, thread_name_prefix="release-lookup") as pool:
+            digests = dict(
+                zip(
+                    devices,
+                    pool.map(lambda d: self._digest(repositories[d], reference), devices),
+                    strict=True,
+                )
             )
-            return self._failed(status, conds, "version mismatch"), failures + 1
-        put(
-            "Resolved",
-            "True",
-            "Resolved",
-            f"{spec.artifact.repository}@{resolved.digest} ({resolved.kind}, {resolved.size} bytes)",
-        )
-        status = status.model_copy(
-            update={
-                "digest": resolved.digest,
-                "size": resolved.size,
-                "crc32": resolved.crc32,
-                "sha256": resolved.sha256,
-            }
-        )
-        verified, reason, message = self._verify(
-            host, path, resolved.digest, public_key_pem, spec.signature.public_key_ref
-        )
-        if verified is None:
-            put("SignatureVerified", "Unknown", reason, message)
-        else:
-            put("SignatureVerified", "True" if verified else "False", reason, message)
-        ok = verified is True or (not spec.signature.required and verified is not False)
-        put(
-            "Ready",
-            "True" if ok else "False",
-            "Ready" if ok else reason,
-            "release can be rolled out" if ok else message,
-        )
-        status = status.model_copy(update={"conditions": conds.items, "signature_verified": verified})
-        return status, 0 if ok else failures + 1
+        checks: dict[str, ArtifactCheck] = {}
+        verified_by_digest: dict[
+            str, tuple[str, str | None]
+        ] = {}  # digest -> (device checked, signature tag digest)
+        for device in devices:
+            repository = repositories[device]
+            found = digests[device]
+            if isinstance(found, ArtifactCheck):  # the lookup failed
+                checks[device] = found
+                continue
+            first = verified_by_digest.get(found)
+            if first is not None and key is not None and first[1] is not None:
+                # the same content as a device already checked: its repository must carry the same signature
+                host, path = split_repository(repository)
+                try:
+                    same = self.store(host).manifest_digest(path, contract.signature_tag(found)) == first[1]
+                except oci.OciError:
+                    same = False
+                if same:
+                    checks[device] = checks[first[0]].model_copy(update={"repository": repository})
+                    continue
+            checks[device] = self._check(repository, found, key, key_problem, release)
+            if found not in verified_by_digest and checks[device].signature is True:
+                host, path = split_repository(repository)
+                try:
+                    sig = self.store(host).manifest_digest(path, contract.signature_tag(found))
+                except oci.OciError:
+                    sig = None
+                verified_by_digest[found] = (device, sig)
+        return ReleaseObservation(now=now, devices=devices, artifacts=checks)
 
-    @staticmethod
-    def _failed(status: FirmwareReleaseStatus, conds: _Conditions, why: str) -> FirmwareReleaseStatus:
-        conds.put("SignatureVerified", "Unknown", "NotResolved", "the artifact must be resolved first")
-        conds.put("Ready", "False", "NotResolved", why)
-        return status.model_copy(update={"conditions": conds.items})
-
-    def _verify(self, host, path, digest, public_key_pem, ref) -> tuple[bool | None, str, str]:
+    def _public_key(self, release: FirmwareRelease, public_key_pem: str | None):
+        ref = release.spec.signature.public_key_ref
         if ref is None:
-            return None, "NoPublicKey", "no publicKeyRef: signature not checked (signature.required is false)"
+            return None
         if not public_key_pem:
-            return False, "PublicKeyMissing", f"ConfigMap {ref.name} key {ref.key} not found"
+            raise _KeyProblem("PublicKeyMissing", f"ConfigMap {ref.name} key {ref.key} not found")
         try:
-            key = signatures.load_public_key(public_key_pem.encode())
+            return signatures.load_public_key(public_key_pem.encode())
         except ValueError as exc:
-            return False, "PublicKeyInvalid", f"ConfigMap {ref.name} key {ref.key}: {exc}"
+            raise _KeyProblem("PublicKeyInvalid", f"ConfigMap {ref.name} key {ref.key}: {exc}") from None
+
+    def _digest(self, repository: str, reference: str) -> str | ArtifactCheck:
+        """The digest the reference points at in this repository, or a failed check saying why not."""
+        host, path = split_repository(repository)
         try:
-            document = signatures.fetch_signature(self.store(host), path, digest)
+            digest = self.store(host).manifest_digest(path, reference)
+        except oci.Unreachable as exc:
+            return ArtifactCheck(
+                repository=repository, problem="RegistryUnreachable", problem_message=_short(exc)
+            )
+        except (oci.OciError, ValueError) as exc:
+            return ArtifactCheck(
+                repository=repository, problem="RegistryRefused", problem_message=_short(exc)
+            )
+        if digest is None:
+            return ArtifactCheck(
+                repository=repository,
+                problem="NotFound",
+                problem_message=f"{repository}:{reference} not found",
+            )
+        return digest
+
+    def _check(
+        self, repository: str, reference: str, key, key_problem, release: FirmwareRelease
+    ) -> ArtifactCheck:
+        """Resolve (once per digest) and verify one artifact."""
+        host, path = split_repository(repository)
+        store = self.store(host)
+        try:
+            digest = reference if reference.startswith("sha256:") else store.manifest_digest(path, reference)
+            if digest is None:
+                raise oci.NotFound(f"{repository}:{reference}")
+            payload = self._payloads.get((host, digest))
+            if payload is None:
+                resolved = store.resolve(path, digest)
+                payload = ArtifactCheck(
+                    repository=repository,
+                    digest=resolved.digest,
+                    kind=resolved.kind,
+                    version=resolved.version,
+                    size=resolved.size,
+                    crc32=resolved.crc32,
+                    sha256=resolved.sha256,
+                )
+                self._remember(self._payloads, (host, digest), payload)
+        except oci.NotFound as exc:
+            return ArtifactCheck(repository=repository, problem="NotFound", problem_message=_short(exc))
+        except oci.Unreachable as exc:
+            return ArtifactCheck(
+                repository=repository, problem="RegistryUnreachable", problem_message=_short(exc)
+            )
+        except (oci.OciError, ValueError) as exc:
+            return ArtifactCheck(
+                repository=repository, problem="RegistryRefused", problem_message=_short(exc)
+            )
+        check = payload.model_copy(update={"repository": repository})
+        if key_problem is not None:
+            return check.model_copy(
+                update={
+                    "signature": False,
+                    "signature_reason": key_problem.reason,
+                    "signature_message": key_problem.message,
+                }
+            )
+        if key is None:
+            return check.model_copy(
+                update={
+                    "signature": None,
+                    "signature_reason": "NoPublicKey",
+                    "signature_message": "no publicKeyRef: signature not checked (signature.required is false)",
+                }
+            )
+        verified, reason, message = self._verify(store, path, digest, key)
+        return check.model_copy(
+            update={"signature": verified, "signature_reason": reason, "signature_message": message}
+        )
+
+    def _verify(self, store: oci.OciStore, path: str, digest: str, key) -> tuple[bool, str, str]:
+        try:
+            document = signatures.fetch_signature(store, path, digest)
         except oci.OciError as exc:
             return False, "SignatureUnavailable", str(exc)
         if document is None:
@@ -184,18 +282,9 @@ class ReleaseResolver:
             )
         return True, "Verified", f"{document.algorithm} signature by key {document.key_id}"
 
-    @staticmethod
-    def _events(old: FirmwareReleaseStatus, new: FirmwareReleaseStatus) -> list[Event]:
-        def cond(status, type_):
-            return next((c for c in status.conditions if c.type == type_), None)
-
-        events = []
-        for type_ in ("Resolved", "SignatureVerified"):
-            before, after = cond(old, type_), cond(new, type_)
-            if after is None or (before and before.status == after.status and before.reason == after.reason):
-                continue
-            if after.status == "False":
-                events.append(Event(type="Warning", reason=after.reason, message=after.message))
-            elif after.status == "True":
-                events.append(Event(type="Normal", reason=after.reason, message=after.message))
-        return events
+    def _remember(self, cache: OrderedDict, key, value) -> None:
+        with self._lock:
+            cache[key] = value
+            cache.move_to_end(key)
+            while len(cache) > DIGEST_CACHE:
+                cache.popitem(last=False)

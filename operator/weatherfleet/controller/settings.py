@@ -57,6 +57,11 @@ class OperatorSettings(ServiceSettings):
     readings_sqlite: Path | None = Field(default=None, description="or ingest's SQLite store (local mode)")
     readings_seconds: float = Field(default=300.0, gt=0, description="lastReading refresh (one query)")
     registry_insecure_hosts: str = Field(default="", description="comma-separated hosts spoken to over HTTP")
+    registry_mirrors: str = Field(
+        default="",
+        description="comma-separated HOST=URL: resolve releases naming HOST at URL instead (a registry mirror; "
+        "`*=URL` for every host, as the local mode's one registry)",
+    )
     registry_timeout_seconds: float = 30.0
     rollout_key: Path | None = Field(
         default=None,

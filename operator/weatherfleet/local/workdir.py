@@ -1,14 +1,15 @@
 """The local mode's working directory: where every service keeps its state, so `up` again resumes.
 
 <workdir>/
-  state.json            ports, rollout status per fleet (written atomically)
+  kubeconfig            for kubectl and the operator: the embedded API server
+  apiserver/            the API server's objects (state.json, as etcd keeps them) and its serving certificate
+  mounts/<pod>/<vol>/   ConfigMaps and Secrets as the processes read them (kubelet-style volumes)
+  state.json            ports, the objects applied from the CR folder (written atomically)
   pids.json             processes of the running `up` (to clean up after a crash)
-  pki/                  local CA and every certificate (LocalCA)
   signing/              the firmware signing key pair (Ed25519), made on first start
   mosquitto/            broker config, ACL, persistence, log
   registry/             docker-registry storage, or oci-layout/ for the embedded registry
   otaflux/              OtaFlux cache and log
-  plan/rollout-plan.json  the single-file RolloutPlan OtaFlux reads
   store/weather.sqlite  ingest's embedded store
   devices/<id>/         each emulated device's flash and filesystem
   firmware/             built bundles
@@ -25,14 +26,15 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from ..models.fleet import RolloutStatus
-
 
 class LocalState(BaseModel):
     """What survives a restart besides the services' own data."""
 
     ports: dict[str, int] = Field(default_factory=dict)
-    rollouts: dict[str, RolloutStatus] = Field(default_factory=dict, description="fleet key -> status")
+    applied: list[list] = Field(
+        default_factory=list,
+        description="[apiVersion, kind, namespace, name] of each CR applied from the folder",
+    )
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -59,10 +61,6 @@ class Workdir:
         return path
 
     @property
-    def pki(self) -> Path:
-        return self._dir("pki")
-
-    @property
     def signing(self) -> Path:
         return self._dir("signing")
 
@@ -77,10 +75,6 @@ class Workdir:
     @property
     def otaflux(self) -> Path:
         return self._dir("otaflux")
-
-    @property
-    def plan_path(self) -> Path:
-        return self._dir("plan") / "rollout-plan.json"
 
     @property
     def store_path(self) -> Path:

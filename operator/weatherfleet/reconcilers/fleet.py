@@ -157,16 +157,37 @@ def _release_version(
         and release.status.signature_verified is not True
         and not obs.trust_unverified_releases
     ):
+        ready = _ready(release)
+        if release.status.devices is not None and ready is not None and ready.status == "False":
+            return None, release, f"FirmwareRelease {name}: {ready.message}"
         return None, release, f"FirmwareRelease {name}: signature not verified yet"
     return release.spec.version, release, ""
 
 
+def _ready(release: FirmwareRelease) -> Condition | None:
+    return next((c for c in release.status.conditions if c.type == "Ready"), None)
+
+
+def _unavailable_reason(release: FirmwareRelease | None) -> str:
+    """The ReleaseAvailable=False reason: the per-device release's own Ready reason, else as before."""
+    if release is None:
+        return "NotFound"
+    ready = _ready(release)
+    if release.status.devices is not None and ready is not None and ready.status == "False":
+        return ready.reason
+    return "SignatureNotVerified"
+
+
 def _exclusions(members: list[WeatherSensor], release: FirmwareRelease | None) -> list[str]:
-    """Devices the candidate is never offered to: OTA disabled, or subscribed to another channel."""
+    """Devices the candidate is never offered to: OTA disabled, subscribed to another channel, or (per-device
+    releases) whose artifact the operator found missing or badly signed (`status.unavailableDevices`)."""
+    unavailable = {u.device_id for u in release.status.unavailable_devices} if release is not None else set()
     out = []
     for s in members:
-        if not s.spec.features.ota or (
-            release is not None and s.spec.firmware.channel != release.spec.channel
+        if (
+            not s.spec.features.ota
+            or (release is not None and s.spec.firmware.channel != release.spec.channel)
+            or s.spec.device_id in unavailable
         ):
             out.append(s.spec.device_id)
     return sorted(out)
@@ -361,11 +382,27 @@ def reconcile_fleet(fleet: SensorFleet, observation: FleetObservation) -> FleetR
     if fleet.spec.rollout.release is None:
         put("ReleaseAvailable", "Unknown", "NoReleaseSelected", "spec.rollout.release is not set")
     elif version is None:
-        put("ReleaseAvailable", "False", "NotFound" if release is None else "SignatureNotVerified", why_not)
+        put("ReleaseAvailable", "False", _unavailable_reason(release), why_not)
     elif refusal:
         put("ReleaseAvailable", "False", "OlderThanStable", refusal)
     else:
-        put("ReleaseAvailable", "True", "Available", f"{fleet.spec.rollout.release} is version {version}")
+        member_ids = set(device_ids)
+        left_out = [
+            u for u in (release.status.unavailable_devices if release else []) if u.device_id in member_ids
+        ]
+        note = (
+            f"; excluded (artifact {'/'.join(sorted({u.reason for u in left_out}))}): "
+            + ", ".join(u.device_id for u in left_out[:10])
+            + (f" and {len(left_out) - 10} more" if len(left_out) > 10 else "")
+            if left_out
+            else ""
+        )
+        put(
+            "ReleaseAvailable",
+            "True",
+            "Available",
+            f"{fleet.spec.rollout.release} is version {version}{note}",
+        )
     if telegram is None:
         put(
             "AlertingConfigured", "True", "NoContactPoint", "alerts use Grafana's default notification policy"

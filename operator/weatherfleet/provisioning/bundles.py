@@ -1,6 +1,6 @@
-"""Firmware releases in the local mode: build a bundle per feature set with `weatherfleet.firmware`, sign
-it, push it to every device's repository (`firmware/<deviceId>`, the OtaFlux layout) through
-`weatherfleet.oci`, and verify what the registry now holds."""
+"""Firmware per device: build a bundle per feature set with `weatherfleet.firmware`, sign it, push it to
+every device's repository (`firmware/<deviceId>`, the layout OtaFlux serves and `{deviceId}` releases
+name) the way `weatherfleet firmware push` does, and verify what the registry now holds."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ def build_bundles(
     out: Path,
     *,
     source: Path = DEVICE_SOURCE,
-    emit: fw_build.Emit = "py",
+    emit: fw_build.Emit = "mpy",
 ) -> dict[str, Path]:
-    """deviceId -> bundle folder; one build per distinct feature set. Emulated devices run sources
-    (`emit="py"`: CPython cannot execute .mpy), real boards get .mpy."""
+    """deviceId -> bundle folder; one build per distinct feature set (.mpy, what boards and the emulated
+    boards on the MicroPython VM run)."""
     by_features: dict[tuple[str, ...], Path] = {}
     result = {}
     for sensor in sensors:

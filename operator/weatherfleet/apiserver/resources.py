@@ -1,4 +1,4 @@
-"""The resource types the double serves: a few built-ins plus every CustomResourceDefinition created."""
+"""The resource types the API server serves: a few built-ins plus every CustomResourceDefinition created."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ class ResourceType:
     short_names: list[str] = field(default_factory=list)
     categories: list[str] = field(default_factory=list)
     schema: dict[str, Any] | None = None  # openAPIV3Schema of a CRD; None: accept anything
+    columns: list[dict[str, Any]] = field(default_factory=list)  # a CRD's additionalPrinterColumns
 
     @property
     def api_version(self) -> str:
@@ -128,6 +129,7 @@ def from_crd(crd: dict[str, Any]) -> list[ResourceType]:
             short_names=list(names.get("shortNames", [])),
             categories=list(names.get("categories", [])),
             schema=(v.get("schema") or {}).get("openAPIV3Schema") or _PRESERVE,
+            columns=list(v.get("additionalPrinterColumns") or []),
         )
         for v in spec["versions"]
         if v.get("served", True)

@@ -11,9 +11,9 @@ import jinja2
 from markupsafe import Markup
 from pydantic import BaseModel, Field
 
+from ..local.timeline import TimelineEvent
 from ..messages import FIELDS
 from .svg import PALETTE, lanes_chart, line_chart
-from .timeline import TimelineEvent
 
 WAVE_COLORS = ["#6baed6", "#3182bd", "#08519c", "#08306b"]
 HALT_COLOR = "#d62728"

@@ -1,16 +1,16 @@
 """A device's `config.json` (schema: docs/firmware-device.md) from its WeatherSensor, and the file set a
-board needs: config, CA, client certificate and key. Shared by `weatherfleet provision` (a real board)
-and the local mode (emulated boards), so both boot from exactly the same files."""
+board needs: config, CA, client certificate and key, taken from what cert-manager issued for it (and, for
+NanoMQ, its broker login). Shared by `weatherfleet provision` (a real board), the local mode and devicesim
+(emulated boards), so all of them boot from exactly the same files."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from ..models import SensorFleet, WeatherSensor
-from ..pki import LocalCA
+from ..reconcilers.devicetwin import desired_config
 
 CA_PATH = "certs/ca.pem"
 CERT_PATH = "certs/device.pem"
@@ -42,23 +42,14 @@ def device_config(
     timing: Timing | None = None,
     wifi: dict[str, str] | None = None,
     firmware_version: str | None = None,
+    login: tuple[str, str] | None = None,
 ) -> dict:
+    """`login`: the broker username and password (NanoMQ fleets; Mosquitto takes the certificate's CN)."""
     timing = timing or Timing()
     spec = sensor.spec
-    sensors = []
-    for s in spec.sensors:
-        if s.i2c is not None:
-            sensors.append(
-                {
-                    "type": s.type,
-                    "bus": s.i2c.bus,
-                    "scl": s.i2c.scl,
-                    "sda": s.i2c.sda,
-                    "address": s.i2c.address,
-                }
-            )
-        else:
-            sensors.append({"type": s.type, "uart": s.uart.id, "tx": s.uart.tx, "rx": s.uart.rx})
+    # what the board acts on comes from the one definition the operator also publishes as the device
+    # twin (reconcilers.devicetwin); generation 0: "as provisioned", any published generation replaces it
+    desired = desired_config(sensor, fleet)
     config: dict = {
         "device": spec.device_id,
         "location": spec.location,
@@ -67,20 +58,22 @@ def device_config(
             "port": endpoints.broker_port,
             "tls": spec.features.tls,
             "keepalive": timing.keepalive,
-            "username": None,
-            "password": None,
+            "username": login[0] if login else None,
+            "password": login[1] if login else None,
         },
         "ota": {
             "host": endpoints.ota_host,
             "port": endpoints.ota_port,
             "tls": endpoints.ota_tls,
-            "checkIntervalSeconds": timing.check_interval or spec.firmware.check_interval_seconds,
-            "jitterSeconds": spec.firmware.jitter_seconds if timing.jitter is None else timing.jitter,
+            "checkIntervalSeconds": timing.check_interval or desired["ota"]["checkIntervalSeconds"],
+            "jitterSeconds": desired["ota"]["jitterSeconds"] if timing.jitter is None else timing.jitter,
+            "channel": desired["ota"]["channel"],
             "kind": "bundle",
         },
-        "measurementIntervalSeconds": timing.measurement_interval or spec.measurement_interval_seconds,
+        "measurementIntervalSeconds": timing.measurement_interval or desired["measurementIntervalSeconds"],
+        "heartbeatSeconds": desired["heartbeatSeconds"],
         "features": spec.firmware_features(),
-        "sensors": sensors,
+        "sensors": desired["sensors"],
         "tls": {"ca": CA_PATH, "cert": CERT_PATH, "key": KEY_PATH},
         "signingKeys": list(signing_keys),
         "topicPrefix": fleet.spec.broker.topic_prefix if fleet else "sensors",
@@ -95,14 +88,30 @@ def device_config(
     return config
 
 
-def device_files(ca: LocalCA, config: dict) -> dict[str, bytes]:
+class Credentials(BaseModel):
+    """What a board needs to authenticate: the fleet CA, its client certificate and key (PEM, from the
+    `kubernetes.io/tls` Secret cert-manager wrote), and for NanoMQ its broker login."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ca: bytes
+    cert: bytes
+    key: bytes
+    username: str | None = None
+    password: str | None = None
+
+    @property
+    def login(self) -> tuple[str, str] | None:
+        return (self.username, self.password) if self.username and self.password else None
+
+
+def device_files(config: dict, credentials: Credentials) -> dict[str, bytes]:
     """Board path -> content: config, CA, and the device's client certificate and key (CN = deviceId)."""
-    issued = ca.issue(config["device"])
     return {
         # UTF-8, not \\u escapes: MicroPython's json turns an escaped surrogate pair (an emoji in a
         # location) into invalid UTF-8 instead of one character (issue 14)
         "config.json": (json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode(),
-        CA_PATH: Path(issued.ca).read_bytes(),
-        CERT_PATH: Path(issued.cert).read_bytes(),
-        KEY_PATH: Path(issued.key).read_bytes(),
+        CA_PATH: credentials.ca,
+        CERT_PATH: credentials.cert,
+        KEY_PATH: credentials.key,
     }

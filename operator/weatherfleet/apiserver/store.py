@@ -1,4 +1,4 @@
-"""The double's storage and API semantics, independent of HTTP: objects, resourceVersions, watch events,
+"""The API server's storage and API semantics, independent of HTTP: objects, resourceVersions, watch events,
 status split, finalizers, garbage collection, CRD validation and pruning, server-side apply.
 
 Single-threaded by design: everything runs on the server's event loop, so a write and the watch events it
@@ -262,7 +262,7 @@ class Store:
         return obj
 
     def _admit(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
-        """Mutating + validating admission for what the double knows: Secrets, CRDs' schemas."""
+        """Mutating + validating admission for what this server knows: Secrets, CRDs' schemas."""
         obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
         if rt.kind == "Secret" and "stringData" in obj:
             data = obj.setdefault("data", {}) or {}

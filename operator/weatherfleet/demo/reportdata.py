@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
+from ..local.system import LocalSystem
 from ..messages import FIELDS, SENSOR_FIELDS
 from .report import Check, DeviceSummary, ReportData
-from .system import LocalSystem
 
 
 def location_series(

@@ -1,20 +1,24 @@
-"""The HTTP face of the double: the Kubernetes REST paths, discovery, chunked watch streams, and a
+"""The HTTP face of the API server: the Kubernetes REST paths, discovery, chunked watch streams, and a
 thread runner so that synchronous clients (the `kubernetes` package, kopf in KopfRunner's thread) can
 talk to it from anywhere in the test process."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import secrets
+import ssl
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from aiohttp import web
 
+from . import persist, printing
 from .store import ApiError, ResourceType, Store, Write
 
 T = TypeVar("T")
@@ -27,10 +31,36 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
     )
 
 
-class ApiServerDouble:
-    def __init__(self, store: Store | None = None, token: str | None = None, bookmark_seconds: float = 5.0):
+@dataclass(frozen=True)
+class ServingCertificate:
+    """HTTPS for the server: its certificate and key, and the CA clients verify it with. kubectl sends a
+    bearer token only over TLS, so a server meant for kubectl needs one."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+class ApiServer:
+    def __init__(
+        self,
+        store: Store | None = None,
+        token: str | None = None,
+        bookmark_seconds: float = 5.0,
+        tls: ServingCertificate | None = None,
+        state_path: Path | None = None,
+        save_seconds: float = 5.0,
+    ):
+        """`state_path`: keep the objects in this file (loaded now when it exists, saved every
+        `save_seconds` when something changed, and at stop), as etcd keeps them for kube-apiserver."""
+        self.state_path = Path(state_path) if state_path else None
+        self.save_seconds = save_seconds
+        if store is None and self.state_path is not None:
+            store = persist.load(self.state_path)
         self.store = store or Store()
+        self._saved_rv = self.store.rv
         self.token = token or secrets.token_urlsafe(16)
+        self.tls = tls
         self.bookmark_seconds = bookmark_seconds
         self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -39,7 +69,7 @@ class ApiServerDouble:
         self._stopping: asyncio.Event | None = None
 
     # -- lifecycle --
-    def start(self, port: int = 0) -> ApiServerDouble:
+    def start(self, port: int = 0) -> ApiServer:
         ready = threading.Event()
         errors: list[BaseException] = []
 
@@ -56,10 +86,10 @@ class ApiServerDouble:
                 loop.close()
 
         self._ready = ready
-        self._thread = threading.Thread(target=main, name="kube-api-double", daemon=True)
+        self._thread = threading.Thread(target=main, name="kube-apiserver", daemon=True)
         self._thread.start()
         if not ready.wait(30):
-            raise RuntimeError("the API double did not start")
+            raise RuntimeError("the embedded API server did not start")
         if errors:
             raise errors[0]
         return self
@@ -69,19 +99,42 @@ class ApiServerDouble:
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        context = None
+        if self.tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(str(self.tls.cert), str(self.tls.key))
+        site = web.TCPSite(self._runner, "127.0.0.1", port, ssl_context=context)
         await site.start()
         sock = site._server.sockets[0]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        scheme = "https" if context is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{sock.getsockname()[1]}"
         self._stopping = asyncio.Event()
         self._ready.set()
+        saver = asyncio.create_task(self._save_periodically()) if self.state_path else None
         await self._stopping.wait()
+        if saver is not None:
+            saver.cancel()
+        self.save()
+
+    async def _save_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.save_seconds)
+            self.save()
+
+    def save(self) -> None:
+        """Write the state file if anything changed since the last save (call on the server's loop)."""
+        if self.state_path is not None and self.store.rv != self._saved_rv:
+            persist.save(self.store, self.state_path)
+            self._saved_rv = self.store.rv
 
     async def _cleanup(self) -> None:
         if self._runner:
             await self._runner.cleanup()
 
     def stop(self) -> None:
+        """Stop serving (saving the state file first when there is one); safe to call twice."""
+        if self._thread is None or not self._thread.is_alive():
+            return
         if self._loop and self._stopping:
             # End every open watch stream first, so no handler is left waiting when the loop closes.
             self._loop.call_soon_threadsafe(self._end_watches)
@@ -103,20 +156,31 @@ class ApiServerDouble:
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(30)
 
     def write_kubeconfig(self, path: Path, namespace: str = "default") -> Path:
+        """A kubeconfig for this server (0600: it holds the token), usable by kubectl and every client."""
+        cluster: dict[str, Any] = {"server": self.url}
+        if self.tls is not None:
+            cluster["certificate-authority-data"] = base64.b64encode(Path(self.tls.ca).read_bytes()).decode()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)
         path.write_text(
             yaml.safe_dump(
                 {
                     "apiVersion": "v1",
                     "kind": "Config",
-                    "clusters": [{"name": "double", "cluster": {"server": self.url}}],
-                    "users": [{"name": "tester", "user": {"token": self.token}}],
+                    "clusters": [{"name": "weatherfleet", "cluster": cluster}],
+                    "users": [{"name": "weatherfleet", "user": {"token": self.token}}],
                     "contexts": [
                         {
-                            "name": "double",
-                            "context": {"cluster": "double", "user": "tester", "namespace": namespace},
+                            "name": "weatherfleet",
+                            "context": {
+                                "cluster": "weatherfleet",
+                                "user": "weatherfleet",
+                                "namespace": namespace,
+                            },
                         }
                     ],
-                    "current-context": "double",
+                    "current-context": "weatherfleet",
                 }
             )
         )
@@ -136,7 +200,7 @@ class ApiServerDouble:
         parts = [p for p in request.path.split("/") if p]
         store = self.store
         if parts == ["version"]:
-            return _json({"major": "1", "minor": "31", "gitVersion": "v1.31.0-weatherfleet-double"})
+            return _json({"major": "1", "minor": "31", "gitVersion": "v1.31.0-weatherfleet"})
         if parts in (["healthz"], ["readyz"], ["livez"]):
             return web.Response(text="ok")
         if parts == ["api"]:
@@ -178,6 +242,8 @@ class ApiServerDouble:
             if watch:
                 return await self._watch(request, rt, namespace)
             items, rv = store.list(rt, namespace, q.get("labelSelector"), q.get("fieldSelector"))
+            if rt.custom and printing.wants_table(request.headers.get("Accept", "")):
+                return _json(printing.table(items, rt.columns, str(rv), q.get("includeObject", "Metadata")))
             return _json(
                 {
                     "kind": f"{rt.kind}List",
@@ -188,7 +254,11 @@ class ApiServerDouble:
             )
         if request.method == "GET":
             assert name is not None
-            return _json(store.get(rt, namespace, name))
+            obj = store.get(rt, namespace, name)
+            if rt.custom and sub is None and printing.wants_table(request.headers.get("Accept", "")):
+                rv = obj["metadata"].get("resourceVersion", "")
+                return _json(printing.table([obj], rt.columns, rv, q.get("includeObject", "Metadata")))
+            return _json(obj)
         verb = WRITE_VERBS.get(request.method)
         if verb is None:
             raise ApiError(405, "MethodNotAllowed", f"{request.method} is not supported")

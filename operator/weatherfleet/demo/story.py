@@ -1,12 +1,16 @@
 """`weatherfleet demo`: a scripted, time-compressed story on top of the local system.
 
     1. a fleet of emulated devices comes up on the factory firmware and publishes;
-    2. release 1.1.0 is built, signed and pushed, the fleet's CR names it, and it rolls out in three waves;
+    2. release 1.1.0 is built, signed and pushed, its FirmwareRelease and the fleet's new rollout are
+       committed, and the operator rolls it out in three waves: while the first wave is open only its
+       devices update, and no device outside the open share ever fetches the candidate;
     3. release 1.2.0 crashes on boot: the failure threshold halts it in its first wave, the devices that
        took it roll back and stay on 1.1.0, while the rest never see it;
     4. a summary table and an HTML report; every step is a check, and the demo fails if one does not hold.
 
-The story changes the fleet only the GitOps way: by editing the CR file the local mode watches."""
+The story changes the fleet only the GitOps way: by editing the CR file the local mode applies. Every
+decision (release verification, waves, halts, the plan OtaFlux serves) is the operator's, running on
+the local API server exactly as in a cluster; the story only pushes firmware and watches."""
 
 from __future__ import annotations
 
@@ -21,14 +25,14 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
+from ..local.system import REPOSITORY_PREFIX, LocalSystem, UpOptions
+from ..local.table import device_table, rollout_table
+from ..local.timeline import TimelineEvent
+from ..provisioning.bundles import DEVICE_SOURCE, build_bundles, push_release
+from ..provisioning.deviceconfig import Timing
 from ..rollout import in_share, rollout_id, share_of
-from .deviceconfig import Timing
-from .releases import DEVICE_SOURCE, build_bundles, push_release
 from .report import Check, write_report
 from .reportdata import collect
-from .system import REPOSITORY_PREFIX, LocalSystem, UpOptions
-from .table import device_table, rollout_table
-from .timeline import TimelineEvent
 
 NAMESPACE, FLEET = "weatherfleet", "demo"
 FLEET_KEY = f"{NAMESPACE}/{FLEET}"
@@ -63,14 +67,21 @@ def release_name(version: str) -> str:
     return "firmware-" + version.replace(".", "-")
 
 
-def demo_resources(config: StoryConfig, release: str | None) -> list[dict]:
+def demo_resources(config: StoryConfig, release: str | None, published: tuple[str, ...] = ()) -> list[dict]:
+    """The demo's CR folder: the fleet (rolling out `release`), its sensors, and a signed FirmwareRelease
+    per version already `published` (built, signed and pushed: CI commits the release after the push)."""
     fleet = {
         "apiVersion": "weatherfleet.io/v1alpha1",
         "kind": "SensorFleet",
         "metadata": {"name": FLEET, "namespace": NAMESPACE},
         "spec": {
             "selector": {"matchLabels": {"weatherfleet.io/fleet": FLEET}},
-            "broker": {"kind": "mosquitto", "host": "127.0.0.1"},
+            "broker": {
+                "kind": "mosquitto",
+                "host": "mosquitto",
+                "aclConfigMap": "mosquitto-acl",
+                "deployment": None,
+            },
             "alerting": {"noDataAfter": "1m"},
             "rollout": {
                 "release": release,
@@ -113,24 +124,30 @@ def demo_resources(config: StoryConfig, release: str | None) -> list[dict]:
             "spec": {
                 "version": v,
                 "artifact": {
-                    "repository": f"localhost/{REPOSITORY_PREFIX}{{deviceId}}",
+                    "repository": f"registry.weatherfleet.svc:5000/{REPOSITORY_PREFIX}{{deviceId}}",
                     "tag": v,
                     "kind": "bundle",
                 },
                 "features": [],
+                "signature": {
+                    "required": True,
+                    "publicKeyRef": {"name": "firmware-signing-key", "key": "ed25519.pub"},
+                },
             },
         }
-        for v in (GOOD, BAD)
+        for v in published
     ]
     return [fleet, *sensors, *releases]
 
 
-def write_fleet(directory: Path, config: StoryConfig, release: str | None) -> None:
+def write_fleet(
+    directory: Path, config: StoryConfig, release: str | None, published: tuple[str, ...] = ()
+) -> None:
     """The 'git commit' of the story: the CR folder with the fleet's rollout naming `release`."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "fleet.yaml"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump_all(demo_resources(config, release), sort_keys=False))
+    tmp.write_text(yaml.safe_dump_all(demo_resources(config, release, published), sort_keys=False))
     tmp.replace(path)
 
 
@@ -199,7 +216,8 @@ class Story:
         return {d for d in self.devices if d in obs and obs[d].online}
 
     def status(self):
-        return self.system.state.rollouts.get(FLEET_KEY)
+        """The fleet's rollout status, as the operator wrote it into the API."""
+        return self.system.fleet_statuses().get(FLEET_KEY)
 
     def publish(self, version: str, source: Path = DEVICE_SOURCE) -> dict[str, str]:
         bundles = build_bundles(
@@ -250,36 +268,71 @@ class Story:
             stored >= everyone,
             f"{len(stored & everyone)} devices",
         )
-        self.publish(FACTORY)
 
         self.say(f"[bold]2. release {GOOD}: build, sign, push, roll out in three waves[/]")
         digests = self.publish(GOOD)
         self.check(f"{GOOD} pushed and its signature verifies for every device", set(digests) == everyone)
-        write_fleet(self.crs, cfg, release_name(GOOD))
+        write_fleet(self.crs, cfg, release_name(GOOD), (GOOD,))
         rid = rollout_id(FLEET_KEY, release_name(GOOD), GOOD)
-        early: list[str] = []
+        early: list[str] = []  # reported the candidate while outside the open share
+        fetched_outside: list[str] = []  # started downloading it while outside the open share
         first_seen: set[str] = set()
+        during_wave_1: set[str] = set()
+        looked = [0]
+
+        def open_share() -> str | None:
+            """The rank threshold of the open share (weatherfleet.rollout.ranks): everyone once complete."""
+            status = self.status()
+            ours = status is not None and status.version == GOOD and status.phase in ("Progressing", "Paused")
+            return status.threshold if ours else ("f" * 64 if status and status.phase == "Complete" else None)
 
         def watch_waves() -> None:
+            threshold = open_share()
             status = self.status()
             for device, version in self.reported().items():
                 if version == GOOD and device not in first_seen:
                     first_seen.add(device)
-                    if status is None or not in_share(rid, device, status.threshold):
+                    if not in_share(rid, device, threshold):
                         early.append(device)
+                    if status is not None and status.version == GOOD and status.wave == 0:
+                        during_wave_1.add(device)
+            history = self.system.ota_history
+            for device, state, version in history[looked[0] :]:
+                if version == GOOD and state != "checking" and not in_share(rid, device, threshold):
+                    fetched_outside.append(device)
+            looked[0] = len(history)
 
         self.wait(
-            lambda: self.status() is not None and self.status().phase in ("Complete", "Halted"),
+            lambda: (
+                self.status() is not None
+                and self.status().version == GOOD
+                and self.status().phase in ("Complete", "Halted")
+            ),
             timeout=cfg.timeout + 3 * cfg.bake_seconds,
             every=watch_waves,
         )
         status = self.status()
         waves = [e for e in self.system.timeline.events() if e.kind == "wave" and e.version == GOOD]
-        self.check(f"{GOOD} completed", status.phase == "Complete" and status.version == GOOD, status.reason)
+        self.check(
+            f"{GOOD} completed",
+            status is not None and status.phase == "Complete" and status.version == GOOD,
+            status.reason if status else "no rollout status",
+        )
         self.check(
             "it opened in three waves (20%, 50%, 100%)",
             [e.percent for e in waves] == [20.0, 50.0, 100.0],
             ", ".join(f"{e.percent:g}%" for e in waves),
+        )
+        wave_1 = share_of(rid, self.devices, 20)
+        self.check(
+            "while wave 1 was open, only its devices updated",
+            during_wave_1 <= wave_1,
+            f"wave 1: {sorted(wave_1)}; updated then: {sorted(during_wave_1)}",
+        )
+        self.check(
+            f"no device outside the open share fetched {GOOD}",
+            not fetched_outside,
+            ", ".join(sorted(set(fetched_outside))),
         )
         self.check("no device updated before its wave opened", not early, ", ".join(early))
         self.wait(lambda: set(self.reported().values()) == {GOOD}, timeout=cfg.timeout / 2)
@@ -302,8 +355,14 @@ class Story:
         bad_rid = rollout_id(FLEET_KEY, release_name(BAD), BAD)
         first_wave = share_of(bad_rid, self.devices, 20)
         self.say(f"  wave 1 of {BAD} is open to {sorted(first_wave)}")
-        write_fleet(self.crs, cfg, release_name(BAD))
-        self.wait(lambda: self.status().version == BAD and self.status().phase in ("Halted", "Complete"))
+        write_fleet(self.crs, cfg, release_name(BAD), (GOOD, BAD))
+        self.wait(
+            lambda: (
+                self.status() is not None
+                and self.status().version == BAD
+                and self.status().phase in ("Halted", "Complete")
+            )
+        )
         status = self.status()
         halted_at = datetime.now(UTC)
         failed = {f.device_id for f in status.failed_devices}
