@@ -41,6 +41,11 @@ CAUSE_NAMES = {1: "power_on", 2: "hard", 3: "watchdog", 4: "deepsleep", 5: "soft
 STAT_IDLE, STAT_CONNECTING, STAT_GOT_IP = 1000, 1001, 1010
 STAT_NO_AP_FOUND, STAT_WRONG_PASSWORD = 201, 202
 NO_REGISTER = 0xFFFF
+# The ESP32 port's FreeRTOS ticks at 100 Hz: its timers and its poll loop wake at 10 ms granularity. The
+# unix VM polls a TLS socket (not a plain fd to select) every 1 ms, ~1,300 wake-ups a second per idle
+# board; with the kernel's timer slack at one ESP32 tick a board wakes as often as the real one does and
+# costs the host a third of the CPU. Every timer of the board may fire up to this late.
+TIMER_SLACK_NS = 10_000_000
 _SYS_PIDFD_GETFD = 438
 
 
@@ -125,11 +130,13 @@ class Board:
         echo: bool = False,
         reboot_delay: float = 0.05,
         heap: int | str | None = None,
+        timer_slack_ns: int | None = TIMER_SLACK_NS,
     ) -> None:
         self.device_id = device_id
         self.seed = seed if seed is not None else int(hashlib.sha256(device_id.encode()).hexdigest()[:8], 16)
         self.root = Path(root)
         self.heap = vm.parse_heap(heap)
+        self.timer_slack_ns = timer_slack_ns
         self.flash = Flash(self.root)
         self.flash.on_power_cut = lambda: self._end(self.boot, PWRON_RESET, "power cut")
         self.partitions = PartitionTable(self.flash)
@@ -147,6 +154,7 @@ class Board:
         if "sds011" in sensors:
             self.sds011 = self.uart[2] = SDS011(now, world, self.seed, sds011_noise, sds011_corruption)
         self.console: collections.deque[str] = collections.deque(maxlen=4000)
+        self.console_times: collections.deque[float] = collections.deque(maxlen=4000)  # monotonic, per line
         self.boots: list[BootRecord] = []
         self.boot: Boot | None = None
         self.state = DeviceState.OFF
@@ -155,6 +163,7 @@ class Board:
         self._wake: asyncio.Event | None = None
         self._stopping = False
         self._breaker: asyncio.Task | None = None
+        self._cut_pending = False
         self.unique_id = hashlib.sha256(f"esp32:{device_id}".encode()).digest()[:6]
 
     # -- provisioning ---------------------------------------------------------------------------------
@@ -167,8 +176,10 @@ class Board:
 
     # -- console --------------------------------------------------------------------------------------
     def log(self, text: str) -> None:
+        now = time.monotonic()
         for line in text.splitlines() or [""]:
             self.console.append(line)
+            self.console_times.append(now)
             if self.echo:
                 print(f"[{self.device_id}] {line}", flush=True)
 
@@ -224,9 +235,12 @@ class Board:
         self._end(self.boot, PWRON_RESET, "power cycle")
 
     def power_cut(self) -> None:
-        """Pull the plug now, wherever the board is (counted like an armed cut)."""
+        """Pull the plug now, wherever the board is (counted like an armed cut). Between two boots (the
+        reset in progress) it falls on the next boot as soon as its process exists."""
         if self.boot and self.boot.alive:
             self.flash.cut()
+        else:
+            self._cut_pending = True
 
     @property
     def pid(self) -> int | None:
@@ -280,6 +294,9 @@ class Board:
             self.log(f"devicesim: boot {boot.number} ({CAUSE_NAMES[cause]}) slot={slot}")
             self._spawn(boot, self._frozen_dir(slot))
             record.pid = boot.pid
+            if self._cut_pending:
+                self._cut_pending = False
+                self.flash.cut()
             self.state = DeviceState.RUNNING
             while not boot.exited.is_set():
                 self._wake.clear()
@@ -347,6 +364,9 @@ class Board:
         os.set_blocking(to_host_r, False)
         os.set_blocking(out_r, False)
         boot.pidfd = os.pidfd_open(boot.process.pid)
+        if self.timer_slack_ns is not None:
+            with contextlib.suppress(OSError):  # needs CAP_SYS_NICE over the child; best effort
+                Path(f"/proc/{boot.process.pid}/timerslack_ns").write_text(str(self.timer_slack_ns))
         loop = self.loop
         loop.add_reader(to_host_r, self._on_requests, boot, to_host_r)
         loop.add_reader(out_r, self._on_output, boot, out_r)

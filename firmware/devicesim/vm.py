@@ -55,6 +55,7 @@ def parse_heap(value: int | str | None) -> int:
 
 
 _rom_dir: Path | None = None
+SETPRIV = shutil.which("setpriv")
 
 
 def rom_dir() -> Path:
@@ -83,8 +84,11 @@ def command(
     heap: int, flash: Path, frozen: Path | None, cause: int, uid: bytes, rfd: int, wfd: int
 ) -> list[str]:
     rom = rom_dir()
+    # setpriv (util-linux) makes the kernel kill the board when the host process dies, so no orphaned VM
+    # keeps polling its TLS socket after a crashed test or runner
+    guard = [SETPRIV, "--pdeathsig", "KILL"] if SETPRIV else []
     return [
-        micropython_command(), "-X", f"heapsize={heap}", "-m", "_board",
+        *guard, micropython_command(), "-X", f"heapsize={heap}", "-m", "_board",
         str(rom), str(flash), str(frozen) if frozen else "-", str(cause), uid.hex(), str(rfd), str(wfd),
     ]  # fmt: skip
 

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from devicesim import vm
+from devicesim.board import TIMER_SLACK_NS
 from devicesim.flash import pem_to_der
 
 PROBE = """
@@ -110,6 +111,8 @@ async def test_the_board_from_inside(devices) -> None:
     cmdline = Path(f"/proc/{device.pid}/cmdline").read_bytes().split(b"\0")
     assert os.path.basename(cmdline[1].decode()) == "micropython" or b"micropython" in cmdline[0]
     assert f"heapsize={cap}".encode() in cmdline
+    # its timers wake at the ESP32's 10 ms tick granularity (see board.TIMER_SLACK_NS)
+    assert Path(f"/proc/{device.pid}/timerslack_ns").read_text().strip() == str(TIMER_SLACK_NS)
 
 
 async def test_heap_cap_is_per_board(devices) -> None:
