@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -118,8 +117,7 @@ def decommission(ctl: Any, body: dict) -> None:
     revoke(ctl, device_id, serials)
 
 
-# Where the CA's key is, for the CRL ("<namespace>/<secret>", the Secret a cert-manager CA issuer reads:
-# tls.crt, tls.key). Unset: no CRL (the ACL and the NanoMQ password file still shut the device out).
+# Where the CA's key is, for the CRL: OperatorSettings.crl_ca_secret, from this variable.
 CRL_CA_SECRET_ENV = "WEATHERFLEET_CRL_CA_SECRET"
 
 
@@ -161,8 +159,8 @@ def note_serials(ctl: Any, namespace: str, device_id: str, uid: str) -> None:
 def revoke(ctl: Any, device_id: str, serials: set[int]) -> bool:
     """Add serials to the fleet CA's CRL ConfigMap (in the operator's namespace). False when there is no
     CA key to sign with or nothing to add."""
-    ref = getattr(ctl.settings, "crl_ca_secret", None) or os.environ.get(CRL_CA_SECRET_ENV, "")
-    if not serials or "/" not in ref:
+    ref = ctl.settings.crl_ca_secret
+    if not serials or not ref:
         return False
     ca_namespace, ca_name = ref.split("/", 1)
     secret = ctl.kube.get("v1", "Secret", ca_namespace, ca_name)
