@@ -214,6 +214,16 @@ class _Text:
 _ESCAPES = {110: 10, 116: 9, 114: 13, 98: 8, 102: 12}
 
 
+def _same(b, n, text):
+    # the n bytes of b equal the (ASCII) text, compared without slicing
+    if len(text) != n:
+        return False
+    for i in range(n):
+        if b[i] != ord(text[i]):
+            return False
+    return True
+
+
 class _Json:
     """A pull parser over anything with byte() -> int (-1 at the end). The caller walks the document:
     obj() yields keys and the caller reads or skips each value."""
@@ -238,8 +248,10 @@ class _Json:
             raise ValueError("JSON: expected %s" % chr(ch))
         self._next()
 
-    def obj(self):
-        """Keys of an object, the parser positioned at each key's value (none for null)."""
+    def obj(self, known=None):
+        """Keys of an object, the parser positioned at each key's value (none for null). With `known` (a
+        tuple of key names) a key is yielded as the matching string of it, else as None: no key string
+        is allocated; without, every key as a new string."""
         if self._ws() == 110:
             self._word()
             return
@@ -248,7 +260,7 @@ class _Json:
             self._next()
             return
         while True:
-            key = self.string()
+            key = self.string(128, known, False) if known is not None else self.string()
             self._expect(58)
             yield key
             c = self._ws()
@@ -275,8 +287,10 @@ class _Json:
             if c != 44:
                 raise ValueError("JSON: bad array")
 
-    def string(self, limit=128):
-        """A string value (or null -> None), at most `limit` bytes (read into one scratch buffer)."""
+    def string(self, limit=128, known=(), other=True):
+        """A string value (or null -> None), at most `limit` bytes, read into one scratch buffer. A value
+        equal to one of `known` is returned as that very string (nothing allocated); any other value as a
+        new string, or None when `other` is False."""
         c = self._ws()
         if c == 110:
             self._word()
@@ -309,7 +323,10 @@ class _Json:
             b[n] = c
             n += 1
         self._next()
-        return str(memoryview(b)[:n], "utf-8")
+        for k in known:
+            if _same(b, n, k):
+                return k
+        return str(memoryview(b)[:n], "utf-8") if other else None
 
     def number(self):
         """An integer (or null -> None)."""
@@ -342,7 +359,7 @@ class _Json:
         """Any value, keeping nothing."""
         c = self._ws()
         if c == 123:
-            for _ in self.obj():
+            for _ in self.obj(()):
                 self.skip()
         elif c == 91:
             for _ in self.arr():
@@ -381,14 +398,14 @@ class _Envelope:
         doc = {"crcs": {}}
         manifest = None
         h = None
-        for key in p.obj():
+        for key in p.obj(_ENVELOPE_KEYS):
             if key == "version" or key == "manifestDigest":
                 doc[key] = p.string()
             elif key == "crc32":
                 doc[key] = p.number()
             elif key == "signature":
                 sig = {}
-                for k in p.obj():
+                for k in p.obj(_SIGNATURE_KEYS):
                     if k == "algorithm" or k == "signature":
                         sig[k] = p.string(256)
                     else:
@@ -398,7 +415,7 @@ class _Envelope:
                 crcs = doc["crcs"]
                 for _ in p.arr():
                     d = c = None
-                    for k in p.obj():
+                    for k in p.obj(_FILE_KEYS):
                         if k == "digest":
                             d = p.string()
                         elif k == "crc32":
@@ -423,21 +440,32 @@ class _Envelope:
         return doc, manifest, h
 
 
+_ENVELOPE_KEYS = ("version", "manifestDigest", "crc32", "signature", "files", "manifest", "authorisation")
+_SIGNATURE_KEYS = ("algorithm", "signature", "payload")
+_FILE_KEYS = ("digest", "crc32")
+_MANIFEST_KEYS = ("artifactType", "annotations", "layers")
+_LAYER_KEYS = ("mediaType", "digest", "size", "annotations")
+_ARTIFACTS = (BUNDLE_ARTIFACT, IMAGE_ARTIFACT)
+_LAYER_TYPES = (FILE_LAYER, IMAGE_LAYER)
+
+
 def _manifest(p):
     """The fields of the OCI manifest the check uses: artifactType, the version annotation, and per layer
     mediaType, digest, size and title."""
     m = {}
-    for key in p.obj():
+    for key in p.obj(_MANIFEST_KEYS):
         if key == "artifactType":
-            m[key] = p.string()
+            m[key] = p.string(128, _ARTIFACTS)
         elif key == "annotations":
             m[key] = _annotations(p, VERSION)
         elif key == "layers":
             layers = []
             for _ in p.arr():
                 layer = {}
-                for k in p.obj():
-                    if k == "mediaType" or k == "digest":
+                for k in p.obj(_LAYER_KEYS):
+                    if k == "mediaType":
+                        layer[k] = p.string(128, _LAYER_TYPES)
+                    elif k == "digest":
                         layer[k] = p.string()
                     elif k == "size":
                         layer[k] = p.number()
@@ -455,7 +483,7 @@ def _manifest(p):
 
 def _annotations(p, wanted):
     a = {}
-    for k in p.obj():
+    for k in p.obj((wanted,)):
         if k == wanted:
             a[k] = p.string()
         else:
