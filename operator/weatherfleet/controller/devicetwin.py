@@ -159,8 +159,29 @@ def note_serials(ctl: Any, namespace: str, device_id: str, uid: str) -> None:
 def revoke(ctl: Any, device_id: str, serials: set[int]) -> bool:
     """Add serials to the fleet CA's CRL ConfigMap (in the operator's namespace). False when there is no
     CA key to sign with or nothing to add."""
+    if not serials or not _write_crl(ctl, serials):
+        return False
+    log.info("certificates revoked", extra={"device": device_id, "serials": len(serials)})
+    return True
+
+
+def ensure_crl(ctl: Any) -> None:
+    """The CRL exists before anything is revoked (from the fleet reconcile), when the operator may sign one:
+    a broker that mounts `weatherfleet-crl` can then start with it (Mosquitto's crlfile must parse, and its
+    listener takes the crlfile setting only at start; the file's content it re-reads on SIGHUP). Once per
+    operator process."""
+    if getattr(ctl, "crl_ensured", False) or not ctl.settings.crl_ca_secret:
+        return
+    if ctl.kube.get("v1", "ConfigMap", ctl.settings.namespace, CRL_CONFIGMAP) is not None or _write_crl(
+        ctl, set()
+    ):
+        ctl.crl_ensured = True
+
+
+def _write_crl(ctl: Any, serials: set[int]) -> bool:
+    """Sign the live list plus `serials` with the CA key and apply it; False without a CA key pair."""
     ref = ctl.settings.crl_ca_secret
-    if not serials or not ref:
+    if not ref:
         return False
     ca_namespace, ca_name = ref.split("/", 1)
     secret = ctl.kube.get("v1", "Secret", ca_namespace, ca_name)
@@ -178,7 +199,6 @@ def revoke(ctl: Any, device_id: str, serials: set[int]) -> bool:
     )
     result = ctl.kube.apply_raw(crl_config_map(namespace, pem, everything, labels(None)), "weatherfleet-crl")
     ctl.cache.put({**result, "apiVersion": "v1", "kind": "ConfigMap"})
-    log.info("certificates revoked", extra={"device": device_id, "serials": len(serials)})
     return True
 
 
