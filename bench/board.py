@@ -263,8 +263,8 @@ async def heap_figures(site: Site, quick: bool) -> None:
         phase, error = failures[lo]
         print(f"  at {lo // KIB} KiB the run stops in: {phase}" + (f" ({error})" if error else ""))
     print(
-        f"  on an ESP32 (32-bit objects, about half the size) that corresponds to roughly "
-        f"{hi // 2 // KIB}-{hi // KIB} KiB of its ~{vm.ESP32_HEAP // KIB} KiB"
+        f"  (the default cap is the ESP32's {vm.ESP32_HEAP // KIB} KiB doubled for 64-bit objects plus the "
+        f"emulated built-ins: a need near 100 % means the ESP32 would be about as tight)"
     )
 
 
