@@ -3,6 +3,8 @@
 #
 #   check()        -> Plan or None   GET /v1/manifest; sha256(manifest) == manifestDigest; Ed25519 signature
 #                                    over the digest with a provisioned key; versions rolled back are skipped
+#                                    anti-rollback: never below the security version confirmed here, and
+#                                    below the running version only with a signed downgrade authorisation
 #   install(plan)  generator         yields progress (0..100) once per chunk; bundles: only files whose
 #                                    digest differs from the running slot are fetched; images: written to
 #                                    esp32.Partition.get_next_update() block by block
@@ -27,6 +29,8 @@ IMAGE_LAYER = "application/vnd.weatherfleet.firmware.image.layer.v1+octet-stream
 FILE_LAYER = "application/vnd.weatherfleet.firmware.file.v1+octet-stream"
 TITLE = "org.opencontainers.image.title"
 VERSION = "org.opencontainers.image.version"
+SECURITY = "io.weatherfleet.firmware.security-version"
+DOWNGRADE = "weatherfleet downgrade "
 
 
 class OtaError(Exception):
@@ -34,13 +38,37 @@ class OtaError(Exception):
 
 
 class Plan:
-    def __init__(self, version, kind, digest, files):
+    def __init__(self, version, kind, digest, files, security=0):
         self.version = version
+        self.security = security  # the signed anti-rollback counter, kept in the state once confirmed
         self.kind = kind  # "bundle" | "image"
         self.digest = digest  # manifest digest
         # [(path, layer digest "sha256:..", size, crc32 or None)]; the CRC comes from the unsigned envelope:
         # an early, cheap check, the signed sha256 decides
         self.files = files
+
+
+def _counter(text):
+    # a security version as signed: decimal digits, else 0 (the releases before the counter existed)
+    return int(text) if isinstance(text, str) and text.isdigit() else 0
+
+
+def _semver(v):
+    core, _, pre = v.split("+")[0].partition("-")
+    parts = core.split(".")
+    if len(parts) != 3 or not all(x.isdigit() for x in parts):
+        return None
+    # a release ranks above its pre-releases; numeric identifiers below alphanumeric ones
+    ids = [(0, int(x), "") if x.isdigit() else (1, 0, x) for x in pre.split(".")] if pre else [(2, 0, "")]
+    return [int(x) for x in parts], ids
+
+
+def older(a, b):
+    """a < b by semantic version precedence (False when either is not a semantic version)."""
+    ka, kb = _semver(a or ""), _semver(b or "")
+    if ka is None or kb is None:
+        return False
+    return (ka[0], ka[1]) < (kb[0], kb[1])
 
 
 def decode_key(text):
@@ -424,6 +452,14 @@ class _Envelope:
                             p.skip()
                     if d is not None and c is not None:
                         crcs[d] = c
+            elif key == "authorisation":
+                auth = {}
+                for k in p.obj():
+                    if k == "text" or k == "algorithm" or k == "signature":
+                        auth[k] = p.string(256)
+                    else:
+                        p.skip()
+                doc["authorisation"] = auth
             elif key == "manifest":
                 if p._ws() != 34:
                     raise ValueError("manifest is not a string")
@@ -457,7 +493,7 @@ def _manifest(p):
         if key == "artifactType":
             m[key] = p.string(128, _ARTIFACTS)
         elif key == "annotations":
-            m[key] = _annotations(p, VERSION)
+            m[key] = _annotations(p, (VERSION, SECURITY))
         elif key == "layers":
             layers = []
             for _ in p.arr():
@@ -470,7 +506,7 @@ def _manifest(p):
                     elif k == "size":
                         layer[k] = p.number()
                     elif k == "annotations":
-                        layer[k] = _annotations(p, TITLE)
+                        layer[k] = _annotations(p, (TITLE,))
                     else:
                         p.skip()
                 layers.append(layer)
@@ -483,8 +519,8 @@ def _manifest(p):
 
 def _annotations(p, wanted):
     a = {}
-    for k in p.obj((wanted,)):
-        if k == wanted:
+    for k in p.obj(wanted):
+        if k in wanted:
             a[k] = p.string()
         else:
             p.skip()
@@ -508,7 +544,9 @@ class Updater:
         sleep_ms=None,
         retries=5,
         buf=None,
+        rollout_keys=(),
     ):
+        self.rollout_keys = rollout_keys  # raw Ed25519 keys of the operator: they sign downgrade authorisations
         self.device = device
         self.host = host
         self.port = port
@@ -582,6 +620,12 @@ class Updater:
         signed_version = (manifest.get("annotations") or {}).get(VERSION)
         if signed_version != version:
             raise OtaError("signed version %s differs from announced %s" % (signed_version, version))
+        security = _counter((manifest.get("annotations") or {}).get(SECURITY))
+        floor = self.state.get("sv") or 0
+        if security < floor:
+            raise OtaError("%s has security version %d, below the %d confirmed on this device" % (version, security, floor))
+        if older(version, self.current) and not self._authorised(doc.get("authorisation"), version):
+            raise OtaError("downgrade from %s to %s not authorised" % (self.current, version))
         kind = self._kind(manifest)
         if kind != self.kind:
             raise OtaError("release is a %s, this device installs %ss" % (kind, self.kind))
@@ -597,7 +641,7 @@ class Updater:
             files.append((safe_path(title) if kind == "bundle" else title, d, int(layer["size"]), crcs.get(d)))
         if not files or (kind == "image" and len(files) != 1):
             raise OtaError("manifest has %d layers" % len(files))
-        return Plan(version, kind, digest, files)
+        return Plan(version, kind, digest, files, security)
 
     def _kind(self, manifest):
         at = manifest.get("artifactType")
@@ -612,7 +656,41 @@ class Updater:
             return "bundle"
         raise OtaError("unknown artifact type %s" % at)
 
+    def _authorised(self, auth, version):
+        """A downgrade to `version` is allowed only by the operator's signed line naming it and the version
+        running here: 'weatherfleet downgrade to=V from=V[,V..] rollout=ID' (a halted candidate going back
+        to stable, a fleet rollback). Never because a tag or the plan alone says so."""
+        if not auth or auth.get("algorithm") != "ed25519" or not self.rollout_keys:
+            return False
+        text = auth.get("text") or ""
+        if not text.startswith(DOWNGRADE):
+            return False
+        terms = {}
+        for part in text[len(DOWNGRADE):].split(" "):
+            k, _, v = part.partition("=")
+            terms[k] = v
+        if terms.get("to") != version or self.current not in (terms.get("from") or "").split(","):
+            return False
+        try:
+            raw = binascii.a2b_base64(str(auth.get("signature", "")).encode())
+        except ValueError:
+            return False
+        import edverify
+
+        ok = False
+        for key in self.rollout_keys:
+            if edverify.verify(key, text.encode(), raw):
+                ok = True
+                break
+        del edverify
+        import sys
+
+        sys.modules.pop("edverify", None)
+        return ok
+
     def _verify_signature(self, sig, digest):
+        # cosign's format: the signed bytes are its simple-signing payload, which must name exactly the
+        # manifest digest computed here (and be a container signature, as cosign checks)
         if not sig:
             raise OtaError("release is not signed")
         if sig.get("algorithm") != "ed25519":
@@ -685,7 +763,7 @@ class Updater:
                 raise OtaError("%s differs from the manifest after writing" % path)
             yield 100
         slots.write_index(new, index, root)
-        slots.set_pending_bundle(st, plan.version, new, root)
+        slots.set_pending_bundle(st, plan.version, new, root, plan.security)
 
     def _install_image(self, plan):
         part = self.partition
@@ -717,7 +795,7 @@ class Updater:
             raise OtaError("image differs from the manifest after writing")
         label = part.info()[4]
         part.set_boot()
-        slots.set_pending_image(self.state, plan.version, label, self.root)
+        slots.set_pending_image(self.state, plan.version, label, self.root, plan.security)
 
     def _copy_verified(self, src, dst, digest, size):
         # an unchanged file is copied from the running slot, and only if it still hashes right

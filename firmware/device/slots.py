@@ -7,6 +7,7 @@
 #   pending  null, {"version", "slot"} for a bundle not yet confirmed, or {"version", "image": label}
 #   tries    boots of the pending bundle slot so far (boot.py counts, the app's health check resets)
 #   bad      versions that were rolled back on this device: never downloaded again
+#   sv       the highest security version confirmed here: a release below it is never installed
 #   events   OTA events that happened while offline (booted / rolled_back / confirmed), sent after connect
 #   boot     why this boot happened from the OTA point of view: normal / ota / rollback
 # Writes go to a temporary file renamed over the old one, so a power cut leaves the old or the new state.
@@ -31,7 +32,7 @@ def _exists(path):
 
 
 def default_state(version=None):
-    return {"active": "", "version": version, "pending": None, "tries": 0, "bad": [], "events": [], "boot": "normal"}
+    return {"active": "", "version": version, "pending": None, "tries": 0, "bad": [], "events": [], "boot": "normal", "sv": 0}
 
 
 def load(root=""):
@@ -115,14 +116,18 @@ def select_boot_slot(root=""):
     return slot_dir(st.get("active", ""), root), st
 
 
-def set_pending_bundle(st, version, slot, root=""):
+def set_pending_bundle(st, version, slot, root="", sv=0):
     st["pending"] = {"version": version, "slot": slot}
+    if sv:
+        st["pending"]["sv"] = sv
     st["tries"] = 0
     save(st, root)
 
 
-def set_pending_image(st, version, label, root=""):
+def set_pending_image(st, version, label, root="", sv=0):
     st["pending"] = {"version": version, "image": label}
+    if sv:
+        st["pending"]["sv"] = sv
     st["tries"] = 0
     save(st, root)
 
@@ -135,6 +140,8 @@ def confirm(st, root=""):
     if pending.get("slot"):
         st["active"] = pending["slot"]
     st["version"] = pending.get("version", st.get("version"))
+    # anti-rollback: once a release confirmed itself, nothing below its security version is installed
+    st["sv"] = max(st.get("sv") or 0, pending.get("sv") or 0)
     st["pending"] = None
     st["tries"] = 0
     add_event(st, "confirmed", st["version"])

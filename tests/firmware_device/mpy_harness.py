@@ -94,9 +94,15 @@ IMAGE_ARTIFACT = "application/vnd.weatherfleet.firmware.image.v1"
 
 
 def make_release(
-    files: dict[str, bytes], version: str, private_key, device: str = "dev-01", kind: str = "bundle"
+    files: dict[str, bytes],
+    version: str,
+    private_key,
+    device: str = "dev-01",
+    kind: str = "bundle",
+    annotations: dict[str, str] | None = None,
 ) -> dict:
-    """The /v1/manifest document and blobs for a release, signed like `weatherfleet firmware sign` does."""
+    """The /v1/manifest document and blobs for a release, signed like `weatherfleet firmware sign` does
+    (`annotations`: more manifest annotations, e.g. the security version)."""
     from weatherfleet.oci import contract, signatures
 
     layers = []
@@ -126,7 +132,7 @@ def make_release(
             "size": len(config),
         },
         "layers": layers,
-        "annotations": {contract.ANNOTATION_VERSION: version},
+        "annotations": {contract.ANNOTATION_VERSION: version, **(annotations or {})},
     }
     text = json.dumps(manifest, separators=(",", ":"))
     digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
