@@ -86,6 +86,9 @@ def test_operator_runs_with_the_deployment_s_arguments_and_environment(tmp_path,
         "KUBECONFIG",
         "WEATHERFLEET_READINGS_SQLITE",
         "WEATHERFLEET_REGISTRY_MIRRORS",
+        # the local broker is Mosquitto, which checks the CRL; gitops sets it with the mosquitto-crl
+        # component only (NanoMQ checks none)
+        "WEATHERFLEET_CRL_CA_SECRET",
         *LOCAL_OPERATOR_SETTINGS,
     }
     # the same command line; only the liveness port is chosen (a pod has its own network namespace)

@@ -156,7 +156,12 @@ def test_settings_from_env_and_mqtt_needs_mutual_tls(tmp_path):
         OperatorSettings.from_env({"WEATHERFLEET_MQTT_HOST": "nanomq"}).mqtt()
     with pytest.raises(ValidationError):
         OperatorSettings.from_env({"WEATHERFLEET_RESYNC_SECONDS": "-1"})
-    assert "secret" not in repr(OperatorSettings(mqtt_password="secret"))
+    assert "s3cr3t-value" not in repr(OperatorSettings(mqtt_password="s3cr3t-value"))
+    # the CRL's CA Secret is named as <namespace>/<name>, nothing else
+    crl = OperatorSettings.from_env({"WEATHERFLEET_CRL_CA_SECRET": "cert-manager/ca"})
+    assert crl.crl_ca_secret == "cert-manager/ca"
+    with pytest.raises(ValidationError):
+        OperatorSettings.from_env({"WEATHERFLEET_CRL_CA_SECRET": "just-a-name"})
 
 
 def test_observer_rebuilds_the_view_from_retained_status(mosquitto_factory, mqtt_settings):
