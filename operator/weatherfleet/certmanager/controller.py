@@ -5,7 +5,8 @@
 `notAfter`, `renewalTime`, `revision`). It talks to the API server like any controller, through the
 `kubernetes` client, so it runs against the embedded API server or a real cluster alike.
 
-Not reproduced: CertificateRequest objects, ACME/Vault/… issuers, keystores, `additionalOutputFormats`,
+CertificateRequests are signed once approved (`requests`); a Certificate is issued directly, without one.
+Not reproduced: ACME/Vault/… issuers, keystores, `additionalOutputFormats`,
 `nameConstraints`, the webhook's validation (e.g. duration >= 1h)."""
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 from . import issuing
+from .requests import RequestSigner
 
 log = logging.getLogger(__name__)
 GROUP, VERSION = "cert-manager.io", "v1"
@@ -77,14 +79,17 @@ class CertManager:
         self._thread: threading.Thread | None = None
         self._watch: watch.Watch | None = None
         self._due: dict[tuple[str, str], dt.datetime] = {}  # certificate -> next time to look again
+        self.requests = RequestSigner(self)  # approved CertificateRequests (requests.py)
 
     # -- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> CertManager:
         self._thread = threading.Thread(target=self._run, name="cert-manager", daemon=True)
         self._thread.start()
+        self.requests.start()
         return self
 
     def stop(self) -> None:
+        self.requests.stop()
         self._stop.set()
         if self._watch is not None:
             self._watch.stop()

@@ -1,10 +1,12 @@
 """`weatherfleet provision DEVICE --port PORT`: config, CA, client certificate and key, signing keys and the
 firmware bundle onto a real board with mpremote (optionally flashing MicroPython with esptool first).
 
-Everything comes from the cluster the board will join, through a kubeconfig (`--kubeconfig`, else
-$KUBECONFIG, else the local mode's `<workdir>/kubeconfig`): the WeatherSensor with this deviceId, its
-fleet, the Secret cert-manager issued for it (and its NanoMQ login), and the public keys its releases name.
-The board therefore gets exactly what an emulated board of the local mode gets."""
+Everything comes from the cluster the board will join, through a kubeconfig (`--kubeconfig`/`--context`,
+else $KUBECONFIG, else the local mode's `<workdir>/kubeconfig`): the WeatherSensor with this deviceId, its
+fleet (and NanoMQ login), and the public keys its releases name. The board's identity is made here: a new
+key that goes only onto the board, and a certificate signing request that becomes an approved cert-manager
+CertificateRequest for the fleet's issuer (`provisioning.identity`); the signed certificate is awaited
+(`--timeout`). In the local mode that issuer is the local CA, through the cert-manager stand-in."""
 
 from __future__ import annotations
 
@@ -24,6 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--kubeconfig",
         type=Path,
         help="the cluster (default: $KUBECONFIG, else <workdir>/kubeconfig of `up`)",
+    )
+    parser.add_argument("--context", help="kubeconfig context (default: its current context)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for cert-manager to sign the board's certificate request",
     )
     parser.add_argument("--workdir", type=Path, default=Path(".weatherfleet"), help="where files are staged")
     parser.add_argument("--broker-host", help="MQTT broker host the board uses (default: the fleet's)")
@@ -64,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from urllib3.exceptions import HTTPError
 
     from ..models import FirmwareRelease, SensorFleet, WeatherSensor
-    from ..provisioning import credentials
+    from ..provisioning import credentials, identity
     from ..provisioning.board import bundle_board_files, plan_provision, stage_files
     from ..provisioning.deviceconfig import Endpoints, device_config, device_files
     from ..reconcilers.fleet import fleet_for_sensor
@@ -88,7 +97,11 @@ def run(args: argparse.Namespace) -> int:
             return 2
         wifi = {"ssid": args.wifi_ssid, "password": password}
 
-    api = config.new_client_from_config(str(kubeconfig))
+    try:
+        api = config.new_client_from_config(str(kubeconfig), context=args.context)
+    except (config.ConfigException, OSError, ValueError) as error:
+        print(f"error: kubeconfig {kubeconfig}: {error}", file=sys.stderr)
+        return 2
     custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
 
     def listed(plural: str, model):
@@ -113,10 +126,23 @@ def run(args: argparse.Namespace) -> int:
             )
             return 2
         fleet = fleet_for_sensor(sensor, listed("sensorfleets", SensorFleet))
-        creds = credentials.device_credentials(core, sensor, fleet)
+        if fleet is None:
+            print(
+                f"error: {args.device} is in no SensorFleet: no issuer to sign its certificate",
+                file=sys.stderr,
+            )
+            return 2
         keys = credentials.signing_keys(core, listed("firmwarereleases", FirmwareRelease))
+        signed = identity.request_identity(
+            api, sensor, fleet, timeout=args.timeout, note=lambda m: print(m, file=sys.stderr)
+        )
+        print(f"certificate signed through CertificateRequest {signed.request}")
+        creds = identity.board_credentials(core, signed, sensor, fleet)
     except credentials.NotIssued as error:
         print(f"error: {args.device} cannot be provisioned yet: {error}", file=sys.stderr)
+        return 3
+    except identity.NotSigned as error:
+        print(f"error: {args.device}: {error}", file=sys.stderr)
         return 3
     except (ApiException, HTTPError, OSError) as error:
         print(f"error: the cluster in {kubeconfig} did not answer: {error}", file=sys.stderr)

@@ -45,6 +45,7 @@ from ..provisioning.signing import device_key, ensure_signing_key
 from ..reconcilers.certificates import broker_secret_name
 from ..reconcilers.fleet import fleet_for_sensor
 from ..reconcilers.plan import PLAN_CONFIGMAP
+from ..reconcilers.revocation import CRL_CONFIGMAP
 from ..reconcilers.sensor import credentials_secret_name
 from ..rollout import DeviceObservation
 from ..services.process import free_port, port_open, wait_until
@@ -344,6 +345,8 @@ class LocalSystem:
             "WEATHERFLEET_METRICS_PORT": str(self.port("operator_metrics")),
             # where the shipped deployment reads InfluxDB, the local one reads ingest's SQLite store
             "WEATHERFLEET_READINGS_SQLITE": str(self.workdir.store_path),
+            # decommissioning revokes into weatherfleet-crl, signed with the CA issuer's key pair
+            "WEATHERFLEET_CRL_CA_SECRET": f"{platform.CERT_MANAGER_NAMESPACE}/{platform.ROOT_CA}",
             **LOCAL_OPERATOR_SETTINGS,
             **self._registry_settings(),
             **self.options.operator_settings,
@@ -390,9 +393,11 @@ class LocalSystem:
         if not fleets:
             raise ResourceError("the CR folder has no SensorFleet: the local broker takes its ACL from one")
         first = fleets[0]
-        inputs = BrokerInputs(tls=self.mount("broker", "tls"))
+        inputs = BrokerInputs(tls=self.mount("broker", "tls"), crl=self.mount("broker", "crl"))
         volumes = [
             Volume("Secret", first.metadata.namespace, broker_secret_name(first), inputs.tls),
+            # the operator's CRL (written with the first fleet's ACL): revoked devices fail the handshake
+            Volume("ConfigMap", OPERATOR_NAMESPACE, CRL_CONFIGMAP, inputs.crl, items={"ca.crl": "ca.crl"}),
         ]
         for fleet in fleets:
             ns, spec = fleet.metadata.namespace, fleet.spec.broker
