@@ -22,6 +22,7 @@ from ..reconcilers.fleet import FleetObservation, members_of, reconcile_fleet
 from ..reconcilers.plan import PLAN_CONFIGMAP, plan_json, plan_key
 from ..reconcilers.sensor import credentials_secret_name
 from . import alerting, metrics
+from .devicetwin import ensure_crl
 
 if TYPE_CHECKING:
     from .controller import Controller
@@ -74,6 +75,7 @@ def reconcile(ctl: Controller, namespace: str, name: str) -> float | None:
     result = reconcile_fleet(fleet, observation)
     for child in result.children:
         ctl.apply(child)
+    ensure_crl(ctl)  # with the broker's ACL, its CRL (when the operator keeps one): both are mounted
     ctl.prune(body, result.children)
     alerting.drop_retired(ctl, namespace, name)
     if result.broker_patch is not None:

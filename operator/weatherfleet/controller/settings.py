@@ -70,6 +70,13 @@ class OperatorSettings(ServiceSettings):
         "devices that took a candidate keep it",
     )
     release_resync_seconds: float = Field(default=600.0, gt=0, description="re-resolve releases this often")
+    crl_ca_secret: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$",
+        description="<namespace>/<name> of the Secret the fleets' CA issuer reads (tls.crt, tls.key): with it, "
+        "decommissioning revokes a device's certificates into the CRL ConfigMap weatherfleet-crl. Unset: no "
+        "CRL (the ACL and the NanoMQ password file still shut the device out; docs/lifecycle.md)",
+    )
     priority: int | None = Field(default=None, description="peering priority; unset: random per replica")
     metrics_port: int = Field(default=9090, ge=0, description="0 disables the Prometheus endpoint")
 

@@ -163,7 +163,7 @@ protocol mqtt
 cafile {tls}/ca.crt
 certfile {tls}/tls.crt
 keyfile {tls}/tls.key
-require_certificate true
+{crl_line}require_certificate true
 use_identity_as_username {identity}
 tls_version tlsv1.2
 """
@@ -177,6 +177,8 @@ class BrokerInputs:
     tls: Path
     acls: list[tuple[str, Path]] = field(default_factory=list)  # (nanomq|mosquitto, folder)
     passwords: list[Path] = field(default_factory=list)
+    # the ConfigMap weatherfleet-crl (ca.crl) the operator signs revocations into; None: no CRL check
+    crl: Path | None = None
 
 
 class LocalBroker:
@@ -187,7 +189,7 @@ class LocalBroker:
         self.process: ManagedProcess | None = None
         self.reloads = 0
         self._lock = threading.Lock()
-        self._rendered: tuple[str, str] | None = None
+        self._rendered: tuple[str, str, bytes, bytes] | None = None
         self._salts: dict[str, bytes] = {}
 
     @property
@@ -212,15 +214,27 @@ class LocalBroker:
         ]
         return "\n".join(parts), "\n".join(lines) + ("\n" if lines else "")
 
+    @property
+    def crl_path(self) -> Path:
+        return self.directory / "ca.crl"
+
     def _write(self) -> bool:
         acl, passwords = self.render()
-        if (acl, passwords) == self._rendered:
+        # Mosquitto reads a copy: one that is only replaced by a complete, parsing list
+        crl = (self.inputs.crl / "ca.crl").read_bytes() if self.inputs.crl else b""
+        if crl and b"BEGIN X509 CRL" not in crl:
+            raise ValueError("the mounted ca.crl is not a PEM certificate revocation list")
+        # a renewed server certificate (cert-manager rewrites the Secret) is taken by SIGHUP too
+        tls = b"".join((self.inputs.tls / n).read_bytes() for n in ("ca.crt", "tls.crt", "tls.key"))
+        if (acl, passwords, crl, tls) == self._rendered:
             return False
+        if crl:
+            self.crl_path.write_bytes(crl)
         (self.directory / "acl").write_text(acl)
         fd = os.open(self.directory / "passwd", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(passwords)
-        self._rendered = (acl, passwords)
+        self._rendered = (acl, passwords, crl, tls)
         return True
 
     def start(self) -> LocalBroker:
@@ -236,6 +250,8 @@ class LocalBroker:
                 port=self.port,
                 tls=self.inputs.tls,
                 identity="false" if self.nanomq else "true",
+                # revoked certificates fail the TLS handshake; SIGHUP re-reads the file (reload)
+                crl_line=f"crlfile {self.crl_path}\n" if self.inputs.crl else "",
             )
         )
         self.process = ManagedProcess(
@@ -258,7 +274,7 @@ class LocalBroker:
             if changed and self.process is not None:
                 self.process.signal(signal.SIGHUP)
                 self.reloads += 1
-                log.info("broker ACL/passwords changed: Mosquitto reloaded (SIGHUP)")
+                log.info("broker ACL/passwords/CRL/certificate changed: Mosquitto reloaded (SIGHUP)")
 
     def stop(self) -> None:
         if self.process is not None:
