@@ -46,7 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--firmware", type=Path, help="a built bundle folder (weatherfleet firmware build --out)"
     )
     parser.add_argument("--flash-image", type=Path, help="MicroPython .bin to flash with esptool first")
-    parser.add_argument("--dry-run", action="store_true", help="stage the files and print the commands only")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="stage the files and print the commands only (the certificate is still requested and signed: "
+        "the staged files are the real ones)",
+    )
 
 
 def _tool(name: str, pip_name: str, dry_run: bool) -> str:
