@@ -25,6 +25,21 @@ KINDS = {
             {"jsonPath": ".metadata.creationTimestamp", "name": "Age", "type": "date"},
         ],
     ),
+    "CertificateRequest": (
+        "certificaterequests",
+        "Namespaced",
+        ["cr", "crs"],
+        [
+            {
+                "jsonPath": '.status.conditions[?(@.type == "Approved")].status',
+                "name": "Approved",
+                "type": "string",
+            },
+            {"jsonPath": f"{_READY}.status", "name": "Ready", "type": "string"},
+            {"jsonPath": ".spec.issuerRef.name", "name": "Issuer", "type": "string"},
+            {"jsonPath": ".metadata.creationTimestamp", "name": "Age", "type": "date"},
+        ],
+    ),
     "Issuer": ("issuers", "Namespaced", [], None),
     "ClusterIssuer": ("clusterissuers", "Cluster", [], None),
 }

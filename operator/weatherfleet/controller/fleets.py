@@ -21,6 +21,7 @@ from ..reconcilers.common import labels, metadata
 from ..reconcilers.fleet import FleetObservation, members_of, reconcile_fleet
 from ..reconcilers.plan import PLAN_CONFIGMAP, plan_json, plan_key
 from ..reconcilers.sensor import credentials_secret_name
+from ..reconcilers.timescale import compressed
 from . import alerting, metrics
 from .devicetwin import ensure_crl
 
@@ -38,7 +39,8 @@ def reconcile(ctl: Controller, namespace: str, name: str) -> float | None:
         remove_plan(ctl, namespace, name)
         alerting.retire(ctl, namespace, name)
         return None
-    fleet: SensorFleet = ctl.parse(body)
+    # WEATHERFLEET_ROLLOUT_TIME_SCALE: bake times and timeouts compressed (demos, end-to-end tests)
+    fleet: SensorFleet = compressed(ctl.parse(body), ctl.settings.rollout_time_scale)
     sensors = ctl.cached_sensors(namespace)
     fleets = ctl.cached_fleets(namespace)
     members = members_of(fleet, sensors, fleets)

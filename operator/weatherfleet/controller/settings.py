@@ -57,6 +57,12 @@ class OperatorSettings(ServiceSettings):
     readings_sqlite: Path | None = Field(default=None, description="or ingest's SQLite store (local mode)")
     readings_seconds: float = Field(default=300.0, gt=0, description="lastReading refresh (one query)")
     registry_insecure_hosts: str = Field(default="", description="comma-separated hosts spoken to over HTTP")
+    rollout_time_scale: float = Field(
+        default=1.0,
+        ge=1,
+        description="divide the CRs' rollout durations (bake times, update timeout, announce window) by this: "
+        "a compressed run of the real configuration for demos and end-to-end tests; 1 in production",
+    )
     registry_mirrors: str = Field(
         default="",
         description="comma-separated HOST=URL: resolve releases naming HOST at URL instead (a registry mirror; "

@@ -42,6 +42,8 @@ def nanomq_rules(text: str) -> list[dict]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
+        if line.replace(" ", "") == "rules=[]":
+            continue  # the seed: no rule, everything denied
         if line.startswith("rules") and line.endswith("["):
             inside = True
             continue
