@@ -26,6 +26,7 @@ import paho.mqtt.client as mqtt
 
 from weatherfleet.messages import OtaNotification, notify_topic
 from weatherfleet.mqtt import MqttSettings, make_client
+from weatherfleet.rollout.plan import newly_offered
 
 from .config import Settings
 
@@ -128,12 +129,7 @@ class Announcer:
             fleet = new.fleets[key]
             if not fleet.announce:
                 continue
-            before = old.fleets.get(key) if old is not None else None
-            changed = []
-            for device in fleet.devices:
-                offered = fleet.version_for(device)
-                if offered is not None and offered != (before.version_for(device) if before else None):
-                    changed.append((device, offered))
+            changed = newly_offered(old.fleets.get(key) if old is not None else None, fleet)
             step = fleet.announce_window / len(changed) if changed else 0.0
             for i, (device, version) in enumerate(changed):
                 self.due[device] = (now + i * step, version)

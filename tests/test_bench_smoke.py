@@ -24,6 +24,7 @@ FIGURES = {
     "operator.py": r"(?m)^steady-state writes per sensor per hour: [\d.]+$",
     "otaflux.py": r"/version req/s.*\d",
     "render_scale.py": r"ratio \d+/\d+ \(total\): [\d.]+",
+    "rollout.py": r"wave open -> updated, median, announcements off: [\d.]+ min",
 }
 
 

@@ -14,7 +14,7 @@ One `FleetPlan` per fleet says what each of its devices is offered. It is safe b
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -28,7 +28,7 @@ class PlanModel(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-class Decision(BaseModel):
+class Decision(NamedTuple):
     """What one device is offered and why; `version` None means "no update" (keep what it runs)."""
 
     version: str | None
@@ -75,13 +75,24 @@ class FleetPlan(PlanModel):
         description="seconds over which OtaFlux spreads the notifications of one change of this plan",
     )
     announce: bool = Field(default=True, description="notify devices newly offered a version over MQTT")
-    _members: frozenset[str] | None = PrivateAttr(default=None)
-    _excluded: frozenset[str] | None = PrivateAttr(default=None)
+    # sets for the per-request decision, made on first use and again when the lists are replaced
+    _index: tuple | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:
+        # by content: the index is a cache, not part of the plan
+        return isinstance(other, FleetPlan) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def _sets(self) -> tuple[frozenset[str], frozenset[str]]:
+        index = self.__pydantic_private__.get("_index")
+        if index is None or index[0] is not self.devices or index[1] is not self.exclusions:
+            index = (self.devices, self.exclusions, frozenset(self.devices), frozenset(self.exclusions))
+            self.__pydantic_private__["_index"] = index
+        return index[2], index[3]
 
     def is_member(self, device_id: str) -> bool:
-        if self._members is None:
-            self._members = frozenset(self.devices)
-        return device_id in self._members
+        return device_id in self._sets()[0]
 
     def in_share(self, device_id: str) -> bool:
         """Inside the candidate's open share (whatever the plan then offers it)."""
@@ -91,20 +102,20 @@ class FleetPlan(PlanModel):
         """What the device is offered, and why. Pins win; then non-members and exclusions; then the
         share (candidate, or nothing while on hold, or stable when halted); then stable."""
         if device_id in self.pins:
-            return Decision(version=self.pins[device_id], why="pinned")
-        if self.devices and not self.is_member(device_id):
-            return Decision(version=None, why="not-a-member")
-        if self._excluded is None:
-            self._excluded = frozenset(self.exclusions)
-        if device_id not in self._excluded and self.in_share(device_id):
+            return Decision(self.pins[device_id], "pinned")
+        members, exclusions = self._sets()
+        if self.devices and device_id not in members:
+            return Decision(None, "not-a-member")
+        excluded = device_id in exclusions
+        if not excluded and self.in_share(device_id):
             if self.halted:
-                return Decision(version=self.stable, why="halted")
+                return Decision(self.stable, "halted")
             if self.hold:
-                return Decision(version=None, why="hold")
-            return Decision(version=self.candidate, why="candidate")
-        if device_id in self._excluded:
-            return Decision(version=self.stable, why="excluded")
-        return Decision(version=self.stable, why="stable" if self.stable else "no-stable")
+                return Decision(None, "hold")
+            return Decision(self.candidate, "candidate")
+        if excluded:
+            return Decision(self.stable, "excluded")
+        return Decision(self.stable, "stable" if self.stable else "no-stable")
 
     def version_for(self, device_id: str) -> str | None:
         """The version this device is offered; None: no update (it keeps the version it runs)."""
@@ -123,6 +134,30 @@ class FleetPlan(PlanModel):
         return offered if offered is not None else running
 
 
+def newly_offered(before: FleetPlan | None, after: FleetPlan) -> list[tuple[str, str]]:
+    """(device, version) for every member `after` offers a version it did not offer before: a wave that
+    opened, a halt or a rollback sending devices back. What an announcement tells, in the fleet's order."""
+    if before is not None and _offers(before)[:-1] == _offers(after)[:-1]:
+        # only the members changed (or nothing): only devices that joined can be offered something new
+        if before.devices == after.devices:
+            return []
+        known = before._sets()[0]
+        candidates = [d for d in after.devices if d not in known]
+    else:
+        candidates = after.devices
+    out = []
+    for device in candidates:
+        offered = after.version_for(device)
+        if offered is not None and offered != (before.version_for(device) if before is not None else None):
+            out.append((device, offered))
+    return out
+
+
+def _offers(plan: FleetPlan) -> tuple:
+    return (plan.rollout_id, plan.stable, plan.candidate, plan.threshold, plan.halted, plan.hold, plan.pins,
+            plan.exclusions, plan.devices)  # fmt: skip
+
+
 class RolloutPlan(PlanModel):
     api_version: Literal["weatherfleet.io/v1alpha1"] = Field(
         default="weatherfleet.io/v1alpha1", alias="apiVersion"
@@ -138,7 +173,7 @@ class RolloutPlan(PlanModel):
 
     def decide(self, device_id: str) -> Decision:
         fleet = self.fleet_of(device_id)
-        return fleet.decide(device_id) if fleet else Decision(version=None, why="not-a-member")
+        return fleet.decide(device_id) if fleet else Decision(None, "not-a-member")
 
     def version_for(self, device_id: str) -> str | None:
         """None: no update. A device that no fleet of the plan lists is offered nothing."""

@@ -66,6 +66,7 @@ class Tally:
     updated: int = 0
     pending: int = 0
     offline: int = 0
+    joined: int = 0  # of the pending: members that joined after the wave opened (they do not hold it)
     failures: list[FailedDevice] = field(default_factory=list)
 
     @property
@@ -114,14 +115,16 @@ def tally(
             continue
         else:
             waited = elapsed
-            if (
+            late = (
                 device.member_since is not None
                 and wave_started_at is not None
                 and device.member_since > wave_started_at
-            ):
+            )
+            if late:
                 waited = min(elapsed, (now - device.member_since).total_seconds())
             if waited < timeout:
                 out.pending += 1
+                out.joined += late
                 continue
             reason = "timed out"
         out.failures.append(FailedDevice(deviceId=device.device_id, reason=reason))
@@ -131,8 +134,10 @@ def tally(
 
 def success_needed(spec: RolloutSpec, counted: Tally) -> int:
     """Devices that must run the release before the wave may advance: successThreshold % of the online
-    devices of the share that have not failed, and at least one while the share is not empty."""
-    base = counted.updated + counted.pending
+    devices of the share that have not failed, and at least one while the share is not empty. A member
+    that joined after the wave opened and has not updated yet does not hold the wave (in a fleet that
+    keeps growing, a 100 % gate would otherwise never hold); it still counts once it updated or failed."""
+    base = counted.updated + counted.pending - counted.joined
     need = math.ceil(spec.success_threshold * base / 100 - 1e-9)
     return max(need, 1 if counted.opened else 0)
 
@@ -413,7 +418,8 @@ def next_status(
     if not succeeded:
         waiting.append(
             f"{counted.updated} of {need} devices needed run {release_version} "
-            f"(successThreshold {spec.success_threshold:g}% of {counted.updated + counted.pending} online)"
+            f"(successThreshold {spec.success_threshold:g}% of "
+            f"{counted.updated + counted.pending - counted.joined} online)"
         )
     text = _wave_text(spec, wave, counted.opened, len(eligible))
     return clock.model_copy(

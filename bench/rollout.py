@@ -1,0 +1,101 @@
+"""Rollouts at fleet scale, on the pure fleet simulation (weatherfleet.rollout.simulation: the operator's
+rollout code, OtaFlux's plan decisions and announcements, no I/O).
+
+Prints, for a fleet of 10,000 devices with hourly checks (+10 min jitter), 5 % slow, 2 % offline, 3 %
+flaky devices and 30 joiners an hour, waves 5/25/100 % baked 30 min each, failure threshold 10 %:
+
+- a bad release (it fails its health check on 30 % and on 12 % of devices): exposure (devices that
+  installed it), the first wave's size, and the time from the breach of the failure threshold to the
+  halt, with announcements on and off;
+- a good release: the time from a wave opening to every steadily online device of that wave running it,
+  with announcements on and off, and the time to complete.
+
+    .venv/bin/python bench/rollout.py            # 10,000 devices
+    .venv/bin/python bench/rollout.py --quick    # 2,000 devices
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from weatherfleet.models.fleet import RolloutSpec
+from weatherfleet.rollout.simulation import FleetModel, simulate
+
+HOUR = 3600.0
+
+
+def minutes(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="2,000 devices instead of 10,000")
+    parser.add_argument("--devices", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    devices = args.devices or (2_000 if args.quick else 10_000)
+    spec = RolloutSpec(
+        release="firmware-1-1-0",
+        waves=[
+            {"percent": 5, "bakeTime": "30m"},
+            {"percent": 25, "bakeTime": "30m"},
+            {"percent": 100, "bakeTime": "30m"},
+        ],
+        failureThreshold={"percent": 10},
+        updateTimeout="2h",
+        announceWindow="1m",
+    )
+    print(
+        f"fleet: {devices} devices, checks every 60 min + up to 10 min jitter; waves 5/25/100 %, 30 min bake"
+    )
+    started = time.perf_counter()
+
+    print("\nbad release (fails its health check and rolls back on some devices):")
+    print(
+        f"  {'fails on':>8}  {'announced':>9}  {'exposed':>7}  {'wave 1':>6}  {'breach -> halt':>14}  {'halted after':>12}"
+    )
+    for rate in (0.3, 0.12):
+        for announce in (True, False):
+            result = simulate(
+                spec,
+                FleetModel(devices=devices, failure_rate=rate, announce=announce, seed=args.seed),
+                12 * HOUR,
+            )
+            wave_1 = len(result.waves[0].devices) if result.waves else 0
+            lag = (
+                result.halted_at - result.breach_at
+                if result.halted_at is not None and result.breach_at is not None
+                else None
+            )
+            print(
+                f"  {rate:>8.0%}  {'on' if announce else 'off':>9}  {len(result.exposed):>7}  {wave_1:>6}  "
+                f"{'-' if lag is None else f'{lag:.0f} s':>14}  {minutes(result.halted_at):>12}"
+            )
+    print(
+        "  exposure of a bad release (devices that installed it), announced: "
+        f"{len(simulate(spec, FleetModel(devices=devices, failure_rate=0.3, seed=args.seed), 12 * HOUR).exposed)}"
+    )
+
+    print("\ngood release:")
+    figures = {}
+    for announce in (True, False):
+        result = simulate(spec, FleetModel(devices=devices, announce=announce, seed=args.seed), 12 * HOUR)
+        times = result.wave_times()
+        figures[announce] = statistics.median(times) if times else None
+        waves = ", ".join(f"wave {w.index + 1}: {minutes(w.open_to_updated)}" for w in result.waves)
+        print(
+            f"  announcements {'on ' if announce else 'off'}: wave open -> its online devices updated: {waves}; "
+            f"{result.status.phase.lower()} after {minutes(result.completed_at)} ({result.notifications} notifications)"
+        )
+    print(f"wave open -> updated, median, announcements on: {minutes(figures[True])}")
+    print(f"wave open -> updated, median, announcements off: {minutes(figures[False])}")
+    print(f"(simulated in {time.perf_counter() - started:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
