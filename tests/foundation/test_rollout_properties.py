@@ -632,3 +632,25 @@ def test_halted_and_rolled_back_plans_carry_a_signed_downgrade_authorisation():
     assert without.authorisation is None  # no rollout key (render): devices that took 2.0.0 keep it
     unknown = fleet_plan(status_of("Halted", stableVersion=None), "ns/f", devices, {}, [], key)
     assert unknown.authorisation is None  # nothing known to go back to
+
+
+def test_naming_an_older_release_is_refused_with_a_condition_a_user_reads(build):
+    from weatherfleet.models import FirmwareRelease, SensorFleet, WeatherSensor
+    from weatherfleet.reconcilers.fleet import FleetObservation, reconcile_fleet
+
+    fleet = SensorFleet.model_validate(build.fleet("garden", rollout={"release": "fw-1"}))
+    done = status_of("Complete", release="fw-2", stableVersion="2.0.0", rollbackVersion="1.0.0")
+    fleet = fleet.model_copy(update={"status": fleet.status.model_copy(update={"rollout": done})})
+    result = reconcile_fleet(
+        fleet,
+        FleetObservation(
+            now=T0,
+            sensors=[WeatherSensor.model_validate(build.sensor("dev-01", "garden"))],
+            releases={"fw-1": FirmwareRelease.model_validate(build.release("fw-1", "1.0.0"))},
+        ),
+    )
+    available = next(c for c in result.status.conditions if c.type == "ReleaseAvailable")
+    assert (available.status, available.reason) == ("False", "OlderThanStable")
+    assert "set spec.rollout.rollback" in available.message
+    assert result.status.rollout.phase == "Complete" and result.plan.version_for("dev-01") == "2.0.0"
+    assert ("Warning", "ReleaseUnavailable") in [(e.type, e.reason) for e in result.events]

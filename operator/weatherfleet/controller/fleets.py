@@ -119,7 +119,12 @@ def rollout_key(ctl: Controller) -> Ed25519PrivateKey | None:
     if not hasattr(ctl, "_rollout_key"):
         key = None
         path = ctl.settings.rollout_key
-        if path is not None:
+        if path is not None and not Path(path).exists():
+            log.warning(
+                "no rollout key: halted rollouts and fleet rollbacks authorise no downgrade",
+                extra={"path": str(path)},
+            )
+        elif path is not None:
             try:
                 loaded = signatures.load_private_key(Path(path).read_bytes())
                 if not isinstance(loaded, Ed25519PrivateKey):
