@@ -43,8 +43,11 @@ def device_config(
     wifi: dict[str, str] | None = None,
     firmware_version: str | None = None,
     login: tuple[str, str] | None = None,
+    rollout_keys: list[str] | None = None,
 ) -> dict:
-    """`login`: the broker username and password (NanoMQ fleets; Mosquitto takes the certificate's CN)."""
+    """`login`: the broker username and password (NanoMQ fleets; Mosquitto takes the certificate's CN).
+    `rollout_keys`: the operator's rollout public keys (raw Ed25519, hex), the only keys whose signed
+    downgrade authorisation lets the board install an older release (docs/rollouts.md)."""
     timing = timing or Timing()
     spec = sensor.spec
     # what the board acts on comes from the one definition the operator also publishes as the device
@@ -85,6 +88,8 @@ def device_config(
         config["wifi"] = wifi
     if firmware_version:
         config["firmwareVersion"] = firmware_version  # what the device reports until its first OTA
+    if rollout_keys:
+        config["rolloutKeys"] = list(rollout_keys)
     return config
 
 
