@@ -119,8 +119,16 @@ class Runtime:
             self.enqueue_threadsafe(key)
 
     def _requeue_sensors(self) -> None:
-        for obj in self.controller.cache.list("WeatherSensor"):
-            self.enqueue(("WeatherSensor", obj["metadata"].get("namespace") or "", obj["metadata"]["name"]))
+        self.enqueue_each("WeatherSensor")
+
+    def enqueue_each(self, kind: str, namespace: str | None = None, delay: float | None = None) -> None:
+        """Queue every cached object of a kind (in one namespace, or all), now or debounced by `delay`."""
+        for obj in self.controller.cache.list(kind, namespace):
+            key = (kind, obj["metadata"].get("namespace") or "", obj["metadata"]["name"])
+            if delay is None:
+                self.enqueue(key)
+            else:
+                self.enqueue_later(key, delay)
 
     def _device_changed(self, device_id: str) -> None:
         """From paho's thread: a device's status or OTA state changed."""
@@ -157,8 +165,7 @@ class Runtime:
     def resync_all(self) -> None:
         """Queue every known object (after taking over the lead: nothing was reconciled meanwhile)."""
         for kind in ("SensorFleet", "WeatherSensor", "FirmwareRelease"):
-            for obj in self.controller.cache.list(kind):
-                self.enqueue((kind, obj["metadata"].get("namespace") or "", obj["metadata"]["name"]))
+            self.enqueue_each(kind)
 
     def start(self) -> None:
         if self.observer:
@@ -322,15 +329,9 @@ async def sensor_event(event: kopf.RawEvent, **_: Any) -> None:
             rt.enqueue(("WeatherSensor", ns, name))
         # Membership, ACL and dashboards of the fleets in the namespace may change. Debounced: 500
         # sensors created at once cost a handful of fleet reconciles, not 500.
-        for fleet in rt.controller.cache.list("SensorFleet", ns):
-            rt.enqueue_later(
-                ("SensorFleet", ns, fleet["metadata"]["name"]), rt.settings.fleet_debounce_seconds
-            )
+        rt.enqueue_each("SensorFleet", ns, rt.settings.fleet_debounce_seconds)
         # Per-device releases are looked up for the namespace's sensors: the set may have changed.
-        for release in rt.controller.cache.list("FirmwareRelease", ns):
-            rt.enqueue_later(
-                ("FirmwareRelease", ns, release["metadata"]["name"]), rt.settings.fleet_debounce_seconds
-            )
+        rt.enqueue_each("FirmwareRelease", ns, rt.settings.fleet_debounce_seconds)
 
 
 @kopf.on.event(GROUP, VERSION, "sensorfleets")
@@ -342,8 +343,7 @@ async def fleet_event(event: kopf.RawEvent, **_: Any) -> None:
     if deleted or _spec_changed(old, obj):
         rt.enqueue(("SensorFleet", ns, name))
         # Issuer, broker kind, selector: every sensor of the namespace may get other children.
-        for sensor in rt.controller.cache.list("WeatherSensor", ns):
-            rt.enqueue(("WeatherSensor", ns, sensor["metadata"]["name"]))
+        rt.enqueue_each("WeatherSensor", ns)
 
 
 @kopf.on.event(GROUP, VERSION, "firmwarereleases")
