@@ -500,6 +500,16 @@ def reported(cluster: Cluster) -> dict[str, str | None]:
     }
 
 
+def mounted_plan(cluster: Cluster):
+    from weatherfleet.rollout import FleetPlan
+
+    path = cluster.root / "mounts" / "otaflux" / "rollout-plan" / f"{NS}.garden.json"
+    try:
+        return FleetPlan.model_validate_json(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def online(status: dict) -> bool:
     return any(c["type"] == "Online" and c["status"] == "True" for c in status.get("conditions", []))
 
@@ -532,22 +542,27 @@ def test_the_shipped_configuration_end_to_end(shipped):
     rid = rollout_id(f"{NS}/garden", "firmware-1-1-0", "1.1.0")
     cluster.push(cluster.sensors, "1.1.0")
     eligible = [d for d in devices if d not in pinned]
-    waves_seen, outside = [], []
+    waves_seen, outside, offered = [], [], set()
     deadline = time.monotonic() + 200
     while time.monotonic() < deadline:
         rollout = fleet_status(cluster).get("rollout") or {}
+        # what OtaFlux has mounted: the plan the operator wrote, as the boards are served it
+        plan = mounted_plan(cluster)
+        if plan is not None:
+            offered |= {d for d in devices if plan.version_for(d) == "1.1.0"}
         if rollout.get("version") == "1.1.0" and rollout.get("phase") in ("Progressing", "Complete"):
             percent = 100.0 if rollout["phase"] == "Complete" else rollout["percent"]
             if not waves_seen or waves_seen[-1] != percent:
                 waves_seen.append(percent)
-            share = share_of(rid, eligible, percent)
-            outside += [d for d, v in reported(cluster).items() if v == "1.1.0" and d not in share]
             if rollout["phase"] == "Complete":
                 break
+        outside += [d for d, v in reported(cluster).items() if v == "1.1.0" and d not in offered]
         time.sleep(0.5)
     assert waves_seen[:3] == [5.0, 25.0, 100.0], waves_seen
     assert fleet_status(cluster)["rollout"]["phase"] == "Complete", fleet_status(cluster)["rollout"]
-    assert not outside, f"updated outside the open share: {sorted(set(outside))}"
+    assert not outside, f"updated before the plan offered it: {sorted(set(outside))}"
+    share_1 = share_of(rid, eligible, 5)
+    assert len(share_1) == 1 and len(share_of(rid, eligible, 25)) == 3  # 5 % and 25 % of the nine
     wait_until(lambda: {reported(cluster)[d] for d in eligible} == {"1.1.0"}, 60, "every board on 1.1.0", 1)
     assert all(reported(cluster)[d] == "1.0.0" for d in pinned)  # the pinned board stays where it is
 
@@ -575,8 +590,18 @@ def test_the_shipped_configuration_end_to_end(shipped):
     bad_rid = rollout_id(f"{NS}/garden", "firmware-1-2-0", "1.2.0")
     first_wave = share_of(bad_rid, eligible, 5)
     history_start = len(cluster.history)
-    wait_until(lambda: (fleet_status(cluster).get("rollout") or {}).get("version") == "1.2.0"
-               and fleet_status(cluster)["rollout"]["phase"] == "Halted", 120, "1.2.0 halted", 1)  # fmt: skip
+    offered_bad: set[str] = set()
+
+    def halted() -> bool:
+        plan = mounted_plan(cluster)
+        if plan is not None:
+            offered_bad.update(d for d in devices if plan.version_for(d) == "1.2.0")
+        rollout = fleet_status(cluster).get("rollout") or {}
+        return rollout.get("version") == "1.2.0" and rollout.get("phase") == "Halted"
+
+    wait_until(halted, 120, "1.2.0 halted", 0.3)
+    # the plan offered it to the first wave only (5 %: one board), and the operator's share is ours
+    assert offered_bad == first_wave, (offered_bad, first_wave)
     rollout = fleet_status(cluster)["rollout"]
     assert rollout["wave"] == 0, rollout
     failed = {f["deviceId"] for f in rollout.get("failedDevices", [])}
