@@ -37,7 +37,10 @@ def test_fleet_view_folds_status_and_ota_events():
     )
     assert view.get("dev-01").last_seen == T0 + timedelta(seconds=5)
     view.handle("sensors/dev-01/ota", status(event="downloading", version="2.0.0", percent=10), T0)
-    assert not view.handle("sensors/dev-01/ota", status(event="downloading", version="2.0.0", percent=50), T0)
+    assert not view.handle("sensors/dev-01/ota", status(event="downloading", version="2.0.0", percent=20), T0)
+    # a new 25 % step is a change (the status shows it), a percent within the step is not
+    assert view.handle("sensors/dev-01/ota", status(event="downloading", version="2.0.0", percent=50), T0)
+    assert view.get("dev-01").observation.ota_percent == 50
     view.handle("sensors/dev-01/ota", status(event="rolled_back", version="2.0.0", reason="boot loop"), T0)
     obs = view.get("dev-01").observation
     assert obs.ota_state == "rolled_back" and obs.ota_reason == "boot loop" and obs.ota_version == "2.0.0"
