@@ -46,7 +46,7 @@ def test_fleet_view_folds_status_and_ota_events():
     assert obs.ota_state == "rolled_back" and obs.ota_reason == "boot loop" and obs.ota_version == "2.0.0"
     view.handle("sensors/dev-02/ota", status(event="confirmed", version="2.0.0"), T0)
     assert view.get("dev-02").observation.reported_version == "2.0.0"
-    assert changed == ["dev-01", "dev-01", "dev-01", "dev-02"]
+    assert changed == ["dev-01", "dev-01", "dev-01", "dev-01", "dev-02"]  # status, 0 %, 50 %, rolled back
 
 
 def test_last_will_marks_offline_without_counting_as_a_sighting():
