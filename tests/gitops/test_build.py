@@ -153,7 +153,9 @@ def test_infrastructure_ignores_what_the_operator_and_the_hpa_own(infrastructure
     for kind, name in ignored:
         if kind == "Secret":
             secret = gb.find(infrastructure, "Secret", name)
-            assert "stringData" not in secret and secret.get("data"), f"Secret {name}: use data, not stringData"
+            assert "stringData" not in secret and secret.get("data"), (
+                f"Secret {name}: use data, not stringData"
+            )
 
 
 def test_database_init_runs_between_the_database_and_its_readers(infrastructure: list[dict]) -> None:
