@@ -4,6 +4,7 @@ Every fixture starts a real server on 127.0.0.1 on a free port and waits until i
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,16 @@ from weatherfleet.reconcilers.broker import mosquitto_acl
 from weatherfleet.services.mosquitto import MosquittoBroker
 from weatherfleet.services.process import free_port
 from weatherfleet.services.registry import DistributionRegistry
+
+
+def _stop_as_interrupted(signum: int, _frame: object) -> None:
+    # `timeout`, CI and a person's kill send SIGTERM: turn it into the interrupt pytest handles, so the
+    # session's fixtures are torn down and every broker, registry, OtaFlux and board a test started is
+    # stopped instead of left running as an orphan.
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
+signal.signal(signal.SIGTERM, _stop_as_interrupted)
 
 TEST_DEVICES = [f"dev-{i:02d}" for i in range(1, 21)]
 
