@@ -195,7 +195,7 @@ def signed_release(files: dict[str, bytes], version: str, private_key: Any, devi
         "kind": "bundle",
         "manifestDigest": digest,
         "manifest": text,
-        "signature": {"algorithm": sig.algorithm, "keyId": sig.key_id, "signature": sig.signature},
+        "signature": signatures.device_signature(sig),
         "size": len(whole),
         "crc32": zlib.crc32(whole),
         "sha256": hashlib.sha256(whole).hexdigest(),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from weatherfleet import oci
-from weatherfleet.oci import contract
+from weatherfleet.oci import contract, signatures
 
 log = logging.getLogger("otaflux.cache")
 
@@ -58,13 +58,9 @@ class Firmware:
     def manifest_body(self, authorisation: dict | None = None) -> bytes:
         """The /v1/manifest answer; `authorisation`: the signed downgrade authorisation of the device's
         rollout plan, when the plan offers it this (older) version."""
-        signature = None
-        if self.signature is not None:
-            signature = {
-                "algorithm": self.signature.algorithm,
-                "keyId": self.signature.key_id,
-                "signature": self.signature.signature,
-            }
+        # cosign's simple-signing payload and the signature over it: the device checks the payload names
+        # the manifest digest it computed, then Ed25519 over the payload bytes
+        signature = signatures.device_signature(self.signature) if self.signature is not None else None
         document = {
             "device": self.device,
             "version": self.version,

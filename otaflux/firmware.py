@@ -269,7 +269,7 @@ class FirmwareService:
     def _fetch(self, device: str, repository: str, version: str, digest: str) -> Firmware:
         manifest = self.store.fetch_manifest(repository, digest)
         signature = signatures.fetch_signature(self.store, repository, digest)
-        self.policy.check(digest, signature)  # before a single payload byte is downloaded or served
+        signature = self.policy.check(digest, signature)  # before a payload byte is downloaded or served
         # The version announced is the one the signed manifest states, never the tag alone: a signed 1.0.0
         # re-tagged 9.9.9 is not served (a /version client would install 1.0.0 believing it is 9.9.9).
         signed = manifest.version

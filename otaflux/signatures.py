@@ -23,20 +23,29 @@ class SignaturePolicy:
     def required(self) -> bool:
         return bool(self.keys)
 
-    def check(self, manifest_digest: str, document: contract.SignatureDocument | None) -> None:
-        """Raise SignatureRejected unless the policy accepts this signature for this manifest digest."""
+    def check(
+        self, manifest_digest: str, document: contract.SignatureDocument | None
+    ) -> contract.SignatureDocument | None:
+        """Raise SignatureRejected unless the policy accepts this signature for this manifest digest; the
+        accepted signature comes back with the algorithm and key id of the key that verified it (the
+        ones stored beside a cosign signature are hints, and cosign's own carry none)."""
         if not self.required:
-            return
+            return document
         if document is None:
             raise SignatureRejected("unsigned", f"no signature for {manifest_digest}")
         if document.manifest_digest != manifest_digest:
             raise SignatureRejected(
-                "mismatch", f"signature covers {document.manifest_digest}, not {manifest_digest}"
+                "mismatch",
+                f"signature does not verify: it covers {document.manifest_digest}, not {manifest_digest}",
             )
-        known = {signatures.key_id(k) for k in self.keys}
-        if document.key_id not in known:
-            raise SignatureRejected(
-                "unknown-key", f"signed by unknown key {document.key_id} ({manifest_digest})"
-            )
-        if not signatures.verify(self.keys, document, manifest_digest):
+        key = signatures.verifying_key(self.keys, document, manifest_digest)
+        if key is None:
+            known = {signatures.key_id(k) for k in self.keys}
+            if document.key_id and document.key_id not in known:
+                raise SignatureRejected(
+                    "unknown-key", f"signed by unknown key {document.key_id} ({manifest_digest})"
+                )
             raise SignatureRejected("invalid", f"signature of {manifest_digest} does not verify")
+        return document.model_copy(
+            update={"algorithm": signatures.algorithm_of(key), "key_id": signatures.key_id(key)}
+        )

@@ -1,8 +1,9 @@
 # OTA client: ask OtaFlux for this device's signed manifest, verify it, stream what changed into the
 # inactive slot through ONE preallocated buffer, verify again, then switch.
 #
-#   check()        -> Plan or None   GET /v1/manifest; sha256(manifest) == manifestDigest; Ed25519 signature
-#                                    over the digest with a provisioned key; versions rolled back are skipped
+#   check()        -> Plan or None   GET /v1/manifest; sha256(manifest) == manifestDigest; a cosign signature:
+#                                    its payload names that digest, Ed25519 over the payload with a
+#                                    provisioned key; versions rolled back are skipped
 #                                    anti-rollback: never below the security version confirmed here, and
 #                                    below the running version only with a signed downgrade authorisation
 #   install(plan)  generator         yields progress (0..100) once per chunk; bundles: only files whose
@@ -23,6 +24,8 @@ import slots
 
 BUF_SIZE = const(4096)  # one flash sector: an image chunk is one writeblocks() call
 MANIFEST_LIMIT = const(32768)
+SIG_PAYLOAD_LIMIT = const(2048)  # base64 of cosign's simple-signing payload (a few hundred bytes)
+SIMPLE_SIGNING = "cosign container image signature"
 IMAGE_ARTIFACT = "application/vnd.weatherfleet.firmware.image.v1"
 BUNDLE_ARTIFACT = "application/vnd.weatherfleet.firmware.bundle.v1"
 IMAGE_LAYER = "application/vnd.weatherfleet.firmware.image.layer.v1+octet-stream"
@@ -436,6 +439,8 @@ class _Envelope:
                 for k in p.obj(_SIGNATURE_KEYS):
                     if k == "algorithm" or k == "signature":
                         sig[k] = p.string(256)
+                    elif k == "payload":
+                        sig[k] = p.string(SIG_PAYLOAD_LIMIT)
                     else:
                         p.skip()
                 doc["signature"] = sig
@@ -474,6 +479,20 @@ class _Envelope:
                 p.skip()
         p.end()
         return doc, manifest, h
+
+
+def _payload_digest(payload):
+    """The manifest digest a cosign simple-signing payload names, or None when it is no such payload."""
+    import json
+
+    try:
+        critical = json.loads(payload.decode())["critical"]
+        if critical["type"] != SIMPLE_SIGNING:
+            return None
+        digest = critical["image"]["docker-manifest-digest"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return digest if isinstance(digest, str) else None
 
 
 _ENVELOPE_KEYS = ("version", "manifestDigest", "crc32", "signature", "files", "manifest", "authorisation")
@@ -697,11 +716,13 @@ class Updater:
             raise OtaError("signature algorithm %s not supported on the device" % sig.get("algorithm"))
         try:
             raw = binascii.a2b_base64(str(sig.get("signature", "")).encode())
+            message = binascii.a2b_base64(str(sig.get("payload", "")).encode())
         except ValueError:
             raise OtaError("signature is not base64")
+        if _payload_digest(message) != digest:
+            raise OtaError("signature payload does not name manifest %s" % digest)
         import edverify  # loaded only for this check
 
-        message = digest.encode()
         ok = False
         for key in self.keys:
             if edverify.verify(key, message, raw):

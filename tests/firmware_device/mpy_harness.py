@@ -144,7 +144,7 @@ def make_release(
         "kind": kind,
         "manifestDigest": digest,
         "manifest": text,
-        "signature": {"algorithm": sig.algorithm, "keyId": sig.key_id, "signature": sig.signature},
+        "signature": signatures.device_signature(sig),
         "size": len(whole),
         "crc32": zlib.crc32(whole),
         "sha256": hashlib.sha256(whole).hexdigest(),

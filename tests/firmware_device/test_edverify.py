@@ -54,7 +54,7 @@ def test_rfc8032_vectors_and_a_runtime_signature() -> None:
     doc = signatures.sign(key, digest)
     pk = base64.b64decode(raw_public_key(key)).hex()
     sig = base64.b64decode(doc.signature).hex()
-    msg = digest.encode().hex()
+    msg = base64.b64decode(doc.payload).hex()  # cosign's simple-signing payload is what is signed
     other = base64.b64decode(raw_public_key(ed25519.Ed25519PrivateKey.generate())).hex()
     # S >= L (non-canonical) must be rejected: add the group order L to S of vector 1
     big_l = 2**252 + 27742317777372353535851937790883648493

@@ -52,12 +52,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ed25519 (devices verify it) or ecdsa-p256 (OtaFlux/operator only)",
     )
 
-    sign = sub.add_parser("sign", help="sign a bundle folder (or an image) over its manifest digest")
+    sign = sub.add_parser(
+        "sign", help="sign a bundle folder (or an image): cosign's payload naming its manifest digest"
+    )
     sign.add_argument("target", type=Path, help="bundle folder, or an image file with --version")
     sign.add_argument("--key", required=True, type=Path, help="PEM private key (Ed25519 or ECDSA P-256)")
     _image_options(sign)
     sign.add_argument(
         "--output", type=Path, default=None, help="signature file (default: FOLDER/signature.json)"
+    )
+    sign.add_argument(
+        "--repository",
+        default=None,
+        help="host/repository the release is pushed to: the docker-reference of the cosign payload "
+        "(informational; cosign does not compare it)",
     )
 
     verify = sub.add_parser("verify", help="verify a bundle folder, an image, or a pushed REF")
@@ -191,7 +199,10 @@ def _sign(args: argparse.Namespace) -> int:
 
     digest = _digest_of(args.target, args)
     key = signing.read_private_key(args.key)
-    document = signing.sign_digest(key, digest)
+    if args.repository:
+        document = signing.sign_digest(key, digest, args.repository)
+    else:
+        document = signing.sign_digest(key, digest)
     output = args.output or (
         args.target / signing.SIGNATURE_FILE if args.target.is_dir() else args.target.with_suffix(".sig.json")
     )

@@ -32,6 +32,15 @@ class Reference:
     def __str__(self) -> str:
         return f"{urlsplit(self.registry).netloc or self.registry}/{self.repository}:{self.tag}"
 
+    @property
+    def name(self) -> str:
+        """`host[:port]/repository`: what a signature's payload names (cosign's docker-reference); an OCI
+        layout on disk has no host, so the repository alone."""
+        host = urlsplit(self.registry).netloc if "://" in self.registry else self.registry
+        if self.registry.startswith("oci-layout:") or not host:
+            return self.repository
+        return f"{host}/{self.repository}"
+
 
 def parse_reference(ref: str, registry: str | None = None, plain_http: bool = False) -> Reference:
     """`host[:port]/repo:tag`, `http(s)://host[:port]/repo:tag`, or `repo:tag` with `registry` given
@@ -71,10 +80,14 @@ class PushResult:
 
 
 def _signature(
-    digest: str, signature_file: Path | None, key: signatures.PrivateKey | None, allow_unsigned: bool
+    digest: str,
+    signature_file: Path | None,
+    key: signatures.PrivateKey | None,
+    allow_unsigned: bool,
+    reference: str = signatures.UNNAMED_REFERENCE,
 ) -> contract.SignatureDocument | None:
     if key is not None:
-        return signatures.sign(key, digest)
+        return signatures.sign(key, digest, reference)  # the payload names where it is pushed
     if signature_file is not None and signature_file.exists():
         document = signing.read_signature(signature_file)
         if document.manifest_digest != digest:
@@ -101,7 +114,7 @@ def push_bundle(
 ) -> PushResult:
     manifest, files = load_bundle(folder)
     planned = oci.sha256_digest(oci.planned_bundle_manifest(manifest))
-    document = _signature(planned, Path(folder) / signing.SIGNATURE_FILE, key, allow_unsigned)
+    document = _signature(planned, Path(folder) / signing.SIGNATURE_FILE, key, allow_unsigned, ref.name)
     uploaded = 0
     for name in sorted(files):
         _digest, size = store.push_blob(ref.repository, files[name])
@@ -135,7 +148,7 @@ def push_image(
     if not binary.is_file():
         raise PushError(f"{binary}: no such image file")
     planned = signing.image_digest(binary, version, board, features or [], security_version)
-    document = _signature(planned, signature_file, key, allow_unsigned)
+    document = _signature(planned, signature_file, key, allow_unsigned, ref.name)
     _digest, size = store.push_blob(ref.repository, binary)
     if progress:
         progress(binary.name, size)

@@ -1,5 +1,5 @@
-"""Signing and verifying firmware per `weatherfleet.oci.contract`: the signature covers the OCI manifest
-digest, which covers every layer digest. A bundle's manifest is computed offline
+"""Signing and verifying firmware per `weatherfleet.oci.contract`: cosign's simple-signing payload names
+the OCI manifest digest, which covers every layer digest, and the signature covers the payload. A bundle's manifest is computed offline
 (`weatherfleet.oci.planned_bundle_manifest`), so a release can be signed on a separate machine before it is
 pushed; `push` checks the pushed digest is the signed one. Keys are PEM files; the private key's bytes
 never reach a log or an error message."""
@@ -96,8 +96,12 @@ def image_digest(
     )
 
 
-def sign_digest(private_key: signatures.PrivateKey, digest: str) -> contract.SignatureDocument:
-    return signatures.sign(private_key, digest)
+def sign_digest(
+    private_key: signatures.PrivateKey, digest: str, reference: str = signatures.UNNAMED_REFERENCE
+) -> contract.SignatureDocument:
+    """cosign's simple-signing payload naming `digest` (and, as docker-reference, where the artifact goes),
+    signed: see weatherfleet.oci.signatures."""
+    return signatures.sign(private_key, digest, reference)
 
 
 def write_signature(path: Path, document: contract.SignatureDocument) -> None:
@@ -117,11 +121,11 @@ def check(public_keys: list[signatures.PublicKey], document: contract.SignatureD
     """Raise SigningError unless one of the keys signed exactly `digest`."""
     if document.manifest_digest != digest:
         raise SigningError(f"signature is for {document.manifest_digest}, not for {digest}")
-    if not any(signatures.key_id(k) == document.key_id for k in public_keys):
-        raise SigningError(
-            f"signature was made with key {document.key_id}, which is not among the given keys"
-        )
     if not signatures.verify(public_keys, document, digest):
+        if not any(signatures.key_id(k) == document.key_id for k in public_keys):
+            raise SigningError(
+                f"signature was made with key {document.key_id}, which is not among the given keys"
+            )
         raise SigningError(f"signature over {digest} does not verify (tampered or wrong key)")
 
 

@@ -125,9 +125,19 @@ def bundle_manifest(manifest: contract.BundleManifest) -> tuple[bytes, bytes]:
 
 def image_manifest(
     layer: Descriptor, *, version: str, board: str, features: list[str], security_version: int = 0
-) -> bytes:
+) -> tuple[bytes, bytes]:
+    """(manifest bytes, config blob) of an image: one layer, and a config of its own media type (an empty
+    config makes a registry such as Harbor show the artifact as UNKNOWN)."""
     annotations = contract.annotations("image", version, board, features, security_version)
-    return manifest_bytes(contract.IMAGE_ARTIFACT_TYPE, EMPTY_CONFIG, [layer], annotations)
+    config_raw = (
+        contract.ImageConfig(
+            version=version, board=board, features=features, security_version=security_version
+        )
+        .model_dump_json()
+        .encode()
+    )
+    config = Descriptor(contract.IMAGE_CONFIG, sha256_digest(config_raw), len(config_raw))
+    return manifest_bytes(contract.IMAGE_ARTIFACT_TYPE, config, [layer], annotations), config_raw
 
 
 def image_layer(binary: Path) -> Descriptor:
@@ -159,4 +169,4 @@ def planned_image_manifest(
         board=board,
         features=features or [],
         security_version=security_version,
-    )
+    )[0]

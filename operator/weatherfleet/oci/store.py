@@ -81,10 +81,10 @@ class OciStore(ABC):
         check_repository(repository), check_reference(tag)
         digest, size = self.push_blob(repository, Path(binary))
         layer = Descriptor(contract.IMAGE_LAYER, digest, size, {contract.ANNOTATION_TITLE: Path(binary).name})
-        self.push_blob(repository, contract.EMPTY_BLOB)
-        raw = image_manifest(
+        raw, config = image_manifest(
             layer, version=version, board=board, features=features or [], security_version=security_version
         )
+        self.push_blob(repository, config)
         return Pushed(repository, tag, self.push_manifest(repository, tag, raw), len(raw))
 
     def push_bundle(
