@@ -1,16 +1,19 @@
 """How many emulated devices one machine sustains: the local mode's data path at fleet scale.
 
-N boards run the REAL device firmware (firmware/device, built by `weatherfleet.firmware`) in the local
-mode's device runners (weatherfleet.local.devices: one asyncio loop per 250 boards, so the fleet uses
-every core), publish a measurement every 5 s over mutual TLS to a real Mosquitto with the fleet's ACL,
-and `weatherfleet ingest` writes them to SQLite, exactly as `weatherfleet up` wires it. A paho subscriber
+N boards run the REAL device firmware (firmware/device, the .mpy bundle built by `weatherfleet.firmware`)
+as the local mode runs them (weatherfleet.local.devices): each board is its own `micropython` VM process,
+its hardware played by a device runner (one host process per 250 boards); they publish a measurement every
+5 s over mutual TLS to a real Mosquitto with the fleet's ACL, and `weatherfleet ingest` writes them to
+SQLite, exactly as `weatherfleet up` wires it. bench/board.py measures the boards alone (heap, allocations,
+boards per machine publishing to a broker); this benchmark adds what they feed: ingest and its store. A paho subscriber
 (the ingest identity) measures, per step:
 
 - delivered / expected measurements in the window (1.00 = every board published every 5 s);
 - lag = arrival time - the reading's own timestamp, relative to each board's first reading (the emulated
   clock may be offset by a constant), p50 and p95 in the first and the last third of the window: a lag that
   grows from the first third to the last means the machine does not keep up;
-- CPU of the device runners per board (% of one core), and of the broker and ingest, from /proc;
+- CPU per board (% of one core): the board's own VM process plus its share of the device runner, from
+  /proc; and the CPU of the broker and ingest;
 - rows ingest stored in the window / expected (the whole local data path keeps up, not just the broker).
 
 N is sustained when delivered >= 0.98, stored >= 0.98 and the lag's p95 did not grow by more than 1 s.
@@ -23,6 +26,7 @@ The first step (BASELINE boards) is the reference every later step's CPU per boa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -30,31 +34,51 @@ import threading
 import time
 from pathlib import Path
 
+from _common import cpu_seconds
+
 from weatherfleet import identities
 from weatherfleet.ingest.sqlite_store import SQLiteStore
-from weatherfleet.local.deviceconfig import Endpoints, Timing, device_config, device_files
 from weatherfleet.local.devices import DeviceFleet
-from weatherfleet.local.releases import build_bundles, bundle_files
 from weatherfleet.local.resources import Resources, with_sensor_count
 from weatherfleet.local.services import ingest_command
-from weatherfleet.local.signing import device_key, ensure_signing_key
 from weatherfleet.local.supervisor import Supervisor
 from weatherfleet.local.workdir import Workdir
 from weatherfleet.models import SensorFleet, WeatherSensor
 from weatherfleet.mqtt import MqttSettings, make_client
 from weatherfleet.pki import LocalCA
+from weatherfleet.provisioning.bundles import build_bundles, bundle_files
+from weatherfleet.provisioning.deviceconfig import (
+    Credentials,
+    Endpoints,
+    Timing,
+    device_config,
+    device_files,
+)
+from weatherfleet.provisioning.signing import device_key, ensure_signing_key
 from weatherfleet.reconcilers.broker import mosquitto_acl
 from weatherfleet.services.mosquitto import MosquittoBroker
 from weatherfleet.services.process import free_port
 
 INTERVAL = 5
 INGEST_DELAY = 2.5  # > ingest's batch delay (0.5 s) plus a commit
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+def board_pids(runner: int) -> list[int]:
+    """The board VM processes of a device runner: its direct children (setpriv execs micropython, so the
+    child is the VM itself)."""
+    pids: list[int] = []
+    for task in Path(f"/proc/{runner}/task").iterdir():
+        pids.extend(int(p) for p in (task / "children").read_text().split())
+    return pids
+
+
+def cpu_of(pids: list[int]) -> dict[int, float]:
+    """CPU seconds per pid; a process that is gone (a board that rebooted) is left out."""
+    result = {}
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            result[pid] = cpu_seconds(pid)
+    return result
 
 
 def fleet_resources(count: int) -> Resources:
@@ -129,7 +153,12 @@ def run_step(count: int, window: float, warmup: float, root: Path) -> dict:
         settings = MqttSettings(
             host=broker.host, port=broker.port, ca=ingest.ca, cert=ingest.cert, key=ingest.key
         )
-        argv, ready = ingest_command(settings, workdir, free_port())
+        # ingest reads its client certificate from a mounted folder, as the local mode mounts the Secret
+        mqtt = root / f"ingest-mqtt-{count}"
+        mqtt.mkdir()
+        for name, path in (("ca.crt", ingest.ca), ("tls.crt", ingest.cert), ("tls.key", ingest.key)):
+            (mqtt / name).write_bytes(path.read_bytes())
+        argv, ready = ingest_command(broker.host, broker.port, mqtt, workdir, free_port())
         supervisor.start("ingest", argv, ready)
         endpoints = Endpoints(
             broker_host=broker.host, broker_port=broker.port, ota_host="127.0.0.1", ota_port=1
@@ -144,10 +173,12 @@ def run_step(count: int, window: float, warmup: float, root: Path) -> dict:
             config = device_config(
                 sensor, resources.fleets[0], endpoints, [key], timing, firmware_version="1.0.0"
             )
-            devices.install(sensor, device_files(ca, config), files)
-        probe = Probe(
-            MqttSettings(host=broker.host, port=broker.port, ca=ingest.ca, cert=ingest.cert, key=ingest.key)
-        )
+            issued = ca.issue(sensor.spec.device_id)
+            credentials = Credentials(
+                ca=issued.ca.read_bytes(), cert=issued.cert.read_bytes(), key=issued.key.read_bytes()
+            )
+            devices.install(sensor, device_files(config, credentials), files)
+        probe = Probe(settings)
         started = time.monotonic()
         devices.start(resources.sensors)
         # warm-up: every board connected and publishing, then a clean window
@@ -160,16 +191,17 @@ def run_step(count: int, window: float, warmup: float, root: Path) -> dict:
         time.sleep(INTERVAL)
         probe.take()
         runners = [supervisor.processes[n].pid for n in devices.running]
+        boards = [pid for runner in runners for pid in board_pids(runner)]
         others = {"mosquitto": broker.process.pid, "ingest": supervisor.processes["ingest"].pid}
         store = SQLiteStore(workdir.store_path)
-        cpu0 = {pid: cpu_seconds(pid) for pid in [*runners, *others.values()]}
+        cpu0 = cpu_of([*runners, *boards, *others.values()])
         t0 = time.monotonic()
         # rows are counted over a window of the same length, shifted by ingest's batch delay
         time.sleep(INGEST_DELAY)
         rows0 = store.count("weather")
         time.sleep(window - INGEST_DELAY)
         elapsed = time.monotonic() - t0
-        cpu1 = {pid: cpu_seconds(pid) for pid in cpu0}
+        cpu1 = cpu_of(list(cpu0))
         samples = probe.take()
         time.sleep(INGEST_DELAY)
         rows = store.count("weather") - rows0
@@ -188,6 +220,9 @@ def run_step(count: int, window: float, warmup: float, root: Path) -> dict:
     first = [lag for _t, lag in relative[:third]]
     last = [lag for _t, lag in relative[-third:]]
     runner_cpu = sum(cpu1[p] - cpu0[p] for p in runners) / elapsed
+    # a board that rebooted in the window is a new process: its CPU is missing, so it is counted and shown
+    alive = [p for p in boards if p in cpu1]
+    board_cpu = sum(cpu1[p] - cpu0[p] for p in alive) / elapsed
     return {
         "boards": count,
         "runners": len(runners),
@@ -197,7 +232,10 @@ def run_step(count: int, window: float, warmup: float, root: Path) -> dict:
         "stored": rows / expected,
         "lag_first": (percentile(first, 0.5), percentile(first, 0.95)),
         "lag_last": (percentile(last, 0.5), percentile(last, 0.95)),
-        "cpu_per_board": 100 * runner_cpu / count,
+        "board_processes": len(boards),
+        "boards_measured": len(alive),
+        "cpu_per_board": 100 * (runner_cpu + board_cpu) / count,
+        "cpu_boards": 100 * board_cpu,
         "cpu_runners": 100 * runner_cpu,
         "cpu_broker": 100 * (cpu1[others["mosquitto"]] - cpu0[others["mosquitto"]]) / elapsed,
         "cpu_ingest": 100 * (cpu1[others["ingest"]] - cpu0[others["ingest"]]) / elapsed,
@@ -231,7 +269,8 @@ def main() -> int:
                 f"stored {r['stored']:.3f}, lag p50/p95 {1000 * r['lag_first'][0]:.0f}/{1000 * r['lag_first'][1]:.0f} ms"
                 f" -> {1000 * r['lag_last'][0]:.0f}/{1000 * r['lag_last'][1]:.0f} ms; CPU {r['cpu_per_board']:.3f} % of a core "
                 f"per board ({r['cpu_per_board'] / baseline:.2f}x the {results[0]['boards']}-board step), "
-                f"runners {r['cpu_runners']:.0f} %, broker {r['cpu_broker']:.0f} %, ingest {r['cpu_ingest']:.0f} %"
+                f"board VMs {r['cpu_boards']:.0f} % ({r['boards_measured']}/{r['board_processes']} processes "
+                f"through the window), runners {r['cpu_runners']:.0f} %, broker {r['cpu_broker']:.0f} %, ingest {r['cpu_ingest']:.0f} %"
                 f" -> {'sustained' if sustained else 'NOT sustained'}",
                 flush=True,
             )
