@@ -6,8 +6,9 @@ validation and pruning, server-side printing of a CRD's printer columns).
 The local mode (`weatherfleet up`) hosts the operator on it, and the tests use it as the cluster where no
 kube-apiserver can be installed. What it does not reproduce is listed in docs/operator.md."""
 
+from .errors import ApiError
 from .server import ApiServer, ServingCertificate
-from .store import ApiError, Store
+from .store import Store
 
 # The name the test suites have always used for it.
 ApiServerDouble = ApiServer

@@ -19,7 +19,9 @@ import yaml
 from aiohttp import web
 
 from . import persist, printing
-from .store import ApiError, ResourceType, Store, Write
+from .errors import ApiError
+from .resources import ResourceType
+from .store import Store, Write
 
 T = TypeVar("T")
 WRITE_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
