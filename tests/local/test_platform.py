@@ -10,7 +10,8 @@ from pathlib import Path
 import yaml
 
 from weatherfleet.local import platform
-from weatherfleet.local.system import LOCAL_OPERATOR_SETTINGS, LocalSystem, UpOptions
+from weatherfleet.local.options import LOCAL_OPERATOR_SETTINGS, UpOptions
+from weatherfleet.local.system import LocalSystem
 from weatherfleet.models import SensorFleet
 
 REPO = Path(__file__).resolve().parents[2]

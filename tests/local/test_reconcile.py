@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 import pytest
 
 from weatherfleet.cli import main
-from weatherfleet.local.system import LocalSystem, UpOptions
+from weatherfleet.local.options import UpOptions
+from weatherfleet.local.system import LocalSystem
 from weatherfleet.services.process import MissingDependency
 
 from .conftest import FLEET, release, sensor, write_crs

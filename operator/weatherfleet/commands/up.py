@@ -35,9 +35,10 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
+    from ..local.options import UpOptions
     from ..local.resources import ResourceError
     from ..local.supervisor import Stop, stop_on_signals
-    from ..local.system import LocalSystem, UpOptions, run_loop
+    from ..local.system import LocalSystem, run_loop
     from ..local.table import live_view
     from ..provisioning.deviceconfig import Timing
     from ..services.process import MissingDependency

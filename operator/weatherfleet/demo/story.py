@@ -25,7 +25,8 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from ..local.system import REPOSITORY_PREFIX, LocalSystem, UpOptions
+from ..local.options import REPOSITORY_PREFIX, UpOptions
+from ..local.system import LocalSystem
 from ..local.table import device_table, rollout_table
 from ..local.timeline import TimelineEvent
 from ..provisioning.bundles import DEVICE_SOURCE, build_bundles, push_release

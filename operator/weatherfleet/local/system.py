@@ -18,96 +18,39 @@ are deleted) whenever a file changes; a bad edit is reported and not applied."""
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import sys
 import threading
 import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
 from kubernetes import client, config
-from pydantic import BaseModel, Field
 
-from .. import identities
 from ..apiserver import ApiServer, ServingCertificate
 from ..certmanager import CertManager
-from ..models import SensorFleet, WeatherSensor
 from ..models.fleet import RolloutStatus
 from ..observe import FleetView, MqttObserver
 from ..pki import LocalCA
-from ..provisioning import credentials as api_credentials
-from ..provisioning.bundles import build_bundles, bundle_files, push_release
-from ..provisioning.deviceconfig import Endpoints, Timing, device_config, device_files
-from ..provisioning.signing import device_key, ensure_signing_key
-from ..reconcilers.certificates import broker_secret_name
-from ..reconcilers.fleet import fleet_for_sensor
-from ..reconcilers.plan import PLAN_CONFIGMAP
-from ..reconcilers.revocation import CRL_CONFIGMAP
-from ..reconcilers.sensor import credentials_secret_name
+from ..provisioning.deviceconfig import Endpoints
+from ..provisioning.signing import ensure_signing_key
 from ..rollout import DeviceObservation
-from ..services.process import free_port, port_open, wait_until
-from ..services.registry import DistributionRegistry
+from ..services.process import free_port, port_open
 from . import platform
-from .broker import BrokerInputs, LocalBroker
-from .kubelet import Volume, VolumeSync
+from .broker import LocalBroker
+from .deviceinstall import DeviceInstall
+from .kubelet import VolumeSync
+from .options import HOST, OPERATOR_NAMESPACE, PEERING, SIGNING_CONFIGMAP, UpOptions
+from .processes import ServiceProcesses
 from .resources import ResourceError, Resources, fingerprint, load_resources, with_sensor_count
 from .supervisor import Supervisor
-from .table import DeviceRow, RolloutRow
 from .timeline import Timeline, TimelineEvent, device_events, status_events
-from .workdir import Workdir, write_atomically
+from .views import ApiViews
+from .workdir import Workdir
 
 log = logging.getLogger(__name__)
-REPOSITORY_PREFIX = "firmware/"
-HOST = "127.0.0.1"
-OPERATOR_NAMESPACE = "weatherfleet"  # where the operator keeps the rollout plan, as gitops/base installs it
-SIGNING_CONFIGMAP = ("firmware-signing-key", "ed25519.pub")  # what OtaFlux mounts (gitops/base/otaflux)
-PEERING = "weatherfleet"
-
-# The operator settings the local mode changes from their defaults: reaction times for one machine and a
-# person watching (a cluster runs with the defaults). Everything else is the Deployment's configuration.
-LOCAL_OPERATOR_SETTINGS = {
-    "WEATHERFLEET_ROLLOUT_SECONDS": "2",
-    "WEATHERFLEET_RESYNC_SECONDS": "60",
-    "WEATHERFLEET_STATUS_REFRESH_SECONDS": "10",
-    "WEATHERFLEET_STATUS_SETTLE_SECONDS": "3",
-    "WEATHERFLEET_LEADER_SETTLE_SECONDS": "2",
-    "WEATHERFLEET_BACKOFF_MAX_SECONDS": "15",
-    "WEATHERFLEET_RELEASE_RESYNC_SECONDS": "30",
-    "WEATHERFLEET_READINGS_SECONDS": "10",
-}
 
 
-class UpOptions(BaseModel):
-    directory: Path
-    workdir: Path
-    sensors: int | None = None
-    registry: Literal["auto", "distribution", "layout"] = "auto"
-    timing: Timing | None = None
-    factory_version: str = "1.0.0"
-    day_seconds: float = 86400.0  # the emulated weather's day; the demo compresses it into minutes
-    operator_settings: dict[str, str] = Field(
-        default_factory=dict,
-        description="more WEATHERFLEET_* settings for the operator (e.g. time compression)",
-    )
-    start_timeout: float = 120.0
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def fleet_key(fleet: SensorFleet) -> str:
-    return f"{fleet.metadata.namespace}/{fleet.metadata.name}"
-
-
-class LocalSystem:
+# Each concern lives in its own module; the parts are mixins so they share the one state below, unchanged.
+class LocalSystem(ServiceProcesses, DeviceInstall, ApiViews):
     def __init__(self, options: UpOptions) -> None:
         self.options = options
         self.workdir = Workdir(options.workdir)
@@ -301,289 +244,6 @@ class LocalSystem:
         self.state.applied = applied
         self.workdir.save_state(self.state)
 
-    # --- processes -------------------------------------------------------------------------------------
-
-    def _secret_value(self, namespace: str, name: str, key: str) -> str | None:
-        import base64
-
-        secret = self.cluster.secret(namespace, name) if self.cluster else None
-        value = ((secret or {}).get("data") or {}).get(key)
-        return base64.b64decode(value).decode() if value else None
-
-    def _service_password(self, identity: str) -> str | None:
-        return self._secret_value(OPERATOR_NAMESPACE, credentials_secret_name(identity), "password")
-
-    def _tls_volume(self, pod: str, secret: str, namespace: str = OPERATOR_NAMESPACE) -> Volume:
-        assert self.kubelet is not None
-        volume = self.kubelet.add(
-            Volume(
-                "Secret",
-                namespace,
-                secret,
-                self.mount(pod, "mqtt"),
-                items={"ca.crt": "ca.crt", "tls.crt": "tls.crt", "tls.key": "tls.key"},
-            )
-        )
-        if not self.kubelet.wait(volume, self.options.start_timeout):
-            raise RuntimeError(
-                f"Secret {namespace}/{secret} was not issued (cert-manager stand-in: see the log)"
-            )
-        return volume
-
-    def operator_environment(self) -> dict[str, str]:
-        """The operator's environment: gitops/base/operator/deployment.yaml's variables with the local
-        addresses and mount paths, plus the local reaction times and the registry the releases name."""
-        mqtt = self.mount("operator", "mqtt")
-        env = {
-            "KUBECONFIG": str(self.kubeconfig),
-            "WEATHERFLEET_NAMESPACE": OPERATOR_NAMESPACE,
-            "WEATHERFLEET_MQTT_HOST": HOST,
-            "WEATHERFLEET_MQTT_PORT": str(self.port("mqtt")),
-            "WEATHERFLEET_MQTT_CA": str(mqtt / "ca.crt"),
-            "WEATHERFLEET_MQTT_CERT": str(mqtt / "tls.crt"),
-            "WEATHERFLEET_MQTT_KEY": str(mqtt / "tls.key"),
-            "WEATHERFLEET_METRICS_PORT": str(self.port("operator_metrics")),
-            # where the shipped deployment reads InfluxDB, the local one reads ingest's SQLite store
-            "WEATHERFLEET_READINGS_SQLITE": str(self.workdir.store_path),
-            # decommissioning revokes into weatherfleet-crl, signed with the CA issuer's key pair
-            "WEATHERFLEET_CRL_CA_SECRET": f"{platform.CERT_MANAGER_NAMESPACE}/{platform.ROOT_CA}",
-            **LOCAL_OPERATOR_SETTINGS,
-            **self._registry_settings(),
-            **self.options.operator_settings,
-        }
-        password = self._service_password(identities.OPERATOR)
-        if password:
-            env["WEATHERFLEET_MQTT_PASSWORD"] = password
-        return env
-
-    def _registry_settings(self) -> dict[str, str]:
-        """Releases name registries by their cluster address: locally, every one of them is the local
-        registry (OtaFlux is pointed at it by REGISTRY_URL, as in the cluster)."""
-        return {"WEATHERFLEET_REGISTRY_MIRRORS": f"*={self.registry_url}"} if self.registry_url else {}
-
-    def operator_command(self) -> list[str]:
-        argv = [sys.executable, "-m", "weatherfleet.cli", "operator"]
-        for ns in self.namespaces:
-            argv += ["--namespace", ns]
-        liveness = self.port("operator_liveness")
-        return [
-            *argv,
-            "--peering",
-            PEERING,
-            "--log-format",
-            "json",
-            "--liveness",
-            f"http://{HOST}:{liveness}/healthz",
-        ]
-
-    def _start_operator(self) -> None:
-        self._tls_volume("operator", f"{identities.OPERATOR}-tls")
-        liveness = self.port("operator_liveness")
-        self.supervisor.start(
-            "operator",
-            self.operator_command(),
-            lambda: _http_ok(f"http://{HOST}:{liveness}/healthz"),
-            env=self.operator_environment(),
-            timeout=self.options.start_timeout,
-        )
-
-    def _start_broker(self) -> None:
-        assert self.kubelet is not None
-        fleets = self.resources.fleets
-        if not fleets:
-            raise ResourceError("the CR folder has no SensorFleet: the local broker takes its ACL from one")
-        first = fleets[0]
-        inputs = BrokerInputs(tls=self.mount("broker", "tls"), crl=self.mount("broker", "crl"))
-        volumes = [
-            Volume("Secret", first.metadata.namespace, broker_secret_name(first), inputs.tls),
-            # the operator's CRL (written with the first fleet's ACL): revoked devices fail the handshake
-            Volume("ConfigMap", OPERATOR_NAMESPACE, CRL_CONFIGMAP, inputs.crl, items={"ca.crl": "ca.crl"}),
-        ]
-        for fleet in fleets:
-            ns, spec = fleet.metadata.namespace, fleet.spec.broker
-            folder = self.mount("broker", f"acl-{ns}-{fleet.metadata.name}")
-            inputs.acls.append((spec.kind, folder))
-            volumes.append(Volume("ConfigMap", ns, spec.acl_config_map, folder))
-            if spec.kind == "nanomq":
-                folder = self.mount("broker", f"passwords-{ns}-{fleet.metadata.name}")
-                inputs.passwords.append(folder)
-                volumes.append(Volume("Secret", ns, spec.credentials_secret, folder))
-        for volume in volumes:
-            self.kubelet.add(volume)
-        for volume in volumes:
-            if not self.kubelet.wait(volume, self.options.start_timeout):
-                raise RuntimeError(
-                    f"{volume.kind} {volume.namespace}/{volume.name} did not appear: the operator writes the "
-                    f"broker configuration (log: {self.workdir.logs / 'operator.log'})"
-                )
-        self.broker = LocalBroker(self.workdir.mosquitto, self.port("mqtt"), inputs)
-        self.broker.start()
-        self.supervisor.adopt("mosquitto", self.broker.process)
-        for volume in volumes:
-            volume.on_change = self.broker.reload
-
-    def _start_registry(self) -> None:
-        choice = self.options.registry
-        have_distribution = shutil.which("docker-registry") or Path("/usr/bin/docker-registry").exists()
-        if choice == "distribution" or (choice == "auto" and have_distribution):
-            registry = DistributionRegistry(directory=self.workdir.registry, port=self.port("registry"))
-            registry.start()
-            self.supervisor.adopt("registry", registry.process)
-            self.registry_url = registry.url
-        else:
-            layout = self.workdir.registry / "oci-layout"
-            layout.mkdir(parents=True, exist_ok=True)
-            self.registry_url = f"oci-layout://{layout}"
-
-    def otaflux_environment(self) -> dict[str, str]:
-        """gitops/base/otaflux's Deployment and otaflux-settings, with local addresses and mount paths."""
-        mqtt = self.mount("otaflux", "mqtt")
-        env = {
-            "REGISTRY_URL": self.registry_url,
-            "REGISTRY_INSECURE": "true",
-            "REPOSITORY_PREFIX": REPOSITORY_PREFIX,
-            "LISTEN_ADDR": f"{HOST}:{self.port('otaflux')}",
-            "METRICS_LISTEN_ADDR": f"{HOST}:{self.port('otaflux_metrics')}",
-            "LOG_LEVEL": "info",
-            "CACHE_DIR": str(self.workdir.otaflux / "cache"),
-            "MQTT_URL": f"mqtts://{HOST}:{self.port('mqtt')}",
-            "MQTT_USERNAME": identities.OTAFLUX,
-            "MQTT_TOPIC": "ota",
-            "MQTT_CA_CERT_PATH": str(mqtt / "ca.crt"),
-            "MQTT_CLIENT_CERT_PATH": str(mqtt / "tls.crt"),
-            "MQTT_CLIENT_KEY_PATH": str(mqtt / "tls.key"),
-            "ROLLOUT_PLAN_PATH": str(self.mount("otaflux", "rollout-plan")),
-            "SIGNATURE_PUBLIC_KEYS": str(self.mount("otaflux", "signing") / SIGNING_CONFIGMAP[1]),
-        }
-        password = self._service_password(identities.OTAFLUX)
-        if password:
-            env["MQTT_PASSWORD"] = password
-        return env
-
-    def _start_otaflux(self) -> None:
-        assert self.kubelet is not None
-        self._tls_volume("otaflux", f"{identities.OTAFLUX}-tls")
-        name, key = SIGNING_CONFIGMAP
-        signing = self.kubelet.add(
-            Volume("ConfigMap", OPERATOR_NAMESPACE, name, self.mount("otaflux", "signing"), items={key: key})
-        )
-        self.kubelet.wait(signing, self.options.start_timeout)
-        self.kubelet.add(
-            Volume(
-                "ConfigMap",
-                OPERATOR_NAMESPACE,
-                PLAN_CONFIGMAP,
-                self.mount("otaflux", "rollout-plan"),
-                optional=True,
-            )
-        )
-        port = self.port("otaflux")
-        self.supervisor.start(
-            "otaflux",
-            [sys.executable, "-m", "otaflux"],
-            lambda: _http_ok(f"http://{HOST}:{port}/health"),
-            env=self.otaflux_environment(),
-        )
-
-    def _start_ingest(self) -> None:
-        from .services import ingest_command
-
-        self._tls_volume("ingest", f"{identities.INGEST}-tls")
-        mqtt = self.mount("ingest", "mqtt")
-        password = self._service_password(identities.INGEST) if self.nanomq else None
-        argv, ready = ingest_command(
-            HOST,
-            self.port("mqtt"),
-            mqtt,
-            self.workdir,
-            self.port("ingest_metrics"),
-            identities.INGEST if password else None,
-        )
-        self.supervisor.start("ingest", argv, ready, env={"MQTT_PASSWORD": password} if password else None)
-
-    def _start_observer(self) -> None:
-        """The local mode's own read-only view of the devices (table, timeline, demo checks): with the
-        operator's identity, under a client id of its own."""
-        from ..mqtt import MqttSettings
-
-        mqtt = self.mount("operator", "mqtt")
-        settings = MqttSettings(
-            host=HOST, port=self.port("mqtt"), ca=mqtt / "ca.crt", cert=mqtt / "tls.crt", key=mqtt / "tls.key"
-        )
-        prefixes = tuple(sorted({f.spec.broker.topic_prefix for f in self.resources.fleets})) or ("sensors",)
-        self.observer = MqttObserver(
-            settings, self.view, prefixes, client_id=f"{identities.OPERATOR}-up-{os.getpid()}"
-        )
-        password = self._service_password(identities.OPERATOR)
-        if self.nanomq and password:
-            self.observer.client.username_pw_set(identities.OPERATOR, password)
-        self.observer.start()
-        if not self.observer.wait_ready(30):
-            raise RuntimeError("the local view could not subscribe to the broker")
-
-    def _start_devices(self) -> None:
-        from .devices import DeviceFleet
-
-        self.devices = DeviceFleet(self.supervisor, self.workdir, self.options.day_seconds)
-        self._install_devices()
-        self.devices.start(self.resources.sensors)
-
-    def _install_devices(self) -> None:
-        """Each board gets config.json and the credentials from its Secrets (every start: endpoints and
-        certificates may have moved); a new board also gets the factory firmware, which is pushed, signed,
-        to its repository as a release pipeline would."""
-        assert self.devices is not None and self.api is not None
-        core = client.CoreV1Api(self.api)
-        fresh = [s for s in self.resources.sensors if not self.devices.provisioned(s.spec.device_id)]
-        factory: dict[str, Path] = {}
-        if fresh:
-            factory = build_bundles(fresh, self.options.factory_version, self.workdir.firmware / "factory")
-            push_release(
-                self.registry_url,
-                factory,
-                self.options.factory_version,
-                self.signing_key,
-                self.signing_public_key,
-                REPOSITORY_PREFIX,
-            )
-        keys = self._device_signing_keys(core)
-        deadline = time.monotonic() + self.options.start_timeout
-        for sensor in self.resources.sensors:
-            fleet = fleet_for_sensor(sensor, self.resources.fleets)
-            credentials = self._wait_credentials(core, sensor, fleet, deadline)
-            config_ = device_config(
-                sensor,
-                fleet,
-                self.endpoints,
-                keys,
-                self.options.timing,
-                firmware_version=self.options.factory_version,
-                login=credentials.login,
-            )
-            bundle = factory.get(sensor.spec.device_id)
-            self.devices.install(
-                sensor, device_files(config_, credentials), bundle_files(bundle) if bundle else None
-            )
-
-    def _device_signing_keys(self, core: client.CoreV1Api) -> list[str]:
-        try:
-            keys = api_credentials.signing_keys(core, self.resources.releases)
-        except api_credentials.NotIssued:
-            keys = []
-        return keys or [device_key(self.signing_public_key)]
-
-    def _wait_credentials(self, core, sensor: WeatherSensor, fleet: SensorFleet | None, deadline: float):
-        while True:
-            try:
-                return api_credentials.device_credentials(core, sensor, fleet)
-            except api_credentials.NotIssued as exc:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"{sensor.spec.device_id}: {exc} (the operator makes the Certificate, "
-                        "cert-manager the Secret)"
-                    ) from None
-                time.sleep(0.2)
-
     # --- the loop --------------------------------------------------------------------------------------
 
     def _observed(self, device: str) -> None:
@@ -647,116 +307,6 @@ class LocalSystem:
     def note(self, message: str) -> None:
         self.timeline.append(TimelineEvent(kind="note", message=message))
 
-    # --- views: what the API says, as `kubectl get` would show it -------------------------------------
-
-    def _custom(self) -> client.CustomObjectsApi:
-        assert self.api is not None
-        return client.CustomObjectsApi(self.api)
-
-    def fleet_statuses(self) -> dict[str, RolloutStatus]:
-        """Each fleet's rollout status as the operator wrote it."""
-        out = {}
-        if self.api is None:
-            return out
-        try:
-            items = self._custom().list_cluster_custom_object("weatherfleet.io", "v1alpha1", "sensorfleets")[
-                "items"
-            ]
-        except Exception:  # the API server is stopping
-            return out
-        for item in items:
-            rollout = (item.get("status") or {}).get("rollout")
-            if rollout:
-                out[f"{item['metadata']['namespace']}/{item['metadata']['name']}"] = (
-                    RolloutStatus.model_validate(rollout)
-                )
-        return out
-
-    def sensor_statuses(self) -> dict[str, dict]:
-        """deviceId -> the WeatherSensor's status as the operator wrote it."""
-        if self.api is None:
-            return {}
-        try:
-            items = self._custom().list_cluster_custom_object(
-                "weatherfleet.io", "v1alpha1", "weathersensors"
-            )["items"]
-        except Exception:
-            return {}
-        return {i["spec"]["deviceId"]: i.get("status") or {} for i in items}
-
-    def plan_text(self) -> dict[str, str]:
-        """The rollout plan ConfigMap's data, as OtaFlux has it mounted."""
-        folder = self.mount("otaflux", "rollout-plan")
-        return {p.name: p.read_text() for p in sorted(folder.glob("*.json"))} if folder.exists() else {}
-
-    def store(self):
-        from ..ingest.sqlite_store import SQLiteStore
-
-        if self._store is None and self.workdir.store_path.exists():
-            self._store = SQLiteStore(self.workdir.store_path)
-        return self._store
-
-    def device_rows(self) -> list[DeviceRow]:
-        view = self.view.snapshot()
-        statuses = self.sensor_statuses()
-        store = self.store()
-        latest = store.latest_readings() if store else {}
-        rows = []
-        for sensor in sorted(self.resources.sensors, key=lambda s: s.spec.device_id):
-            device = sensor.spec.device_id
-            sighting = view.get(device)
-            obs = sighting.observation if sighting else None
-            reading = latest.get(device)
-            status = statuses.get(device, {})
-            online = next(
-                (c["status"] for c in status.get("conditions", []) if c.get("type") == "Online"), None
-            )
-            seen = [
-                t for t in (reading.time if reading else None, sighting.last_seen if sighting else None) if t
-            ]
-            rows.append(
-                DeviceRow(
-                    device=device,
-                    location=sensor.spec.location,
-                    online={"True": True, "False": False}.get(online)
-                    if online
-                    else (obs.online if obs else None),
-                    last_seen=max(seen, default=None),
-                    reading=reading.values if reading else {},
-                    reported=(obs.reported_version if obs else None)
-                    or (status.get("firmware") or {}).get("reported"),
-                    desired=(status.get("firmware") or {}).get("desired"),
-                    ota_state=obs.ota_state if obs else (status.get("firmware") or {}).get("state"),
-                )
-            )
-        return rows
-
-    def rollout_rows(self) -> list[RolloutRow]:
-        statuses = self.fleet_statuses()
-        return [
-            RolloutRow(fleet=fleet_key(f), waves=len(f.spec.rollout.waves), status=statuses[fleet_key(f)])
-            for f in self.resources.fleets
-            if fleet_key(f) in statuses
-        ]
-
-    def summary(self) -> str:
-        ports = self.state.ports
-        return "\n".join(
-            [
-                f"  kubectl       KUBECONFIG={self.kubeconfig} kubectl get weatherfleet -A",
-                f"  API server    {self.apiserver.url if self.apiserver else '?'}  (objects kept in {self.workdir.root / 'apiserver'})",
-                f"  operator      weatherfleet operator (log: {self.workdir.logs / 'operator.log'})",
-                f"  MQTT (mTLS)   {HOST}:{ports['mqtt']}  ({'NanoMQ logins' if self.nanomq else 'identity = certificate CN'})",
-                f"  registry      {self.registry_url}",
-                f"  OtaFlux       http://{HOST}:{ports['otaflux']}  (metrics :{ports['otaflux_metrics']})",
-                f"  rollout plan  {self.mount('otaflux', 'rollout-plan')}  (ConfigMap {PLAN_CONFIGMAP}, mounted)",
-                f"  store         {self.workdir.store_path}",
-                f"  devices       {len(self.resources.sensors)} emulated, flash in {self.workdir.root / 'devices'}",
-                f"  logs          {self.workdir.logs}",
-                f"  CR folder     {self.options.directory} (applied again on change)",
-            ]
-        )
-
     # --- stop ------------------------------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -789,4 +339,4 @@ def run_loop(system: LocalSystem, interval: float, until=None, on_tick=None) -> 
         time.sleep(max(0.0, interval - (time.monotonic() - started)))
 
 
-__all__ = ["LocalSystem", "UpOptions", "run_loop", "wait_until", "write_atomically"]
+__all__ = ["LocalSystem", "run_loop"]
