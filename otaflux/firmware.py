@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import zstandard
+
 from weatherfleet import oci, semver
 from weatherfleet.oci import signatures
 
@@ -319,17 +321,32 @@ class FirmwareService:
         )
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # a zstd frame (RFC 8878)
+
+
+def _open_layer(layer: Path, compression: str | None):
+    if compression == "gzip":
+        return gzip.open(layer, "rb")
+    if compression == "zstd":
+        # a stream, never the whole archive in memory; frames are read one after another, as a zstd
+        # stream written in pieces (`zstd` of a pipe) has several
+        return zstandard.ZstdDecompressor().stream_reader(open(layer, "rb"), read_across_frames=True)
+    return open(layer, "rb")
+
+
 def unpack_firmware(layer: Path, dest: Path) -> Path | None:
-    """As the original OtaFlux: a layer that is a tar (optionally gzip-compressed) holding
-    `firmware.bin` is served as that file. None when the layer is the binary itself (the usual case)."""
+    """As the original OtaFlux (before it dropped archives): a layer that is a tar, plain or compressed
+    with gzip or zstd (recognised by their magic bytes), holding `firmware.bin` is served as that file.
+    None when the layer is the binary itself (the usual case)."""
     with open(layer, "rb") as stream:
         head = stream.read(262)
-    is_gzip = head[:2] == b"\x1f\x8b"
-    if not (is_gzip or head[257:262] == b"ustar"):
+    compression = "gzip" if head[:2] == GZIP_MAGIC else "zstd" if head[:4] == ZSTD_MAGIC else None
+    if compression is None and head[257:262] != b"ustar":
         return None
     try:
         with (
-            gzip.open(layer, "rb") if is_gzip else open(layer, "rb") as raw,
+            _open_layer(layer, compression) as raw,
             tarfile.open(fileobj=raw, mode="r|") as archive,
         ):
             for member in archive:
@@ -337,8 +354,8 @@ def unpack_firmware(layer: Path, dest: Path) -> Path | None:
                     with archive.extractfile(member) as source, open(dest, "wb") as out:
                         shutil.copyfileobj(source, out, 1 << 16)
                     return dest
-    except (OSError, tarfile.TarError, EOFError) as exc:
-        if not is_gzip:
+    except (OSError, tarfile.TarError, EOFError, zstandard.ZstdError) as exc:
+        if compression is None:
             return None  # a binary that happens to look like a tar header: serve it as it is
-        raise ArtifactUnusable(f"layer looks compressed but does not unpack: {exc}") from exc
+        raise ArtifactUnusable(f"layer looks {compression}-compressed but does not unpack: {exc}") from exc
     raise ArtifactUnusable(f"the layer is an archive without {FIRMWARE_FILENAME}")

@@ -25,6 +25,7 @@ FLOORS = {
         ["operator/weatherfleet/ingest/influx_store.py"],
         ["tests/ingest/test_influx_store.py"],
     ),
+    "zstandard": (["otaflux/firmware.py"], ["tests/otaflux/test_zstd.py"]),
 }
 
 
@@ -38,11 +39,26 @@ def floor(distribution: str) -> str:
 
 
 def imported_names(module: Path, top: str) -> list[str]:
-    """`from <top>[.x] import a, b` in the module -> ["<top>[.x].a", ...]."""
+    """`from <top>[.x] import a, b` in the module -> ["<top>[.x].a", ...]; after `import <top>`, every
+    `<top>.name` the module uses -> ["<top>.name", ...]."""
     names = []
-    for node in ast.walk(ast.parse(module.read_text())):
+    tree = ast.parse(module.read_text())
+    imported = False
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == top:
             names += [f"{node.module}.{alias.name}" for alias in node.names]
+        if isinstance(node, ast.Import) and any(a.name == top and a.asname is None for a in node.names):
+            imported = True
+    if imported:
+        names += sorted(
+            {
+                f"{top}.{node.attr}"
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == top
+            }
+        )
     return names
 
 
@@ -57,7 +73,11 @@ def test_the_lowest_allowed_version_runs_the_project(distribution: str, tmp_path
     )  # fmt: skip
     assert pip.returncode == 0, pip.stderr
     modules, tests = FLOORS[distribution]
-    top = next(p.name for p in target.iterdir() if p.is_dir() and (p / "__init__.py").exists())
+    top = next(
+        p.name
+        for p in sorted(target.iterdir())
+        if p.is_dir() and (p / "__init__.py").exists() and not p.name.endswith(".dist-info")
+    )
     names = [n for m in modules for n in imported_names(REPO / m, top)]
     assert names, f"the project imports nothing from {top}?"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
