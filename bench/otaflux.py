@@ -13,6 +13,10 @@ bytes from files in a temporary directory: it is the ceiling, not a peer doing t
     .venv/bin/python bench/otaflux.py --quick          # ~1 min: one round of 3 s per case, 300 slow readers
     .venv/bin/python bench/otaflux.py                  # ~3 min: 3 rounds of 6 s per case, 2000 slow readers
 
+Both servers write an access log to a file, buffered and written at least once a second (nginx:
+`access_log ... buffer=64k flush=1s`; OtaFlux: ACCESS_LOG=<file>, which buffers the same way); with
+`--access-log off` neither does. One logging and the other not would not be a fair comparison.
+
 Columns: the best figure of each server over the rounds, the median of the per-round ratios (each round
 runs nginx and OtaFlux back to back, so both see the same background load), and every round's ratio.
 
@@ -64,7 +68,9 @@ error_log {dir}/error.log warn;
 worker_rlimit_nofile 20000;
 events {{ worker_connections 8192; }}
 http {{
-    access_log off;
+    log_format access escape=json '{{"time":"$time_iso8601","method":"$request_method","path":"$uri",'
+                                  '"status":$status,"bytes":$body_bytes_sent,"ms":$request_time}}';
+    {access_log}
     sendfile on;
     tcp_nopush on;
     keepalive_requests 1000000;
@@ -302,6 +308,13 @@ def raise_fd_limit() -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs (3 s each)")
+    parser.add_argument(
+        "--access-log",
+        choices=("on", "off"),
+        default="on",
+        help="both servers write an access log to a file, buffered and flushed every second (on, as both "
+        "ship), or neither does",
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for both servers")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument(
@@ -347,6 +360,7 @@ def main() -> int:
                     "LOG_LEVEL": "warn",
                     "CACHE_DIR": str(root / "cache"),
                     "OTAFLUX_LOOP": os.environ.get("OTAFLUX_LOOP", ""),
+                    "ACCESS_LOG": str(root / "otaflux-access.log") if args.access_log == "on" else "off",
                 },
             )
             otaflux.start(timeout=30)
@@ -366,7 +380,16 @@ def main() -> int:
             # As root, nginx workers would drop to `nobody`, who cannot read our private temporary directory.
             user = "user root;" if os.geteuid() == 0 else ""
             conf.write_text(
-                NGINX_CONF.format(user=user, workers=args.workers, dir=root / "nginx", port=nginx_port)
+                NGINX_CONF.format(
+                    user=user,
+                    workers=args.workers,
+                    dir=root / "nginx",
+                    port=nginx_port,
+                    # as OtaFlux's: buffered, written at least once a second
+                    access_log=f"access_log {root / 'nginx' / 'access.log'} access buffer=64k flush=1s;"
+                    if args.access_log == "on"
+                    else "access_log off;",
+                )
             )
             server = ManagedProcess(
                 "nginx",
@@ -381,7 +404,8 @@ def main() -> int:
             assert fetch(f"{ngx}/firmware?device={DEVICE}") == firmware
 
             print(
-                f"workers: {args.workers} each, wrk threads: {threads}, {seconds:g} s per run, {rounds} round(s)"
+                f"workers: {args.workers} each, wrk threads: {threads}, {seconds:g} s per run, {rounds} round(s), "
+                f"access log {'on (both, to a file)' if args.access_log == 'on' else 'off (both)'}"
             )
             # Each round measures nginx and OtaFlux back to back, so both see the same background load
             # (the machine is shared); the ratio reported is the median of the per-round ratios.

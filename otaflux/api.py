@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from weatherfleet import oci
 
+from .access import AccessLog
 from .cache import Firmware
 from .firmware import MISS, ArtifactUnusable, FirmwareService, InvalidDevice, RegistryDown, check_device
 from .http import FileResponse, Request, Response, Result, text
@@ -107,8 +108,10 @@ class Api:
         metrics: Metrics,
         webhook_secret: str | None,
         notify: Callable[[Firmware], None] | None,
+        access: AccessLog | None = None,
     ) -> None:
         self.service, self.metrics, self.secret, self.notify = service, metrics, webhook_secret, notify
+        self.access = access
         self._tasks: set[asyncio.Task] = set()
         self.routes: dict[str, tuple[str, str, Callable]] = {
             "/version": ("GET", "version", self.version),
@@ -140,7 +143,15 @@ class Api:
         return handler(request)
 
     def done(self, request: Request, status: int) -> None:
-        self.stats.record(request.route, status, time.perf_counter() - request.started)  # type: ignore[attr-defined]
+        seconds = time.perf_counter() - request.started  # type: ignore[attr-defined]
+        self.stats.record(request.route, status, seconds)  # type: ignore[attr-defined]
+        if self.access is not None:
+            fw = request.firmware
+            self.access.record(
+                request.method, request.path, request.device, status,
+                fw.version if fw is not None else None, fw.manifest.digest if fw is not None else None,
+                request.sent, seconds,
+            )  # fmt: skip
 
     async def drain(self) -> None:
         if self._tasks:
@@ -153,7 +164,7 @@ class Api:
     ) -> Result | Awaitable[Result]:
         device = request.query.get("device")
         try:
-            check_device(device)
+            request.device = check_device(device)
             found = self.service.cached(device)
         except InvalidDevice as exc:
             return text(400, str(exc))
@@ -163,6 +174,7 @@ class Api:
             return self._slow(request, device, render)
         if found is None:
             return self._nothing(device)
+        request.firmware = found
         return render(request, found)
 
     async def _slow(self, request: Request, device: str, render) -> Result:
@@ -172,6 +184,7 @@ class Api:
             return self._failure(device, exc)
         if firmware is None:
             return self._nothing(device)
+        request.firmware = firmware
         return render(request, firmware)
 
     def _nothing(self, device: str) -> Response:

@@ -54,6 +54,11 @@ class Settings(ServiceSettings):
         "METRICS_LISTEN_ADDR", "Prometheus metrics address (default 0.0.0.0:9090)", "0.0.0.0:9090"
     )
     log_level: str = setting("LOG_LEVEL", "trace, debug, info, warn or error", "info")
+    access_log: str = setting(
+        "ACCESS_LOG",
+        "access log, one JSON line per request: stdout (default), stderr, off or a file",
+        "stdout",
+    )
     cache_size: int = setting("CACHE_SIZE", "firmware entries kept in the cache (default 256)", 256)
     cache_bytes: int = setting(
         "CACHE_BYTES", "bytes kept in the on-disk cache (default 512 MiB)", 512 * 1024 * 1024
@@ -156,6 +161,19 @@ class Settings(ServiceSettings):
         if value.lower() not in LOG_LEVELS:
             raise ValueError(f"LOG_LEVEL: {value!r} is not one of {', '.join(LOG_LEVELS)}")
         return value.lower()
+
+    @field_validator("access_log")
+    @classmethod
+    def _access_log(cls, value: str) -> str:
+        value = value.strip()
+        if value.lower() in ("off", "stdout", "stderr"):
+            return value.lower()
+        path = Path(value)
+        if not value or not path.parent.is_dir() or path.is_dir():
+            raise ValueError(
+                f"ACCESS_LOG: {value!r} is not stdout, stderr, off or a file in an existing directory"
+            )
+        return value
 
     @field_validator("mqtt_url")
     @classmethod

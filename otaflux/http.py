@@ -64,7 +64,8 @@ _METHODS = {b"GET": "GET", b"HEAD": "HEAD", b"POST": "POST"}
 
 class Request:
     __slots__ = (
-        "_query", "body", "headers", "keep_alive", "method", "path", "query_string", "route", "started", "version",
+        "_query", "body", "device", "firmware", "headers", "keep_alive", "method", "path", "query_string", "route",
+        "sent", "started", "version",
     )  # fmt: skip
 
     def __init__(
@@ -80,6 +81,9 @@ class Request:
         path, _, self.query_string = target.partition("?")
         self.path = unquote(path) if "%" in path else path
         self._query: dict[str, str] | None = None
+        # for the access log: the valid device id named, the firmware answered, body bytes sent
+        self.device = self.firmware = None
+        self.sent = 0
         if keep_alive is None:
             connection = headers.get("connection", "").lower()
             keep_alive = "close" not in connection and (version == "HTTP/1.1" or "keep-alive" in connection)
@@ -496,7 +500,11 @@ class HttpProtocol(asyncio.Protocol):
             head = heads.get(key)
             if head is None:
                 head = heads[key] = self._head(request, response.status, response.content_type, key[2], [])
-        self.transport.write(head if request.method == "HEAD" else head + response.body)
+        if request.method == "HEAD":
+            self.transport.write(head)
+        else:
+            self.transport.write(head + response.body)
+            request.sent = len(response.body)
         self.idle_since = self.loop.time()
         if self.done is not None:
             self.done(request, response.status)
@@ -533,7 +541,14 @@ class HttpProtocol(asyncio.Protocol):
             response.status = status
             self.transport.write(self._head(request, status, response.content_type, count, extra))
             if request.method != "HEAD" and count:
-                await self._sendfile(file, start, count)
+                try:
+                    await self._sendfile(file, start, count)
+                except BaseException:
+                    if self.done is not None:  # abandoned mid-way: logged with what went out
+                        request.sent = self._sent
+                        self.done(request, status)
+                    raise
+                request.sent = count
                 if response.on_sent is not None:
                     response.on_sent(count)
         if self.done is not None:
@@ -546,6 +561,7 @@ class HttpProtocol(asyncio.Protocol):
         loop.sendfile because uvloop (the faster loop, used when installed) has no native sendfile and
         its fallback copies through Python. The socket is written through a dup of its descriptor, only
         once the transport's own buffer is empty, so the head always goes out before the body."""
+        self._sent = 0
         while self.transport.get_write_buffer_size():
             await asyncio.sleep(0.001)
         sock = self.transport.get_extra_info("socket")
@@ -584,6 +600,7 @@ class HttpProtocol(asyncio.Protocol):
                 self.loop.add_writer(fd, pump)
             await done
         finally:
+            self._sent = left[0] - offset
             self.loop.remove_writer(fd)
             os.close(fd)
 

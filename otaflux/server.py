@@ -33,6 +33,7 @@ def setup_logging(level: str) -> None:
 async def serve(
     settings: Settings, cache_root: Path, worker: int = 0, metrics_in_process: bool = True
 ) -> None:
+    from .access import AccessLog
     from .api import Api
     from .cache import FirmwareCache
     from .firmware import FirmwareService
@@ -75,7 +76,8 @@ async def serve(
         refresh_interval=settings.refresh_interval,
         on_change=notify,
     )
-    api = Api(service, metrics, settings.webhook_secret, notify)
+    access = AccessLog.from_setting(settings.access_log)
+    api = Api(service, metrics, settings.webhook_secret, notify, access)
     server = await start_server(api, settings.listen_host, settings.listen_port, api.done)
     metrics_runner = None
     if metrics_in_process:
@@ -106,12 +108,15 @@ async def serve(
         ),
         asyncio.create_task(_probe_registry(service, stop)),
         asyncio.create_task(_every(1.0, service.stats.flush, stop)),
+        *([asyncio.create_task(_every(1.0, access.flush, stop))] if access is not None else []),
     ]
     await stop.wait()
     log.info("worker %d stopping", worker)
     await asyncio.gather(*watchers)
     server.close()
     await api.drain()
+    if access is not None:
+        access.close()
     if metrics_runner is not None:
         await metrics_runner.cleanup()
     if notifier is not None:
