@@ -31,9 +31,11 @@ from weatherfleet.rollout import (
     share_size,
     transitions,
 )
+from weatherfleet.rollout.waves import started_floor
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 RID = "weatherfleet/garden/firmware-1-1-0@1.1.0"
+RID_F2 = "ns/f/fw-2@2.0.0"
 ids = st.from_regex(r"[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?", fullmatch=True)
 rollout_ids = st.text(min_size=1, max_size=60)
 wave_percents = st.one_of(
@@ -127,32 +129,41 @@ def test_waves_are_monotone_a_device_inside_stays_inside(rid, n, percents):
 
 @big
 @given(
-    rollout_ids,
     st.integers(1, 3_000),
-    st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40), wave_percents), min_size=1, max_size=8),
-    st.randoms(use_true_random=False),
+    st.sampled_from([1, 5, 20, 50]),
+    st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40), st.floats(0, 1)), min_size=1, max_size=8),
+    st.integers(),
 )
-def test_joiners_take_their_place_leavers_free_theirs_and_nobody_is_pulled_back(rid, n, steps, rnd):
-    """Each step: some members leave, some join, the wave may widen, then the share is evaluated again."""
+def test_joiners_take_their_place_leavers_free_theirs_and_updated_devices_are_never_pulled_back(
+    n, percent, steps, seed
+):
+    """Each step some members leave, some join, and some devices of the share start on the release; the
+    operator looks again. The wave is exactly ceil(p·N/100) of the members now, except that a device that
+    started on the release is never left out (only devices merely offered it give their place)."""
+    rnd = random.Random(seed)
+    spec = RolloutSpec(release="fw-2", waves=[{"percent": percent, "bakeTime": "1h"}, {"percent": 100}])
     members = fleet(n)
-    joined = 0
-    threshold, percent = None, 0.0
-    previously: set[str] = set()
-    for leaving, joining, wave in steps:
+    started: set[str] = set()
+    status, now, joined = RolloutStatus(stableVersion="1.0.0"), T0, 0
+    for leaving, joining, starting in steps:
         for _ in range(min(leaving, len(members) - 1)):
-            members.remove(rnd.choice(members))
+            gone = rnd.choice(members)
+            members.remove(gone)
+            started.discard(gone)
         members += [f"joiner-{joined + i:05d}" for i in range(joining)]
         joined += joining
-        # a joiner is inside exactly when its rank is below the threshold: it takes its place in the order
-        carried = inside(rid, members, threshold)
-        percent = max(percent, wave)
-        threshold = open_share(rid, members, percent, threshold)
-        now = inside(rid, members, threshold)
-        assert previously & set(members) <= now  # a member inside stays inside
-        assert carried <= now
-        # exact, except for joiners that landed below the threshold already: they are never pushed out
-        assert len(now) == max(share_size(percent, len(members)), len(carried))
-        previously = now
+        devices = [
+            DeviceObservation(device_id=d, reported_version="2.0.0" if d in started else "1.0.0")
+            for d in members
+        ]
+        status = next_status(spec, status, "2.0.0", devices, "ns/f", now)
+        inside = {d for d in members if rank(RID_F2, d) <= status.threshold}
+        assert started <= inside  # updated devices are never pulled back
+        floor = max((rank(RID_F2, d) for d in started), default="")
+        expected = max(share_size(percent, len(members)), sum(rank(RID_F2, d) <= floor for d in members))
+        assert len(inside) == expected == status.opened  # exact, but for the ones that started
+        started |= {d for d in inside if rnd.random() < starting}
+        now += timedelta(seconds=30)
 
 
 # --- the plan OtaFlux follows ----------------------------------------------------------------------------
@@ -296,7 +307,13 @@ def test_a_halted_rollout_never_opens_to_more_devices(spec, observed, steps):
 def test_the_share_only_grows_and_waves_advance_one_at_a_time_on_success(spec, observed, steps):
     devices = everyone(observed)
     status = next_status(spec, RolloutStatus(), "2.0.0", devices, "ns/f", T0)
-    assert status.opened == share_size(spec.waves[0].percent, len(devices))
+    rid = rollout_id("ns/f", "fw-2", "2.0.0")
+    floor = started_floor(devices, rid, "2.0.0")  # devices already on it (from before) stay inside
+    assert status.threshold == open_share(rid, fleet_devices, spec.waves[0].percent, floor)
+    assert status.opened == max(
+        share_size(spec.waves[0].percent, len(devices)),
+        sum(rank(rid, d) <= (floor or "") for d in fleet_devices),
+    )
     now = T0
     for step in steps:
         now += timedelta(seconds=step)

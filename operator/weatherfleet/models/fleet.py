@@ -364,7 +364,7 @@ class RolloutStatus(Model):
     threshold: str | None = Field(
         default=None,
         description="rank of the last device inside the open share (a device is inside when "
-        "sha256(rolloutId NUL deviceId) is at most this); only grows during a rollout",
+        "sha256(rolloutId NUL deviceId) is at most this); never below a device that started on the release",
     )
     eligible: int = Field(default=0, description="members the release can go to (not pinned, not excluded)")
     opened: int = Field(default=0, description="devices inside the open share")

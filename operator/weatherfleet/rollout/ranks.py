@@ -7,11 +7,13 @@ order (at least one when p > 0 and the fleet is not empty); the plan carries the
 inside, the *threshold*, and a device is inside when its rank is at most the threshold. So the plan stays
 one string at any fleet size, OtaFlux decides with one hash and one comparison, and the count is exact.
 
-The threshold only grows within a rollout (`open_share` never lowers it): a device inside stays inside.
-A device that joins takes its place in the order: inside at once when its rank is below the threshold
-(the share may then hold more than `ceil(p·N/100)` until the next wave), outside otherwise. A member that
-leaves frees its place: the next evaluation raises the threshold until the share again holds
-`ceil(p·N/100)` members. Nobody is ever pulled back out.
+At every look the operator cuts the order of the members it has now (`open_share` with the rank of the
+highest device that started on the release as the floor, `waves.started_floor`): a device that joins
+takes its place in the order, a member that leaves frees its own, and the wave is again exactly
+`ceil(p·N/100)` — except that a device that started on the release (downloading it, running it, failed
+on it) is never left out, so an updated device is never pulled back and a failure keeps counting. Only a
+device merely offered the release may give its place to a joiner ranked before it. A wider wave cuts
+further along the same order, so a device inside stays inside as the waves grow.
 """
 
 from __future__ import annotations

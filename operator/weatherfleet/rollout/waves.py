@@ -132,6 +132,22 @@ def tally(
     return out
 
 
+STARTED = ("downloading", "verifying", "installed", "booted", "confirmed", "failed", "rolled_back")
+
+
+def started_floor(devices: list[DeviceObservation], rid: str, version: str) -> str | None:
+    """The highest rank of a device that started on the release (downloading it or later, running it,
+    failed on it): the share never leaves one out, so an updated device is never pulled back and a
+    failure keeps counting. Devices only offered it may give their place to a joiner ranked before them."""
+    ranks = [
+        rank(rid, d.device_id)
+        for d in devices
+        if not d.pinned_version
+        and (d.reported_version == version or (d.ota_version == version and d.ota_state in STARTED))
+    ]
+    return max(ranks) if ranks else None
+
+
 def success_needed(spec: RolloutSpec, counted: Tally) -> int:
     """Devices that must run the release before the wave may advance: successThreshold % of the online
     devices of the share that have not failed, and at least one while the share is not empty. A member
@@ -204,13 +220,12 @@ def _start(
     devices: list[DeviceObservation],
     fleet_key: str,
     now: datetime,
-    floor: str | None = None,
 ) -> RolloutStatus:
     """A new rollout of spec.release at its first wave; the settled version becomes its stable one."""
     stable = settled_version(status) or reported_stable(devices, version)
     rid = rollout_id(fleet_key, spec.release, version)
     eligible = [d.device_id for d in devices if not d.pinned_version]
-    threshold = open_share(rid, eligible, spec.waves[0].percent, floor)
+    threshold = open_share(rid, eligible, spec.waves[0].percent, started_floor(devices, rid, version))
     opened = sum(1 for d in eligible if threshold is not None and rank(rid, d) <= threshold)
     return RolloutStatus(
         release=spec.release,
@@ -309,10 +324,9 @@ def next_status(
         current = _start(spec, status, release_version, devices, fleet_key, now)
     elif status.phase in ("Aborted", "RolledBack") and not spec.abort:
         # The flag was cleared without a new release: this release starts over from its first wave.
-        # Devices that kept it after an abort stay inside (the old threshold is the floor).
-        floor = status.threshold if status.phase == "Aborted" else None
+        # Devices that kept it after an abort stay inside (started_floor).
         restart = RolloutStatus(stableVersion=status.stable_version, phase="Idle")
-        current = _start(spec, restart, release_version, devices, fleet_key, now, floor)
+        current = _start(spec, restart, release_version, devices, fleet_key, now)
     current = _with_reported_stable(current, devices)
 
     rid = rollout_id(fleet_key, spec.release, release_version)
@@ -335,9 +349,11 @@ def next_status(
     wave = min(current.wave, len(spec.waves) - 1)
     percent = spec.waves[wave].percent
     threshold = current.threshold
+    floor = started_floor(devices, rid, release_version)
     if not spec.paused:
-        # Members that left free their places: the share is topped up to ceil(p·N/100) again.
-        threshold = open_share(rid, eligible, percent, threshold)
+        # The share is ceil(p·N/100) of the members now (a joiner takes its place, a member that left
+        # frees its own), but never leaves out a device that started on the release.
+        threshold = open_share(rid, eligible, percent, floor)
     thawed = {} if spec.paused else _thawed(current, now)
     clock = current.model_copy(update=thawed)
     elapsed = active_seconds(clock, now)
@@ -381,7 +397,7 @@ def next_status(
         )
     if baked and succeeded:
         nxt = spec.waves[wave + 1].percent
-        wider = open_share(rid, eligible, nxt, threshold)
+        wider = open_share(rid, eligible, nxt, floor)
         ahead = tally(devices, rid, release_version, wider, 0.0, timeout, now, now)
         if spec.failure_threshold.breached(ahead.failed, ahead.opened):
             # Devices of the next share already failed this version (an earlier attempt, a pin lifted
