@@ -4,7 +4,10 @@ Every fixture starts a real server on 127.0.0.1 on a free port and waits until i
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +32,12 @@ def _stop_as_interrupted(signum: int, _frame: object) -> None:
 
 
 signal.signal(signal.SIGTERM, _stop_as_interrupted)
+
+# The kubernetes client reads KUBECONFIG once, when it is first imported, and keeps the path: point it at
+# the API stand-in's kubeconfig (written by the `kube` fixture of tests/operator) here, in the conftest
+# pytest loads first, before any test module imports `kubernetes`. With --real-cluster, $KUBECONFIG stays.
+if "--real-cluster" not in sys.argv:
+    os.environ["KUBECONFIG"] = os.path.join(tempfile.mkdtemp(prefix="weatherfleet-kube-"), "config")
 
 TEST_DEVICES = [f"dev-{i:02d}" for i in range(1, 21)]
 

@@ -303,22 +303,18 @@ print('RESULT', json.dumps(out))
 LOCATIONS = ["Gew\u00e4chshaus \U0001f331", "\U0001f3e0 \u5317\u4eac \U0001d11e", "plain"]
 
 
-def test_any_unicode_location_round_trips_into_the_device(tmp_path) -> None:
+def test_any_unicode_location_round_trips_into_the_device() -> None:
     """Issue 14: config.json was written with ASCII escapes, which MicroPython's json turns into surrogate
     bytes (invalid UTF-8) for characters outside the BMP; the desired configuration over MQTT too."""
-    from weatherfleet.pki import LocalCA
+    from weatherfleet.provisioning.deviceconfig import Credentials, device_files
     from weatherfleet.reconcilers.devicetwin import desired_text
 
-    try:
-        from weatherfleet.provisioning.deviceconfig import device_files
-    except ImportError:
-        from weatherfleet.local.deviceconfig import device_files
-
-    ca = LocalCA(tmp_path / "pki")
+    # only config.json is under test here; the credential files are copied verbatim
+    credentials = Credentials(ca=b"ca", cert=b"cert", key=b"key")
     data = {}
     for index, location in enumerate(LOCATIONS):
         config = {"device": f"dev-{index:02d}", "location": location}
-        data[f"file{index}"] = list(device_files(ca, config)["config.json"])
+        data[f"file{index}"] = list(device_files(config, credentials)["config.json"])
         data[f"twin{index}"] = list(desired_text(config).encode())
     out = run_micropython(UNICODE_CONFIG_SCRIPT, data).check().json()
     for index, location in enumerate(LOCATIONS):

@@ -1,13 +1,12 @@
 """Fixtures for the operator tests: the Kubernetes API double (or a real cluster with --real-cluster).
 
-KUBECONFIG is pointed at the double HERE, at import time, before anything imports `kubernetes`: the
-client and kopf read it once and keep it."""
+KUBECONFIG is pointed at the double by tests/conftest.py, at import time, before anything imports
+`kubernetes`: the client and kopf read it once and keep it."""
 
 from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,10 +21,8 @@ from weatherfleet.apiserver import ApiServerDouble
 
 REPO = Path(__file__).resolve().parents[2]
 CERT_MANAGER_CRD = REPO.parent / "shared" / "schemas" / "cert-manager.io_certificates.yaml"
-_KUBECONFIG_DIR = Path(tempfile.mkdtemp(prefix="weatherfleet-kube-"))
-_REAL_KUBECONFIG = os.environ.get("KUBECONFIG")
-if "--real-cluster" not in sys.argv:
-    os.environ["KUBECONFIG"] = str(_KUBECONFIG_DIR / "config")
+# tests/conftest.py points KUBECONFIG at the stand-in's kubeconfig unless --real-cluster is given
+_REAL_KUBECONFIG = os.environ.get("KUBECONFIG") if "--real-cluster" in sys.argv else None
 # The handlers read their timer intervals at import: short ones, so tests see resyncs and bake times pass.
 for _name, _value in {
     "WEATHERFLEET_NAMESPACE": "weatherfleet",
