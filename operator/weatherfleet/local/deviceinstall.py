@@ -13,7 +13,7 @@ from ..models import SensorFleet, WeatherSensor
 from ..provisioning import credentials as api_credentials
 from ..provisioning.bundles import build_bundles, bundle_files, push_release
 from ..provisioning.deviceconfig import device_config, device_files
-from ..provisioning.signing import device_key
+from ..provisioning.signing import ROLLOUT, device_key, ensure_signing_key
 from ..reconcilers.fleet import fleet_for_sensor
 from .options import REPOSITORY_PREFIX
 
@@ -57,6 +57,7 @@ class DeviceInstall:
                 self.options.timing,
                 firmware_version=self.options.factory_version,
                 login=credentials.login,
+                rollout_keys=[device_key(ensure_signing_key(self.workdir.signing, ROLLOUT)[1])],
             )
             bundle = factory.get(sensor.spec.device_id)
             self.devices.install(

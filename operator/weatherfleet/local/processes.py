@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .. import identities
 from ..observe import MqttObserver
+from ..provisioning.signing import ROLLOUT, ensure_signing_key
 from ..reconcilers.certificates import broker_secret_name
 from ..reconcilers.plan import PLAN_CONFIGMAP
 from ..reconcilers.revocation import CRL_CONFIGMAP
@@ -77,6 +78,8 @@ class ServiceProcesses:
             "WEATHERFLEET_READINGS_SQLITE": str(self.workdir.store_path),
             # decommissioning revokes into weatherfleet-crl, signed with the CA issuer's key pair
             "WEATHERFLEET_CRL_CA_SECRET": f"{platform.CERT_MANAGER_NAMESPACE}/{platform.ROOT_CA}",
+            # the key the cluster mounts from the Secret weatherfleet-rollout-key
+            "WEATHERFLEET_ROLLOUT_KEY": str(ensure_signing_key(self.workdir.signing, ROLLOUT)[0]),
             **LOCAL_OPERATOR_SETTINGS,
             **self._registry_settings(),
             **self.options.operator_settings,

@@ -1,5 +1,8 @@
-"""The firmware signing key of a local installation: Ed25519 (what devices verify), made on first use with
-`weatherfleet.firmware.signing` and kept in the workdir (private key 0600, never printed)."""
+"""The keys of a local installation, Ed25519 (what devices verify), made on first use with
+`weatherfleet.firmware.signing` and kept in the workdir (private key 0600, never printed): the firmware
+signing key, and the rollout key with which the operator signs downgrade authorisations (a halted
+candidate going back to stable, a fleet rollback), as the Secret weatherfleet-rollout-key holds it on a
+cluster."""
 
 from __future__ import annotations
 
@@ -7,15 +10,16 @@ from pathlib import Path
 
 from ..firmware import signing
 
-PRIVATE = "firmware-signing.key"
-PUBLIC = "firmware-signing.pub"
+FIRMWARE_SIGNING = "firmware-signing"
+ROLLOUT = "rollout"
 
 
-def ensure_signing_key(directory: Path) -> tuple[Path, Path]:
-    """(private key path, public key path), both PEM; created once, reused afterwards."""
+def ensure_signing_key(directory: Path, name: str = FIRMWARE_SIGNING) -> tuple[Path, Path]:
+    """(private key path, public key path), both PEM, `<name>.key` and `<name>.pub`; created once, reused
+    afterwards."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    private, public = directory / PRIVATE, directory / PUBLIC
+    private, public = directory / f"{name}.key", directory / f"{name}.pub"
     if not private.exists():
         public.unlink(missing_ok=True)
         signing.generate_key("ed25519", private, public)
@@ -23,7 +27,7 @@ def ensure_signing_key(directory: Path) -> tuple[Path, Path]:
 
 
 def device_key(public_path: Path) -> str:
-    """The public key as the device config's `signingKeys` takes it (raw Ed25519, hex)."""
+    """The public key as the device config's `signingKeys` and `rolloutKeys` take it (raw Ed25519, hex)."""
     text = signing.device_key_text(signing.read_public_key(public_path))
     if text is None:
         raise ValueError(f"{public_path}: devices verify Ed25519 signatures; this key is not Ed25519")
