@@ -77,6 +77,7 @@ class Controller:
         self.alerting: dict[tuple[str, str], ProvisionedAlerts] = {}  # last known alert files per fleet
         self.releases = ReleaseResolver(settings, kube)
         self.readings = Readings(None)
+        self.twin = None  # a devicetwin.TwinPublisher when the operator has an MQTT connection
         self.devices: dict[str, Key] = {}  # deviceId -> its WeatherSensor key, for MQTT-driven requeues
         self.fleet_cost: dict[tuple[str, str], float] = {}  # seconds the last reconcile of a fleet took
         self.service_lock = threading.Lock()  # one fleet at a time mints a missing service password
