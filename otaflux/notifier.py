@@ -131,8 +131,11 @@ class Announcer:
                 continue
             changed = newly_offered(old.fleets.get(key) if old is not None else None, fleet)
             step = fleet.announce_window / len(changed) if changed else 0.0
+            # the other workers re-read the plan within one poll interval: a device told before then
+            # could ask one that still answers the old version
+            settle = self.service.plan.poll_interval
             for i, (device, version) in enumerate(changed):
-                self.due[device] = (now + i * step, version)
+                self.due[device] = (now + settle + i * step, version)
             count += len(changed)
             if changed:
                 log.info("announcing %d device(s) of %s over %gs", len(changed), key, fleet.announce_window)

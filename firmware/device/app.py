@@ -99,6 +99,8 @@ class App:
         self._reset_cause = None
         self.last_stamp = 0
         self.ota_wake = asyncio.Event()
+        self.notified = None  # the version an OtaFlux notification named, until a check offers it
+        self.notified_tries = 0
         self.updating = False
         broker = cfg["broker"]
         self.ssl = net.ssl_context(cfg["tls"], root) if broker["tls"] else None
@@ -228,6 +230,7 @@ class App:
         except (ValueError, AttributeError):
             return
         if version and version != self.version and version not in self.state["bad"]:
+            self.notified, self.notified_tries = version, 0
             self.ota_wake.set()
 
     # ---- desired configuration (device twin) ---------------------------------------------------------
@@ -613,7 +616,16 @@ class App:
                 plan = self.updater.check()
                 await self._flush_outbox()
                 if plan is None:
+                    if self.notified and self.notified_tries < 4:
+                        # told of a release the server did not offer yet: the OtaFlux worker or replica
+                        # that answered may not have the new plan (a ConfigMap reaches pods at different
+                        # times), so ask again soon (10, 20, 40, 80 s), not at the next hourly check
+                        self.notified_tries += 1
+                        delay = min(delay, 5 << self.notified_tries)
+                    else:
+                        self.notified = None
                     continue
+                self.notified = None
                 log("updating", self.version, "->", plan.version)
                 self.updating = True
                 await self.ota_event("downloading", plan.version, 0)

@@ -131,6 +131,7 @@ class Board:
         reboot_delay: float = 0.05,
         heap: int | str | None = None,
         timer_slack_ns: int | None = TIMER_SLACK_NS,
+        i2c_addresses: dict[str, int] | None = None,
     ) -> None:
         self.device_id = device_id
         self.seed = seed if seed is not None else int(hashlib.sha256(device_id.encode()).hexdigest()[:8], 16)
@@ -147,10 +148,12 @@ class Board:
         self.i2c: dict[int, Any] = {}
         self.uart: dict[int, Any] = {}
         world, now = self.environment.at, time.monotonic
+        # a sensor answers where the board wires it (a BME280's SDO pin picks 0x76 or 0x77)
+        address = {"bme280": 0x76, "scd30": 0x61, **(i2c_addresses or {})}
         if "bme280" in sensors:
-            self.bme280 = self.i2c[0x76] = BME280(now, world, 0x76, seed=self.seed)
+            self.bme280 = self.i2c[address["bme280"]] = BME280(now, world, address["bme280"], seed=self.seed)
         if "scd30" in sensors:
-            self.scd30 = self.i2c[0x61] = SCD30(now, world)
+            self.scd30 = self.i2c[address["scd30"]] = SCD30(now, world, address["scd30"])
         if "sds011" in sensors:
             self.sds011 = self.uart[2] = SDS011(now, world, self.seed, sds011_noise, sds011_corruption)
         self.console: collections.deque[str] = collections.deque(maxlen=4000)

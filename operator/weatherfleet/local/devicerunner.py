@@ -26,6 +26,7 @@ class DeviceSpec(BaseModel):
     sensors: list[str]
     location: str
     heap: int | str | None = None  # the VM's heap cap (-X heapsize); None: devicesim's default
+    i2c_addresses: dict[str, int] = {}  # sensor type -> the I2C address the WeatherSensor wires it at
 
 
 class RunnerSpec(BaseModel):
@@ -62,6 +63,7 @@ async def run(spec: RunnerSpec) -> None:
             seed=seed,
             echo=spec.echo,
             heap=item.heap,
+            i2c_addresses=item.i2c_addresses,
         )
         if not any(device.partitions.application(s) for s in device.partitions.app_slots()):
             device.flash_firmware()  # a new board: MicroPython first, as esptool would write it

@@ -66,6 +66,7 @@ class DeviceFleet:
                     device=s.spec.device_id,
                     root=self.root(s.spec.device_id),
                     sensors=[x.type for x in s.spec.sensors],
+                    i2c_addresses={x.type: x.i2c.address for x in s.spec.sensors if x.i2c and x.i2c.address},
                     location=s.spec.location,
                 )
                 for s in sensors
