@@ -21,6 +21,8 @@ import statistics
 import time
 
 from weatherfleet.models.fleet import RolloutSpec
+from weatherfleet.reconcilers.plan import plan_key, rollout_plan_configmap
+from weatherfleet.rollout.plan import FleetPlan
 from weatherfleet.rollout.simulation import FleetModel, simulate
 
 HOUR = 3600.0
@@ -95,6 +97,29 @@ def main() -> None:
     print(f"wave open -> updated, median, announcements on: {minutes(figures[True])}")
     print(f"wave open -> updated, median, announcements off: {minutes(figures[False])}")
     print(f"(simulated in {time.perf_counter() - started:.1f} s)")
+    plan_sizes()
+
+
+def plan_sizes() -> None:
+    """The rollout plan ConfigMap as the operator writes it (reconcilers.plan), for one fleet mid-rollout:
+    its size grows with the member list only (ConfigMaps stop at 1 MiB)."""
+    limit = 1 << 20
+    for count in (10_000, 100_000):
+        members = [f"sensor-{i:06d}" for i in range(count)]
+        plan = FleetPlan(
+            rolloutId="weatherfleet/garden/firmware-1-1-0/1.1.0",
+            stable="1.0.0",
+            candidate="1.1.0",
+            percent=25.0,
+            threshold="0" * 64,
+            devices=members,
+        )
+        configmap = rollout_plan_configmap({plan_key("weatherfleet", "garden"): plan}, "weatherfleet")
+        size = sum(len(value.encode()) for value in configmap["data"].values())
+        print(
+            f"rollout plan ConfigMap, {count} devices: {size / 1024:.0f} KiB "
+            f"({size / count:.1f} bytes per device, {size / limit:.2f} of the 1 MiB limit)"
+        )
 
 
 if __name__ == "__main__":
