@@ -20,6 +20,7 @@ class DeviceRow(BaseModel):
     reported: str | None = None
     desired: str | None = None
     ota_state: str | None = None
+    ota_progress: int | None = None  # download percent of the update under way (status.firmware.progress)
 
 
 class RolloutRow(BaseModel):
@@ -55,6 +56,8 @@ def device_table(rows: list[DeviceRow], now: datetime | None = None) -> Table:
         ota = row.ota_state or ""
         if ota in ("failed", "rolled_back"):
             ota = f"[red]{ota}[/]"
+        elif ota == "downloading" and row.ota_progress is not None:
+            ota = f"{ota} {row.ota_progress}%"
         table.add_row(
             row.device,
             row.location,

@@ -96,6 +96,7 @@ class ApiViews:
                     or (status.get("firmware") or {}).get("reported"),
                     desired=(status.get("firmware") or {}).get("desired"),
                     ota_state=obs.ota_state if obs else (status.get("firmware") or {}).get("state"),
+                    ota_progress=(status.get("firmware") or {}).get("progress"),
                 )
             )
         return rows
