@@ -188,14 +188,22 @@ async def test_power_cuts_anywhere_in_a_bundle_update_always_boot_a_good_slot(
             while not queue.empty():
                 i, (cut_at, timed) = queue.get_nowait()
                 run = Run(lane, i, env)
-                board, _units = await run.go(cut_at, timed)
-                results.append((i, cut_at, timed, board, run.versions()))
+                board, units = await run.go(cut_at, timed)
+                results.append((i, cut_at, timed, board, run.versions(), units))
 
         await asyncio.gather(*(lane_worker(lane) for lane in LANES))
         assert len(results) == len(plans) >= 50
-        for _i, cut_at, timed, board, versions in results:
+        cuts = 0
+        for _i, cut_at, timed, board, versions, units in results:
             where = f"cut at byte {cut_at}/{total}" if cut_at is not None else f"cut {timed}"
-            assert board.flash.cuts == 1, f"{where} never happened"
+            if cut_at is not None and cut_at >= units:
+                # runs differ by a few state saves at the very end (events flushed before or after the
+                # first measurement): a point past this run's last write left it uncut, and it must still
+                # end on a good slot with 1.1.0 like every other
+                assert board.flash.cuts == 0, where
+            else:
+                assert board.flash.cuts == 1, f"{where} never happened"
+                cuts += 1
             for record in board.boots:
                 assert record.error is None, f"{where}: boot {record.number} raised {record.error}"
             for record, lines in zip(board.boots, boots_in(board.console), strict=True):
@@ -205,5 +213,6 @@ async def test_power_cuts_anywhere_in_a_bundle_update_always_boot_a_good_slot(
                     )
             assert versions <= SIGNED, f"{where}: reported versions {versions}"
             assert "1.1.0" in versions
+        assert cuts >= 50, f"only {cuts} of {len(plans)} planned cuts happened"
     finally:
         server.stop()
