@@ -109,17 +109,11 @@ def staged_path(tls):
 
 def request(tls, device, root=""):
     """The JSON message for twin/<id>/csr: a PEM CSR for the device id, with the key the board keeps."""
-    import binascii
-
     import csr
 
     with open(_path(root, tls["key"]), "rb") as f:
         key = csr.load_key(f.read())
-    der = csr.request(key, device)
-    b64 = binascii.b2a_base64(der).decode().replace("\n", "")
-    body = "\n".join(b64[i : i + 64] for i in range(0, len(b64), 64))
-    pem = "-----BEGIN CERTIFICATE REQUEST-----\n" + body + "\n-----END CERTIFICATE REQUEST-----\n"
-    return json.dumps({"csr": pem})
+    return json.dumps({"csr": csr.pem("CERTIFICATE REQUEST", csr.request(key, device))})
 
 
 def stage(tls, text, root=""):

@@ -252,11 +252,15 @@ def load_key(text):
     return _int(der[s2:e2])
 
 
-def pem_key(d):
-    """SEC1 PEM of private key d, for the board's certs/ folder."""
+def pem(label, der):
+    """DER as PEM text under `label` (RFC 7468: base64 in lines of 64)."""
     import binascii
 
-    der = _seq(_der_int(1), _tlv(0x04, _bytes32(d)), _tlv(0xA0, _OID_P256))
     b64 = binascii.b2a_base64(der).decode().strip()
     body = "\n".join(b64[i : i + 64] for i in range(0, len(b64), 64))
-    return "-----BEGIN EC PRIVATE KEY-----\n" + body + "\n-----END EC PRIVATE KEY-----\n"
+    return "-----BEGIN %s-----\n%s\n-----END %s-----\n" % (label, body, label)
+
+
+def pem_key(d):
+    """SEC1 PEM of private key d, for the board's certs/ folder."""
+    return pem("EC PRIVATE KEY", _seq(_der_int(1), _tlv(0x04, _bytes32(d)), _tlv(0xA0, _OID_P256)))
