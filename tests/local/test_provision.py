@@ -20,7 +20,7 @@ from weatherfleet.cli import main
 from weatherfleet.firmware import signing
 from weatherfleet.local import platform
 from weatherfleet.models import SensorFleet
-from weatherfleet.provisioning.board import plan_provision, stage_files
+from weatherfleet.provisioning.board import provisioning_steps, stage_files
 from weatherfleet.reconcilers.certificates import device_certificate
 from weatherfleet.services.process import wait_until
 
@@ -136,11 +136,11 @@ def test_dry_run_prints_files_and_mpremote_commands(cluster, tmp_path, capsys):
 def test_flash_image_adds_esptool_steps_first(tmp_path):
     files = stage_files(tmp_path / "s", {"config.json": b"{}", "lib/x.mpy": b"x"}, set())
     image = tmp_path / "micropython.bin"
-    plan = plan_provision("dev-01", "/dev/ttyUSB1", files, flash_image=image)
-    assert plan.commands[0] == ["esptool", "--chip", "esp32", "--port", "/dev/ttyUSB1", "erase_flash"]
-    assert plan.commands[1][-3:] == ["-z", "0x1000", str(image)]
+    steps = provisioning_steps("dev-01", "/dev/ttyUSB1", files, flash_image=image)
+    assert steps.commands[0] == ["esptool", "--chip", "esp32", "--port", "/dev/ttyUSB1", "erase_flash"]
+    assert steps.commands[1][-3:] == ["-z", "0x1000", str(image)]
     # config.json goes last: a board interrupted half-way idles without config instead of half-booting
-    assert plan.commands[-2][-1] == ":config.json"
+    assert steps.commands[-2][-1] == ":config.json"
 
 
 def test_unknown_device_and_missing_image_are_clear_errors(cluster, tmp_path, capsys):

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..models import FirmwareRelease, SensorFleet, WeatherSensor
     from ..provisioning import credentials, identity
-    from ..provisioning.board import bundle_board_files, plan_provision, stage_files
+    from ..provisioning.board import bundle_board_files, provisioning_steps, stage_files
     from ..provisioning.deviceconfig import Endpoints, device_config, device_files
     from ..reconcilers.fleet import fleet_for_sensor
 
@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     # config.json holds the Wi-Fi and broker passwords when there are any
     secret = {"certs/device.key", "config.json"} if (wifi or creds.login) else {"certs/device.key"}
     staged = stage_files(args.workdir.resolve() / "provision" / args.device, files, secret)
-    plan = plan_provision(
+    steps = provisioning_steps(
         args.device,
         args.port,
         staged,
@@ -182,10 +182,10 @@ def run(args: argparse.Namespace) -> int:
         mpremote=_tool("mpremote", "mpremote", args.dry_run),
         esptool=_tool("esptool", "esptool", args.dry_run) if args.flash_image else "esptool",
     )
-    print(plan.describe())
+    print(steps.describe())
     if args.dry_run:
         return 0
-    for command in plan.commands:
+    for command in steps.commands:
         print("+ " + " ".join(command[:6]) + (" ..." if len(command) > 6 else ""), flush=True)
         result = subprocess.run(command, check=False)
         if result.returncode != 0:

@@ -1,7 +1,7 @@
 """What `weatherfleet provision` puts on a board, and the exact commands that put it there.
 
-Pure planning (`plan_provision`) is separate from running the commands, so the file set and the command
-lines are tested without a board; `--dry-run` prints the same plan."""
+Computing the steps (`provisioning_steps`) is separate from running the commands, so the file set and the command
+lines are tested without a board; `--dry-run` prints the same steps."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class BoardFile(BaseModel):
     secret: bool = False
 
 
-class ProvisionPlan(BaseModel):
+class ProvisioningSteps(BaseModel):
     device: str
     port: str
     files: list[BoardFile]
@@ -76,7 +76,7 @@ def _mkdirs_script(directories: list[str]) -> str:
     )
 
 
-def plan_provision(
+def provisioning_steps(
     device: str,
     port: str,
     files: list[BoardFile],
@@ -86,7 +86,7 @@ def plan_provision(
     esptool: str = "esptool",
     chip: str = "esp32",
     baud: int = 460800,
-) -> ProvisionPlan:
+) -> ProvisioningSteps:
     commands: list[list[str]] = []
     if flash_image is not None:
         commands.append([esptool, "--chip", chip, "--port", port, "erase_flash"])
@@ -110,7 +110,7 @@ def plan_provision(
     for f in ordered:
         commands.append([*connect, "fs", "cp", str(f.local_path), f":{f.board_path}"])
     commands.append([*connect, "reset"])
-    return ProvisionPlan(device=device, port=port, files=files, commands=commands)
+    return ProvisioningSteps(device=device, port=port, files=files, commands=commands)
 
 
 def bundle_board_files(bundle_dir: Path) -> tuple[dict[str, bytes], str]:
