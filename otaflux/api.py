@@ -18,7 +18,7 @@ from weatherfleet import oci
 from .access import AccessLog
 from .cache import Firmware
 from .firmware import MISS, ArtifactUnusable, FirmwareService, InvalidDevice, RegistryDown, check_device
-from .http import FileResponse, Request, Response, Result, text
+from .http_messages import FileResponse, Request, Response, Result, text
 from .metrics import Metrics
 from .signatures import SignatureRejected
 

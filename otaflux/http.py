@@ -13,19 +13,15 @@ before a request line, as RFC 9112 §2.2 asks (embedded clients such as the orig
 send one). What this module adds on top: a 16 KiB bound on the request head, a 1 MiB bound on bodies,
 GET/HEAD/POST only, no request bodies in chunked encoding (411).
 
-Time and memory a client can hold, all bounded:
-  - a request (head and body) must arrive within `request_timeout` (10 s) of its first byte: a total
-    deadline, not reset by each byte, so a head trickled a byte at a time is closed (408);
-  - a keep-alive connection between requests is closed after `idle_timeout` (75 s, nginx's default),
-    counted from the last response, also not reset by stray bytes (e.g. endless empty lines);
-  - at most `max_unfinished` (4096) connections per worker may hold an unfinished request at once; the
-    next one closes the oldest of them (a legitimate client finishes its head in one packet, so the
-    oldest is the slowest);
-  - none of these apply while a response is being sent (a slow download is paced by TCP).
+A request must arrive within a total deadline of its first byte, an idle keep-alive connection is closed,
+and the connections holding an unfinished request are capped: otaflux.http_limits says how and why.
 
 Scope, deliberately small: keep-alive by HTTP/1.1 rules (and `Connection: close`, HTTP/1.0); pipelined
 requests are answered in order; one byte range (`Range: bytes=a-b | a- | -n`, `If-Range`), 416 when
 unsatisfiable. Anything malformed gets a 4xx with a one-line reason and the connection is closed.
+
+Where the rest lives: otaflux.http_messages (Request, Response, FileResponse, byte ranges),
+otaflux.http_heads (response heads, cached per Date second), otaflux.http_limits (deadlines and caps).
 """
 
 from __future__ import annotations
@@ -33,71 +29,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import socket
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from email.utils import formatdate
-from urllib.parse import parse_qsl, unquote
+from collections.abc import Awaitable
 
 import httptools
+
+from .http_heads import REASONS, cached_head, response_head
+from .http_limits import IDLE_TIMEOUT, MAX_UNFINISHED, REQUEST_TIMEOUT, Limits
+from .http_messages import App, Done, FileResponse, Request, Response, Result, parse_range, text
 
 log = logging.getLogger("otaflux.http")
 
 MAX_HEAD = 16 * 1024
 MAX_BODY = 1 << 20
-_PLAIN_DEVICE_QUERY = re.compile(r"device=[A-Za-z0-9._-]*")
-IDLE_TIMEOUT = 75.0  # seconds, as nginx's keepalive_timeout default
-REQUEST_TIMEOUT = 10.0  # seconds from the first byte of a request to its last
-MAX_UNFINISHED = 4096  # connections with an unfinished request, per worker (a wave connects at once)
 MAX_PIPELINED = 32  # parsed requests waiting for their turn before the connection stops reading
-REASONS = {
-    200: "OK", 206: "Partial Content", 304: "Not Modified", 400: "Bad Request", 401: "Unauthorized",
-    404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required",
-    413: "Content Too Large", 414: "URI Too Long", 416: "Range Not Satisfiable",
-    431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented",
-    502: "Bad Gateway", 503: "Service Unavailable",
-}  # fmt: skip
 _VERSIONS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 _METHODS = {b"GET": "GET", b"HEAD": "HEAD", b"POST": "POST"}
-
-
-class Request:
-    __slots__ = (
-        "_query", "body", "device", "firmware", "headers", "keep_alive", "method", "path", "query_string", "route",
-        "sent", "started", "version",
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        method: str,
-        target: str,
-        version: str,
-        headers: dict[str, str],
-        body: bytes,
-        keep_alive: bool | None = None,
-    ) -> None:
-        self.method, self.version, self.headers, self.body = method, version, headers, body
-        path, _, self.query_string = target.partition("?")
-        self.path = unquote(path) if "%" in path else path
-        self._query: dict[str, str] | None = None
-        # for the access log: the valid device id named, the firmware answered, body bytes sent
-        self.device = self.firmware = None
-        self.sent = 0
-        if keep_alive is None:
-            connection = headers.get("connection", "").lower()
-            keep_alive = "close" not in connection and (version == "HTTP/1.1" or "keep-alive" in connection)
-        self.keep_alive = keep_alive
-
-    @property
-    def query(self) -> dict[str, str]:
-        if self._query is None:
-            qs = self.query_string
-            if _PLAIN_DEVICE_QUERY.fullmatch(qs):
-                self._query = {"device": qs[7:]}  # what every device sends; same result as parse_qsl
-            else:
-                self._query = dict(parse_qsl(qs, keep_blank_values=True))
-        return self._query
 
 
 class _Reject(Exception):
@@ -106,152 +53,6 @@ class _Reject(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status, self.message = status, message
-
-
-class Response:
-    __slots__ = ("body", "content_type", "headers", "status")
-
-    def __init__(
-        self,
-        status: int = 200,
-        body: bytes = b"",
-        content_type: str = "text/plain; charset=utf-8",
-        headers: list[tuple[str, str]] | None = None,
-    ) -> None:
-        self.status, self.body, self.content_type, self.headers = status, body, content_type, headers or []
-
-
-class FileResponse:
-    """A file sent with sendfile; `etag` (quoted) enables If-None-Match/If-Range; Range is honoured."""
-
-    __slots__ = ("content_type", "etag", "on_sent", "path", "status")
-
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        etag: str | None = None,
-        content_type: str = "application/octet-stream",
-        on_sent: Callable[[int], None] | None = None,
-    ) -> None:
-        self.path, self.etag, self.content_type, self.on_sent = path, etag, content_type, on_sent
-        self.status = 200  # set to the status actually sent (206, 304, 416) once known
-
-
-Result = Response | FileResponse
-App = Callable[[Request], "Result | Awaitable[Result]"]
-Done = Callable[[Request, int], None]
-
-
-def text(status: int, message: str) -> Response:
-    return Response(status, message.encode())
-
-
-def parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """(start, end inclusive) for one satisfiable `bytes=` range; None when unsatisfiable. Raises
-    ValueError when the header is not a single byte range (the caller then serves the whole file)."""
-    unit, _, spec = header.partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
-        raise ValueError("not a single byte range")
-    first, dash, last = spec.strip().partition("-")
-    if not dash:
-        raise ValueError("no dash")
-    if not first:  # suffix: the last N bytes
-        n = int(last)
-        if n <= 0:
-            return None
-        return (max(0, size - n), size - 1) if size else None
-    start = int(first)
-    end = int(last) if last else size - 1
-    if start > end or start >= size:
-        return None
-    return start, min(end, size - 1)
-
-
-class _Date:
-    """The Date header, formatted once a second rather than per response."""
-
-    value = ""
-    stamp = 0
-
-    @classmethod
-    def now(cls, loop: asyncio.AbstractEventLoop) -> str:
-        second = int(loop.time())
-        if second != cls.stamp:
-            cls.stamp, cls.value = second, formatdate(usegmt=True)
-        return cls.value
-
-
-class _HeadCache:
-    """Response heads without extra headers, valid for the current Date second."""
-
-    def __init__(self) -> None:
-        self.stamp = -1
-        self.heads: dict[tuple, bytes] = {}
-
-    def get(self, loop: asyncio.AbstractEventLoop) -> dict[tuple, bytes]:
-        second = int(loop.time())
-        if second != self.stamp or len(self.heads) > 256:
-            self.stamp, self.heads = second, {}
-        return self.heads
-
-
-_HEADS = _HeadCache()
-
-
-class Limits:
-    """What the connections of one server share: the connection set, the deadlines, and the connections
-    with an unfinished request in the order their requests began (oldest first)."""
-
-    def __init__(
-        self,
-        idle_timeout: float = IDLE_TIMEOUT,
-        request_timeout: float = REQUEST_TIMEOUT,
-        max_unfinished: int = MAX_UNFINISHED,
-    ) -> None:
-        self.idle_timeout, self.request_timeout, self.max_unfinished = (
-            idle_timeout,
-            request_timeout,
-            max_unfinished,
-        )
-        self.connections: set[HttpProtocol] = set()
-        self.unfinished: OrderedDict[HttpProtocol, None] = OrderedDict()
-        self.evicted = 0  # connections closed to make room for a new unfinished request
-        self.timed_out = 0  # requests that missed their deadline
-        self._reported = (0, 0)
-
-    def begin(self, connection: HttpProtocol) -> None:
-        unfinished = self.unfinished
-        while len(unfinished) >= self.max_unfinished:
-            oldest, _ = unfinished.popitem(last=False)
-            self.evicted += 1
-            oldest._abort()
-        unfinished[connection] = None
-
-    def sweep(self, now: float) -> None:
-        """Close what missed a deadline: unfinished requests (oldest first, so this stops early) and
-        connections idle between requests."""
-        request_deadline = now - self.request_timeout
-        unfinished = self.unfinished
-        while unfinished:
-            connection = next(iter(unfinished))
-            if connection.request_since is not None and connection.request_since > request_deadline:
-                break
-            self.timed_out += 1
-            unfinished.pop(connection)
-            connection._timeout()
-        idle_deadline = now - self.idle_timeout
-        for connection in [c for c in self.connections if c.idle(idle_deadline)]:
-            connection._close()
-        if (self.evicted, self.timed_out) != self._reported:
-            evicted, timed_out = self.evicted - self._reported[0], self.timed_out - self._reported[1]
-            self._reported = (self.evicted, self.timed_out)
-            log.warning(
-                "closed %d connections whose request missed its %gs deadline and %d beyond %d unfinished",
-                timed_out,
-                self.request_timeout,
-                evicted,
-                self.max_unfinished,
-            )
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -464,42 +265,12 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- responses --
 
-    def _head(
-        self, request: Request, status: int, content_type: str, length: int, extra: list[tuple[str, str]]
-    ) -> bytes:
-        head = (
-            f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\nDate: {_Date.now(self.loop)}\r\n"
-            f"Server: otaflux\r\nContent-Length: {length}\r\n"
-        )
-        if content_type:
-            head += f"Content-Type: {content_type}\r\n"
-        for name, value in extra:
-            head += f"{name}: {value}\r\n"
-        if not request.keep_alive:
-            head += "Connection: close\r\n"
-        elif request.version == "HTTP/1.0":
-            head += "Connection: keep-alive\r\n"
-        return (head + "\r\n").encode("latin-1")
-
     def _write(self, request: Request, response: Response) -> None:
+        status, content_type, length = response.status, response.content_type, len(response.body)
         if response.headers:
-            head = self._head(
-                request, response.status, response.content_type, len(response.body), response.headers
-            )
+            head = response_head(self.loop, request, status, content_type, length, response.headers)
         else:
-            # The common answer (/version): the same head for every device with the same body length,
-            # until the Date second changes. Cached per second, at most a few hundred variants.
-            key = (
-                response.status,
-                response.content_type,
-                len(response.body),
-                request.keep_alive,
-                request.version,
-            )
-            heads = _HEADS.get(self.loop)
-            head = heads.get(key)
-            if head is None:
-                head = heads[key] = self._head(request, response.status, response.content_type, key[2], [])
+            head = cached_head(self.loop, request, status, content_type, length)
         if request.method == "HEAD":
             self.transport.write(head)
         else:
@@ -539,7 +310,9 @@ class HttpProtocol(asyncio.Protocol):
                     start, count, status = span[0], span[1] - span[0] + 1, 206
                     extra.append(("Content-Range", f"bytes {span[0]}-{span[1]}/{size}"))
             response.status = status
-            self.transport.write(self._head(request, status, response.content_type, count, extra))
+            self.transport.write(
+                response_head(self.loop, request, status, response.content_type, count, extra)
+            )
             if request.method != "HEAD" and count:
                 try:
                     await self._sendfile(file, start, count)
@@ -647,7 +420,7 @@ async def start_server(
     max_unfinished: int = MAX_UNFINISHED,
 ) -> HttpServer:
     """Listen with SO_REUSEPORT, so several worker processes can share the port. The deadlines and the
-    bound on unfinished requests are described at the top of this module."""
+    bound on unfinished requests are described in otaflux.http_limits."""
     loop = asyncio.get_running_loop()
     limits = Limits(idle_timeout, request_timeout, max_unfinished)
     server = await loop.create_server(

@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from otaflux.http import Response, start_server
+from otaflux.http import start_server
+from otaflux.http_messages import Response
 from weatherfleet.services.process import wait_until
 
 SECRET = "hook-secret-for-tests"

@@ -10,7 +10,8 @@ import pytest
 
 from otaflux import config
 from otaflux.cache import Firmware, FirmwareCache
-from otaflux.http import FileResponse, HttpProtocol, Response, parse_range
+from otaflux.http import HttpProtocol
+from otaflux.http_messages import FileResponse, Response, parse_range
 from otaflux.plan import PlanSource
 from weatherfleet import oci
 from weatherfleet.rollout import FleetPlan, RolloutPlan
