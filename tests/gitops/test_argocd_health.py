@@ -1,9 +1,11 @@
 """Argo CD health checks (Lua, in gitops/argocd/config/health) for WeatherSensor, SensorFleet and
-FirmwareRelease, run by a real Lua 5.4 interpreter with `obj` set the way Argo CD sets it."""
+FirmwareRelease (one script under three keys) and for Applications, taken from the rendered `argocd-cm`
+and run by a real Lua 5.4 interpreter with `obj` set the way Argo CD sets it."""
 
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 import shutil
@@ -46,11 +48,20 @@ def to_lua(value: object) -> str:
     raise TypeError(type(value))
 
 
-def health(script: str, obj: dict, tmp_path: Path) -> tuple[str, str]:
+@functools.cache
+def argocd_cm() -> dict[str, str]:
+    (config,) = gb.build(gb.GITOPS / "argocd" / "config")
+    return config["data"]
+
+
+def health(group_kind: str, obj: dict, tmp_path: Path) -> tuple[str, str]:
+    """What the script argocd-cm carries for `group_kind` answers for `obj`."""
     source = tmp_path / "object.lua"
     source.write_text("return " + to_lua(obj) + "\n")
+    script = tmp_path / "health.lua"
+    script.write_text(argocd_cm()[f"resource.customizations.health.{group_kind}"])
     result = subprocess.run(
-        [lua(), str(HARNESS), str(source), str(HEALTH / script)],
+        [lua(), str(HARNESS), str(source), str(script)],
         capture_output=True,
         text=True,
         timeout=30,
@@ -283,6 +294,19 @@ RELEASE_CASES = {
             cond("SignatureVerified", "Unknown", "NoDevices")]},
         "Progressing",
     ),
+    "per-device repository, one device's signature invalid, another's not required": (
+        {"observedGeneration": 1, "signatureVerified": False, "conditions": [
+            cond("Resolved", "True", "Resolved"),
+            cond("SignatureVerified", "False", "SignatureInvalid", "no artifact verified: dev-02"),
+            cond("Ready", "True", "PartiallyAvailable", "release can be rolled out to 1 of 2 devices")]},
+        "Healthy",
+    ),
+    "written without a Ready condition, resolved and verified": (
+        {"observedGeneration": 1, "digest": "sha256:" + "b" * 64, "conditions": [
+            cond("Resolved", "True", "Resolved"),
+            cond("SignatureVerified", "True", "Verified")]},
+        "Healthy",
+    ),
     "per-device repository, some devices excluded": (
         {"observedGeneration": 1, "signatureVerified": True, "conditions": [
             cond("Ready", "True", "PartiallyAvailable", "release can be rolled out to 2 of 3 devices"),
@@ -296,7 +320,7 @@ RELEASE_CASES = {
 @pytest.mark.parametrize("case", list(_sensor_cases()))
 def test_weathersensor_health(case: str, tmp_path: Path) -> None:
     status, expected, *generation = _sensor_cases()[case]
-    got, message = health("weathersensor.lua", resource("WeatherSensor", status, *generation), tmp_path)
+    got, message = health("weatherfleet.io_WeatherSensor", resource("WeatherSensor", status, *generation), tmp_path)
     assert got == expected, message
     assert message, "the health always says why"
 
@@ -309,7 +333,7 @@ def test_sensorfleet_health(case: str, tmp_path: Path, monkeypatch) -> None:
 
         monkeypatch.setattr(fleet_mod, "MAX_OBJECT_DATA", 10)
         status = _fleet_status(None)
-    got, message = health("sensorfleet.lua", resource("SensorFleet", status), tmp_path)
+    got, message = health("weatherfleet.io_SensorFleet", resource("SensorFleet", status), tmp_path)
     assert got == expected, message
     if case == "rollout halted":
         assert "1.1.0" in message and "rolled back" in message
@@ -321,21 +345,25 @@ def test_sensorfleet_health(case: str, tmp_path: Path, monkeypatch) -> None:
 def test_a_rollout_a_person_steered_is_a_healthy_fleet(phase: str, tmp_path: Path) -> None:
     status = _fleet_status_without_release()
     status["rollout"] = {"phase": phase, "version": "1.1.0", "reason": "as asked"}
-    got, message = health("sensorfleet.lua", resource("SensorFleet", status), tmp_path)
+    got, message = health("weatherfleet.io_SensorFleet", resource("SensorFleet", status), tmp_path)
     assert got == "Healthy" and phase in message
 
 
 @pytest.mark.parametrize("case", RELEASE_CASES)
 def test_firmwarerelease_health(case: str, tmp_path: Path) -> None:
     status, expected = RELEASE_CASES[case]
-    got, message = health("firmwarerelease.lua", resource("FirmwareRelease", status), tmp_path)
+    got, message = health("weatherfleet.io_FirmwareRelease", resource("FirmwareRelease", status), tmp_path)
     assert got == expected, message
     if case == "per-device repository, some devices excluded":
         assert "2 of 3" in message
+    if status is not None and "digest" in status and expected == "Healthy":
+        assert status["digest"] in message
+    if case == "artifact not pushed yet":
+        assert "NotFound: 1.2.0 not in repo" in message  # Resolved says why, not Ready's "not resolved"
 
 
 def _terminal_reasons() -> set[str]:
-    text = (HEALTH / "sensorfleet.lua").read_text()
+    text = (HEALTH / "weatherfleet.lua").read_text()
     block = text[text.index("local terminal = {") : text.index("\n}", text.index("local terminal = {"))]
     return set(re.findall(r"(\w+) = true", block))
 
@@ -371,29 +399,20 @@ def test_application_health_passes_the_child_status_through(tmp_path: Path) -> N
         "metadata": {"name": "x"},
         "status": {"health": {"status": "Degraded", "message": "m"}},
     }
-    assert health("application.lua", app, tmp_path) == ("Degraded", "m")
+    assert health("argoproj.io_Application", app, tmp_path) == ("Degraded", "m")
     assert (
-        health("application.lua", {"kind": "Application", "metadata": {"name": "x"}}, tmp_path)[0]
+        health("argoproj.io_Application", {"kind": "Application", "metadata": {"name": "x"}}, tmp_path)[0]
         == "Progressing"
     )
-
-
-def test_the_three_scripts_share_one_list_of_terminal_reasons() -> None:
-    def terminal_block(script: str) -> str:
-        text = (HEALTH / script).read_text()
-        return text[text.index("local terminal = {") : text.index("}", text.index("local terminal = {"))]
-
-    blocks = {terminal_block(s) for s in ("weathersensor.lua", "sensorfleet.lua", "firmwarerelease.lua")}
-    assert len(blocks) == 1
 
 
 def test_argocd_cm_carries_each_script_under_its_resource_key() -> None:
     (config,) = gb.build(gb.GITOPS / "argocd" / "config")
     assert config["metadata"] == {**config["metadata"], "name": "argocd-cm", "namespace": "argocd"}
     for group_kind, script in {
-        "weatherfleet.io_WeatherSensor": "weathersensor.lua",
-        "weatherfleet.io_SensorFleet": "sensorfleet.lua",
-        "weatherfleet.io_FirmwareRelease": "firmwarerelease.lua",
+        "weatherfleet.io_WeatherSensor": "weatherfleet.lua",
+        "weatherfleet.io_SensorFleet": "weatherfleet.lua",
+        "weatherfleet.io_FirmwareRelease": "weatherfleet.lua",
         "argoproj.io_Application": "application.lua",
     }.items():
         assert config["data"][f"resource.customizations.health.{group_kind}"] == (HEALTH / script).read_text()
