@@ -88,26 +88,23 @@ class Settings(ServiceSettings):
         "WEBHOOK_SECRET", "shared secret webhooks must send (Authorization header)", repr=False
     )
     workers: int = setting("WORKERS", "HTTP worker processes sharing the port (SO_REUSEPORT)", 1)
+    event_loop: str = setting(
+        "OTAFLUX_LOOP", "event loop: uvloop (default, when installed; else asyncio's) or asyncio", "uvloop"
+    )
     # not settable from outside
     mqtt_client_id: str = Field(default="otaflux", validation_alias="OTAFLUX_MQTT_CLIENT_ID")
     rollout_poll_interval: float = Field(default=1.0, validation_alias="OTAFLUX_ROLLOUT_POLL_INTERVAL")
 
     # -- derived ------------------------------------------------------------------------------------
     @property
-    def listen_host(self) -> str:
-        return _address(self.listen_addr)[0]
+    def listen(self) -> tuple[str, int]:
+        """(host, port) of LISTEN_ADDR."""
+        return _address(self.listen_addr)
 
     @property
-    def listen_port(self) -> int:
-        return _address(self.listen_addr)[1]
-
-    @property
-    def metrics_host(self) -> str:
-        return _address(self.metrics_listen_addr)[0]
-
-    @property
-    def metrics_port(self) -> int:
-        return _address(self.metrics_listen_addr)[1]
+    def metrics_listen(self) -> tuple[str, int]:
+        """(host, port) of METRICS_LISTEN_ADDR."""
+        return _address(self.metrics_listen_addr)
 
     # -- rules, one per variable (the message starts with the variable's name) ------------------------
     @field_validator("registry_url")
@@ -161,6 +158,13 @@ class Settings(ServiceSettings):
         if value.lower() not in LOG_LEVELS:
             raise ValueError(f"LOG_LEVEL: {value!r} is not one of {', '.join(LOG_LEVELS)}")
         return value.lower()
+
+    @field_validator("event_loop")
+    @classmethod
+    def _event_loop(cls, value: str) -> str:
+        if value.strip().lower() not in ("uvloop", "asyncio"):
+            raise ValueError(f"OTAFLUX_LOOP: {value!r} is not uvloop or asyncio")
+        return value.strip().lower()
 
     @field_validator("access_log")
     @classmethod

@@ -78,15 +78,16 @@ async def serve(
     )
     access = AccessLog.from_setting(settings.access_log)
     api = Api(service, metrics, settings.webhook_secret, notify, access)
-    server = await start_server(api, settings.listen_host, settings.listen_port, api.done)
+    host, port = settings.listen
+    server = await start_server(api, host, port, api.done)
     metrics_runner = None
     if metrics_in_process:
         metrics_runner = await start_metrics(settings, metrics.registry, before=service.stats.flush)
     log.info(
         "worker %d serving on %s:%d (registry %s, prefix %r, plan %s, %d signature key(s))",
         worker,
-        settings.listen_host,
-        settings.listen_port,
+        host,
+        port,
         store,
         settings.repository_prefix,
         settings.rollout_plan or "none",
@@ -161,19 +162,20 @@ async def start_metrics(settings: Settings, registry, before=None) -> web.AppRun
     app.router.add_get("/metrics", metrics_handler)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    await web.TCPSite(runner, settings.metrics_host, settings.metrics_port, reuse_port=True).start()
+    host, port = settings.metrics_listen
+    await web.TCPSite(runner, host, port, reuse_port=True).start()
     return runner
 
 
 def _worker_main(settings: Settings, cache_root: Path, worker: int) -> None:
     setup_logging(settings.log_level)
-    _run_loop(serve(settings, cache_root, worker, metrics_in_process=False))
+    _run_loop(serve(settings, cache_root, worker, metrics_in_process=False), settings.event_loop)
 
 
-def _run_loop(main) -> None:
+def _run_loop(main, event_loop: str) -> None:
     """uvloop when installed (about a third more requests per second on /version), else asyncio's own;
-    OTAFLUX_LOOP=asyncio forces the latter."""
-    if os.environ.get("OTAFLUX_LOOP", "uvloop") == "uvloop":
+    `event_loop` "asyncio" (OTAFLUX_LOOP) forces the latter."""
+    if event_loop == "uvloop":
         try:
             import uvloop
         except ImportError:
@@ -189,7 +191,7 @@ def run(settings: Settings) -> int:
     with tempfile.TemporaryDirectory(prefix="otaflux-cache-") as tmp:
         cache_root = settings.cache_dir or Path(tmp)
         if settings.workers == 1:
-            _run_loop(serve(settings, cache_root))
+            _run_loop(serve(settings, cache_root), settings.event_loop)
             return 0
         return _supervise(settings, cache_root)
 

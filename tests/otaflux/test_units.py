@@ -237,12 +237,22 @@ def test_environment_names_of_the_original_are_read() -> None:
             "MQTT_TOPIC": "firmware/updates/",
         },
     )
-    assert (settings.listen_host, settings.listen_port) == ("127.0.0.1", 8081)
-    assert (settings.metrics_host, settings.metrics_port) == ("::1", 9091)
+    assert settings.listen == ("127.0.0.1", 8081)
+    assert settings.metrics_listen == ("::1", 9091)
     assert (
         settings.registry_insecure and settings.cache_size == 7 and settings.mqtt_topic == "firmware/updates"
     )
     assert "s3cr3t-pa55" not in repr(settings) and settings.registry_password == "s3cr3t-pa55"  # not in logs
+
+
+def test_event_loop_is_a_setting_like_the_others() -> None:
+    registry = {"REGISTRY_URL": "http://registry:5000"}
+    assert config.load(None, registry).event_loop == "uvloop"
+    assert config.load(None, registry | {"OTAFLUX_LOOP": ""}).event_loop == "uvloop"  # empty: the default
+    assert config.load(None, registry | {"OTAFLUX_LOOP": "AsyncIO"}).event_loop == "asyncio"
+    with pytest.raises(config.ConfigError, match=r"^OTAFLUX_LOOP: 'trio' is not uvloop or asyncio$"):
+        config.load(None, registry | {"OTAFLUX_LOOP": "trio"})
+    assert config.OPTIONS["event_loop"][0] == "OTAFLUX_LOOP"  # so --event-loop and --help show it
 
 
 def test_flags_win_over_the_environment() -> None:
