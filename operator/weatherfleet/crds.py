@@ -19,37 +19,51 @@ _NAMES = {
     "FirmwareRelease": ("firmwarereleases", "firmwarerelease", ["fwrel"]),
 }
 
-_AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+
+def _column(name: str, type_: str, json_path: str, priority: int = 0) -> dict[str, Any]:
+    """One printer column of `kubectl get` (priority 1: shown only with `-o wide`)."""
+    column: dict[str, Any] = {"name": name, "type": type_, "jsonPath": json_path}
+    if priority:
+        column["priority"] = priority
+    return column
+
+
+def _condition_column(condition: str) -> dict[str, Any]:
+    """The status (True, False, Unknown) of one condition, under the condition's name."""
+    return _column(condition, "string", f'.status.conditions[?(@.type=="{condition}")].status')
+
+
+_AGE = _column("Age", "date", ".metadata.creationTimestamp")
 _PRINTER_COLUMNS: dict[str, list[dict[str, Any]]] = {
     "WeatherSensor": [
-        {"name": "Location", "type": "string", "jsonPath": ".spec.location"},
+        _column("Location", "string", ".spec.location"),
         # The apiserver shows only the first match of a JSONPath (`.spec.sensors[*].type` would show one sensor
         # of several): the operator writes the list joined into the status.
-        {"name": "Sensors", "type": "string", "jsonPath": ".status.sensorsSummary"},
-        {"name": "Firmware", "type": "string", "jsonPath": ".status.firmware.reported"},
-        {"name": "Desired", "type": "string", "jsonPath": ".status.firmware.desired"},
-        {"name": "Online", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Online")].status'},
-        {"name": "Config", "type": "integer", "jsonPath": ".status.config.appliedGeneration"},
-        {"name": "Last Seen", "type": "date", "jsonPath": ".status.lastSeen"},
+        _column("Sensors", "string", ".status.sensorsSummary"),
+        _column("Firmware", "string", ".status.firmware.reported"),
+        _column("Desired", "string", ".status.firmware.desired"),
+        _condition_column("Online"),
+        _column("Config", "integer", ".status.config.appliedGeneration"),
+        _column("Last Seen", "date", ".status.lastSeen"),
         _AGE,
     ],
     "SensorFleet": [
-        {"name": "Broker", "type": "string", "jsonPath": ".spec.broker.kind"},
-        {"name": "Sensors", "type": "integer", "jsonPath": ".status.sensors.total"},
-        {"name": "Online", "type": "integer", "jsonPath": ".status.sensors.online"},
-        {"name": "Release", "type": "string", "jsonPath": ".status.rollout.version"},
-        {"name": "Rollout", "type": "string", "jsonPath": ".status.rollout.phase"},
-        {"name": "Percent", "type": "number", "jsonPath": ".status.rollout.percent"},
-        {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+        _column("Broker", "string", ".spec.broker.kind"),
+        _column("Sensors", "integer", ".status.sensors.total"),
+        _column("Online", "integer", ".status.sensors.online"),
+        _column("Release", "string", ".status.rollout.version"),
+        _column("Rollout", "string", ".status.rollout.phase"),
+        _column("Percent", "number", ".status.rollout.percent"),
+        _condition_column("Ready"),
         _AGE,
     ],
     "FirmwareRelease": [
-        {"name": "Version", "type": "string", "jsonPath": ".spec.version"},
-        {"name": "Channel", "type": "string", "jsonPath": ".spec.channel"},
-        {"name": "Kind", "type": "string", "jsonPath": ".spec.artifact.kind"},
-        {"name": "Verified", "type": "boolean", "jsonPath": ".status.signatureVerified"},
-        {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
-        {"name": "Digest", "type": "string", "jsonPath": ".status.digest", "priority": 1},
+        _column("Version", "string", ".spec.version"),
+        _column("Channel", "string", ".spec.channel"),
+        _column("Kind", "string", ".spec.artifact.kind"),
+        _column("Verified", "boolean", ".status.signatureVerified"),
+        _condition_column("Ready"),
+        _column("Digest", "string", ".status.digest", priority=1),
         _AGE,
     ],
 }
