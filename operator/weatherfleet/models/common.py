@@ -71,6 +71,17 @@ class ObjectMeta(BaseModel):
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
+class Resource(Model):
+    """What the three kinds have in common: apiVersion and metadata. Each kind narrows `kind` to its
+    name and adds its spec and status."""
+
+    api_version: Literal["weatherfleet.io/v1alpha1"] = Field(
+        default="weatherfleet.io/v1alpha1", alias="apiVersion"
+    )
+    kind: str
+    metadata: ObjectMeta
+
+
 class Condition(Model):
     """metav1.Condition."""
 

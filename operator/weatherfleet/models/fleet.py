@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from ..durations import parse_duration
-from .common import Condition, DnsName, Duration, Model, ObjectMeta, SecretKeyRef, label, matching
+from .common import Condition, DnsName, Duration, Model, Resource, SecretKeyRef, label, matching
 
 Name = Annotated[str, label(max_length=63)]
 
@@ -401,12 +401,8 @@ class SensorFleetStatus(Model):
     rollout: RolloutStatus = Field(default_factory=RolloutStatus, description="the rollout's progress")
 
 
-class SensorFleet(Model):
-    api_version: Literal["weatherfleet.io/v1alpha1"] = Field(
-        default="weatherfleet.io/v1alpha1", alias="apiVersion"
-    )
+class SensorFleet(Resource):
     kind: Literal["SensorFleet"] = "SensorFleet"
-    metadata: ObjectMeta
     spec: SensorFleetSpec = Field(
         description="the fleet: its sensors, broker, certificates, Grafana, rollout"
     )

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from .common import Channel, Condition, ConfigMapKeyRef, Model, ObjectMeta, matching
+from .common import Channel, Condition, ConfigMapKeyRef, Model, Resource, matching
 from .sensor import SemVer
 
 Digest = Annotated[str, matching(r"^sha256:[a-f0-9]{64}$", "a digest: 'sha256:' and 64 lowercase hex digits")]
@@ -177,12 +177,8 @@ class FirmwareReleaseStatus(Model):
     )
 
 
-class FirmwareRelease(Model):
-    api_version: Literal["weatherfleet.io/v1alpha1"] = Field(
-        default="weatherfleet.io/v1alpha1", alias="apiVersion"
-    )
+class FirmwareRelease(Resource):
     kind: Literal["FirmwareRelease"] = "FirmwareRelease"
-    metadata: ObjectMeta
     spec: FirmwareReleaseSpec = Field(description="the firmware version, its artifact and signature policy")
     status: FirmwareReleaseStatus = Field(
         default_factory=FirmwareReleaseStatus,

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from ..semver import SEMVER_PATTERN
-from .common import Channel, Condition, DeviceId, Duration, Model, ObjectMeta, matching
+from .common import Channel, Condition, DeviceId, Duration, Model, Resource, matching
 
 SensorType = Literal["bme280", "scd30", "sds011"]
 SENSOR_TYPES: tuple[str, ...] = ("bme280", "scd30", "sds011")
@@ -318,12 +318,8 @@ class WeatherSensorStatus(Model):
     )
 
 
-class WeatherSensor(Model):
-    api_version: Literal["weatherfleet.io/v1alpha1"] = Field(
-        default="weatherfleet.io/v1alpha1", alias="apiVersion"
-    )
+class WeatherSensor(Resource):
     kind: Literal["WeatherSensor"] = "WeatherSensor"
-    metadata: ObjectMeta
     spec: WeatherSensorSpec = Field(
         description="the board: identity, location, sensors, features, firmware policy"
     )
