@@ -56,7 +56,7 @@ def serve(app) -> Iterator[str]:
             self.end_headers()
             self.wfile.write(data)
 
-        do_GET = do_POST = _answer
+        do_GET = do_POST = do_PATCH = _answer
 
         def log_message(self, *args) -> None:
             pass

@@ -51,13 +51,20 @@ REQUIRED = {
 }
 
 
+FIELD_TYPES = {"utf8", "int64", "uint64", "float64", "bool"}  # influxdb3_types FieldType, lowercase
+
+
 class InfluxStandIn:
     """InfluxDB 3 Core with authorization: the first admin token may be created without a token, after
     that every request needs it; creating an existing database, table or cache answers 409 (the catalog's
-    AlreadyExists); a cache needs its table (404 NotFound), last-cache key columns must be columns of it
-    (400), distinct-cache columns tags or string fields (400); the count of a last cache is at least 1."""
+    AlreadyExists); a field's type is one of FieldType's (400 otherwise, as serde refuses an unknown
+    variant); a cache needs its table (404 NotFound), last-cache key columns must be columns of it (400),
+    distinct-cache columns tags or string fields (400); the count of a last cache is at least 1.
+    `patch_table`: the server has `PATCH /api/v3/configure/table` (newer than 3.7, which answers 404):
+    additive, a column already there at the same type is left alone, at another type refused (400)."""
 
-    def __init__(self) -> None:
+    def __init__(self, patch_table: bool = False) -> None:
+        self.patch_table = patch_table
         self.operator_token: str | None = None
         self.databases: set[str] = set()
         self.tables: dict[tuple[str, str], dict[str, str]] = {}  # (db, table) -> column -> type
@@ -87,7 +94,7 @@ class InfluxStandIn:
                 return 401, {"error": "the operator token exists; authenticate"}
             self.operator_token = "apiv3_" + secrets.token_urlsafe(48)
             return 201, {"id": 0, "name": "_admin", "token": self.operator_token, "expiry": None}
-        if method == "POST" and path.startswith("/api/v3/configure/") and not authorized:
+        if method in ("POST", "PATCH") and path.startswith("/api/v3/configure/") and not authorized:
             return 401, {"error": "unauthorized"}
         if method == "POST" and path == "/api/v3/configure/database":
             name = json.loads(body)["db"]
@@ -103,8 +110,22 @@ class InfluxStandIn:
                 return 404, {"error": "not found"}
             if (req["db"], req["table"]) in self.tables:
                 return 409, {"error": "attempted to create a resource that already exists"}
+            if any(set(f) != {"name", "type"} or f["type"] not in FIELD_TYPES for f in req["fields"]):
+                return 400, {"error": f"invalid fields: {req['fields']}"}
             columns = {t: "tag" for t in req["tags"]} | {f["name"]: f["type"] for f in req["fields"]}
             self.tables[(req["db"], req["table"])] = columns | {"time": "time"}
+            return 200, {}
+        if method == "PATCH" and path == "/api/v3/configure/table" and self.patch_table:
+            req = json.loads(body)
+            columns = self.tables.get((req.get("db"), req.get("table")))
+            if columns is None:
+                return 404, {"error": "not found"}
+            wanted = {t: "tag" for t in req.get("tags", [])} | {
+                f["name"]: f["type"] for f in req.get("fields", [])
+            }
+            if any(name in columns and columns[name] != kind for name, kind in wanted.items()):
+                return 400, {"error": "column exists with a different type"}
+            columns.update(wanted)
             return 200, {}
         if method == "POST" and path in ("/api/v3/configure/last_cache", "/api/v3/configure/distinct_cache"):
             last = path.endswith("last_cache")
@@ -184,9 +205,9 @@ def test_second_run_reuses_the_token_and_keeps_the_database(influx, kube) -> Non
     assert done == [
         "reused the operator token from Secret influxdb3-token",
         "database weather already exists",
-        "table weather already exists",
-        "table device_status already exists",
-        "table ota_events already exists",
+        "table weather already exists (this InfluxDB cannot add fields: they come with writes)",
+        "table device_status already exists (this InfluxDB cannot add fields: they come with writes)",
+        "table ota_events already exists (this InfluxDB cannot add fields: they come with writes)",
         "kept last value cache weatherfleet_weather_last on weather",
         "kept last value cache weatherfleet_status_last on device_status",
         "kept distinct value cache weatherfleet_weather_devices on weather",
@@ -317,3 +338,84 @@ def test_a_cache_needs_its_table(influx) -> None:
     init.InfluxDB(settings).create_database(token)
     with pytest.raises(init.InitError, match="HTTP 404"):
         init.InfluxDB(settings).create_last_cache(init.LAST_CACHES[0], token)
+
+
+def test_tables_hold_every_column_a_dashboard_names_typed_as_ingest_writes_it(influx, kube) -> None:
+    """InfluxDB 3 answers a query naming a column no write has made with an error, so every column a
+    dashboard query names (the OTA panel's percent included) is declared, with the type ingest writes."""
+    import re
+
+    from weatherfleet.ingest.parsing import MessageParser
+    from weatherfleet.ingest.records import to_line_protocol
+    from weatherfleet.messages import FIELDS, SENSOR_FIELDS
+    from weatherfleet.models import SensorFleet, WeatherSensor
+    from weatherfleet.reconcilers import grafana
+
+    (influx_app, influx_url), (_, kube_url) = influx, kube
+    init.run(_settings(influx_url, kube_url))
+    assert set(init.WEATHER_QUANTITIES) == set(FIELDS)
+    # the types: what the parser makes of every kind of message, in line protocol
+    parser = MessageParser()
+    now = time.time_ns()
+    quantities = ",".join(f"{name}={(low + high) / 2!r}" for name, (_unit, low, high) in FIELDS.items())
+    samples = {
+        "sensors/dev-01/measurements": f"weather,location=roof {quantities} {now}".encode(),
+        "sensors/dev-01/status": b'{"online": true, "firmware": "1.0.0"}',
+        "sensors/dev-01/ota": b'{"event": "failed", "version": "1.0.0", "percent": 40, "reason": "crc"}',
+    }
+    kinds = {"i": "int64", '"': "utf8", "e": "bool"}  # by a line protocol value's last character
+    written = {}
+    for topic, body in samples.items():
+        for point in parser.parse(topic, body, now):
+            line = to_line_protocol(point)
+            for name in point.fields:
+                value = re.search(rf"[ ,]{name}=(\S+?)(?=,|\s)", line).group(1)
+                written[(point.table, name)] = kinds.get(value[-1], "float64")
+    declared = {(table, name): kind for table, fields in init.FIELDS.items() for name, kind in fields.items()}
+    assert {key: written[key] for key in declared} == declared
+    # the names: every column the dashboard's queries read from a table
+    fleet = SensorFleet.model_validate(
+        {"metadata": {"name": "f", "namespace": "n"}, "spec": {"selector": {"matchLabels": {"f": "1"}}}}
+    )
+    sensor = WeatherSensor.model_validate(
+        {
+            "metadata": {"name": "d", "namespace": "n", "labels": {"f": "1"}},
+            "spec": {
+                "deviceId": "d",
+                "location": "x",
+                "sensors": [{"type": t} for t in SENSOR_FIELDS],
+            },
+        }
+    )
+    board = grafana.build_dashboard(fleet, [sensor])
+    named = set()  # (table, column) for every column ingest writes that a query on that table names
+    for sql in [t["rawSql"] for p in board["panels"] for t in p.get("targets", [])]:
+        words = set(re.findall(r"\w+", sql))
+        for table, name in written:
+            if re.search(rf"\b(FROM|last_cache\(')\s*{table}\b", sql) and name in words:
+                named.add((table, name))
+    assert {("ota_events", "percent"), ("weather", "co2"), ("device_status", "online")} <= named
+    made = {(table, c) for (_, table), columns in influx_app.tables.items() for c in columns}
+    assert named - made == set(), "a panel names a column the init Job does not declare"
+
+
+@pytest.mark.parametrize("patch_table", [True, False])
+def test_a_table_an_earlier_job_made_gets_the_fields_it_lacks(kube, patch_table: bool) -> None:
+    """A table made before the fields were declared (tags only, and a field a write made): a server with
+    `PATCH /api/v3/configure/table` gets the missing fields, the rest left alone; on 3.7, which has no such
+    endpoint, the Job still succeeds and says why the fields are not there."""
+    app = InfluxStandIn(patch_table=patch_table)
+    _, kube_url = kube
+    for influx_url in standins.serve(app):
+        init.run(_settings(influx_url, kube_url))
+        earlier = {"device": "tag", "event": "tag", "time": "time", "version": "utf8"}
+        app.tables[("weather", "ota_events")] = dict(earlier)
+        done = init.run(_settings(influx_url, kube_url))
+    if patch_table:
+        assert "table ota_events already exists" in done
+        assert app.tables[("weather", "ota_events")] == earlier | {"percent": "int64", "reason": "utf8"}
+    else:
+        assert (
+            "table ota_events already exists (this InfluxDB cannot add fields: they come with writes)" in done
+        )
+        assert app.tables[("weather", "ota_events")] == earlier

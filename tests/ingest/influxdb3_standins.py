@@ -7,7 +7,10 @@
   success, and the documented 400 answers: `{"error": "partial write of line protocol occurred", "data":
   [{"original_line", "line_number", "error_message"}]}` with accept_partial (the good lines are kept), or
   `{"error": "parsing failed for write_lp endpoint", "data": {...}}` without it (nothing is kept).
-  `available = False` answers 503 like a server that is down for maintenance.
+  `available = False` answers 503 like a server that is down for maintenance. `declare` makes the columns
+  a `POST /api/v3/configure/table` would (the init Job's tables), with their types, before any write;
+  `select` answers the columns of a table's rows as a query does, with InfluxDB 3's error for a column
+  that no declaration or write has made ("Schema error: No field named ...").
 - `FlightStandIn`: an Arrow Flight server whose DoGet takes the JSON ticket influxdb3-python sends
   (`{"database", "sql_query", "query_type", "params"}`), records it with the call's headers, and answers
   with the Arrow table a test registered for a query fragment.
@@ -66,7 +69,8 @@ class WriteLpStandIn:
         self.token, self.databases = token, set(databases)
         self.requests: list[RecordedWrite] = []
         self.rows: dict[tuple, dict[str, object]] = {}  # (db, table, tags, time) -> fields
-        self.column_types: dict[tuple[str, str, str], str] = {}
+        self.column_types: dict[tuple[str, str], str] = {}  # (table, field) -> kind
+        self.tags: dict[str, set[str]] = {}  # table -> tag columns
         self.available = True
         self._lock = threading.Lock()
         standin = self
@@ -90,6 +94,30 @@ class WriteLpStandIn:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def declare(self, tags: dict[str, list[str]], fields: dict[str, dict[str, str]]) -> None:
+        """Tables as the configure API makes them: tags, and fields of a FieldType (utf8, int64, ...)."""
+        kinds = {"utf8": "string", "int64": "int", "uint64": "uint", "float64": "float", "bool": "bool"}
+        with self._lock:
+            for table, names in tags.items():
+                self.tags.setdefault(table, set()).update(names)
+            for table, columns in fields.items():
+                for name, kind in columns.items():
+                    self.column_types[(table, name)] = kinds[kind]
+
+    def select(self, table: str, columns: list[str], database: str = "weather") -> list[dict[str, object]]:
+        """`SELECT <columns> FROM <table>`: every row, oldest first, a missing value as None."""
+        with self._lock:
+            known = {"time"} | self.tags.get(table, set()) | {c for t, c in self.column_types if t == table}
+            for column in columns:
+                if column not in known:
+                    raise ValueError(f"Schema error: No field named {column}")
+            rows = []
+            for (db, name, tags, stamp), fields in sorted(self.rows.items(), key=lambda item: item[0][3]):
+                if (db, name) == (database, table):
+                    values = {"time": stamp, **dict(tags), **fields}
+                    rows.append({c: values.get(c) for c in columns})
+            return rows
 
     def row_count(self, table: str) -> int:
         with self._lock:
@@ -178,6 +206,7 @@ class WriteLpStandIn:
             types[column[:2]] = kind
             fields[_unescape(key)] = parsed
         stamp = int(parts[2]) if len(parts) == 3 else 0
+        self.tags.setdefault(table, set()).update(key for key, _ in tags)
         return (database, table, tuple(sorted(tags)), stamp), fields
 
 

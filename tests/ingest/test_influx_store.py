@@ -269,3 +269,79 @@ def test_influxdb_outage_spools_and_replays_into_influxdb(write_lp, tmp_path) ->
     assert write_lp.row_count("weather") == 10
     written = [line for r in write_lp.requests if r.status == 204 for line in r.body.split("\n")]
     assert [int(line.rsplit(" ", 1)[1]) for line in written] == [T0 + i for i in range(10)]  # in order
+
+
+# -- the OTA panel's columns, from the device's message to the dashboard's query -----------------------
+
+
+def _init_job():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[2] / "gitops" / "base" / "influxdb3" / "init" / "influxdb3_init.py"
+    spec = importlib.util.spec_from_file_location("influxdb3_init_for_ingest", script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def _ota_panel_columns() -> list[str]:
+    """The columns the fleet dashboard's "OTA events" panel selects from ota_events."""
+    import re
+
+    from weatherfleet.models import SensorFleet, WeatherSensor
+    from weatherfleet.reconcilers import grafana
+
+    fleet = SensorFleet.model_validate(
+        {"metadata": {"name": "f", "namespace": "n"}, "spec": {"selector": {"matchLabels": {"f": "1"}}}}
+    )
+    sensor = WeatherSensor.model_validate(
+        {
+            "metadata": {"name": "dev-01", "namespace": "n", "labels": {"f": "1"}},
+            "spec": {"deviceId": "dev-01", "location": "roof", "sensors": [{"type": "bme280"}]},
+        }
+    )
+    board = grafana.build_dashboard(fleet, [sensor])
+    [panel] = [p for p in board["panels"] if p["title"] == "OTA events"]
+    select = re.match(r"SELECT (.+?) FROM ota_events\b", panel["targets"][0]["rawSql"])
+    assert select is not None
+    return [c.strip() for c in select.group(1).split(",")]
+
+
+def test_the_ota_panel_shows_the_download_percent(write_lp) -> None:
+    """A device's progress event, parsed and written by ingest into the tables the init Job declared,
+    comes back in the panel's columns with its percent; before any event the query is valid."""
+    from weatherfleet.ingest.parsing import MessageParser
+
+    init = _init_job()
+    write_lp.declare(init.TABLES, init.FIELDS)
+    columns = _ota_panel_columns()
+    assert "percent" in columns
+    assert write_lp.select("ota_events", columns) == []  # no "No field named percent" on a fresh install
+    now = T0 + 10**9
+    message = b'{"event": "downloading", "version": "1.3.0", "percent": 40, "time": 1764000000.25}'
+    points = MessageParser().parse("sensors/dev-01/ota", message, now)
+    result = make_store(write_lp).write(points)
+    assert result.written == 1 and result.rejected == []  # the declared type is the type ingest writes
+    assert write_lp.select("ota_events", columns) == [
+        {
+            "time": 1_764_000_000_250_000_000,
+            "device": "dev-01",
+            "event": "downloading",
+            "version": "1.3.0",
+            "percent": 40,
+            "reason": None,
+        }
+    ]
+
+
+def test_without_the_declaration_the_panel_fails_until_a_percent_is_written(write_lp) -> None:
+    """Why the init Job declares the fields: InfluxDB 3 refuses a query naming a column never written."""
+    columns = _ota_panel_columns()
+    make_store(write_lp).write(
+        [Point("ota_events", {"device": "dev-01", "event": "installed"}, {"version": "1.3.0"}, T0)]
+    )
+    with pytest.raises(ValueError, match="No field named percent"):
+        write_lp.select("ota_events", columns)

@@ -4,7 +4,8 @@ fleet's Telegram contact point as a Secret with the `grafana_alert` label (it ho
 
 Queries are SQL for an InfluxDB 3 datasource. Measurement `weather` (tags device, location, firmware; one
 field per physical quantity); tables `device_status` (device, online, firmware, ...) and `ota_events`
-(device, event, version, reason) as written by ingest.
+(device, event, version, percent, reason) as written by ingest. Every column a query names exists from the
+start: the InfluxDB init Job declares them (InfluxDB 3 refuses a query naming a column never written).
 
 The dashboard does not grow with the fleet: one panel per quantity with one series per location, and a
 location variable holding the fleet's locations; it is built once per fleet. Alert rules are one per
@@ -223,7 +224,7 @@ def build_dashboard(fleet: SensorFleet, sensors: list[WeatherSensor]) -> dict[st
                 SqlTarget(
                     "A",
                     uid,
-                    f"SELECT time, device, event, version, reason FROM {OTA_TABLE} "
+                    f"SELECT time, device, event, version, percent, reason FROM {OTA_TABLE} "
                     f"WHERE $__timeFilter(time) AND {where_device} ORDER BY time DESC LIMIT 500",
                     "table",
                 )

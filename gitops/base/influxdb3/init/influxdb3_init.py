@@ -5,8 +5,13 @@
    create it (`POST /api/v3/configure/token/admin`, allowed without a token only while none exists) and
    store it in that Secret at once;
 3. create the database (`POST /api/v3/configure/database`); "already exists" counts as done;
-4. create the tables ingest writes, with their tags (`POST /api/v3/configure/table`; fields are added by
-   the writes), because a cache can only be made for a table that exists;
+4. create the tables ingest writes, with their tags and the fields the dashboards name
+   (`POST /api/v3/configure/table`; other fields are added by the writes), because a cache can only be
+   made for a table that exists, and InfluxDB answers a query naming a column no write has made yet with
+   an error ("No field named percent"): without them a panel would fail until the first device reported
+   that value. A table made by an earlier version of this Job gets the fields it lacks through
+   `PATCH /api/v3/configure/table` (additive; a column of that type already there is left alone) where
+   the server has it (InfluxDB 3 Core 3.7 has not: there the columns appear with their first write);
 5. create the caches the dashboards and the operator read (see CACHES): InfluxDB 3 Core refuses any
    query that would read more Parquet files than its limit (432 by default, about three days of data),
    so "the latest value of every device" and "every device seen" must not scan a whole table. A last
@@ -40,6 +45,15 @@ TABLES = {
     "weather": ["device", "location", "firmware"],
     "device_status": ["device"],
     "ota_events": ["device", "event"],
+}
+# The fields a dashboard query names (weatherfleet.reconcilers.grafana), typed as ingest writes them
+# (influxdb3_types FieldType: utf8, int64, uint64, float64, bool; a write of another type is refused, so a
+# test keeps these equal to what the parser makes).
+WEATHER_QUANTITIES = ("temperature", "humidity", "pressure", "co2", "pm25", "pm10")
+FIELDS = {
+    "weather": {name: "float64" for name in WEATHER_QUANTITIES},
+    "device_status": {"online": "bool", "firmware": "utf8"},
+    "ota_events": {"version": "utf8", "percent": "int64", "reason": "utf8"},
 }
 # The caches, as the bodies of `POST /api/v3/configure/last_cache` and `.../distinct_cache` (the field
 # names of influxdb3_types::http::{LastCacheCreateRequest, DistinctCacheCreateRequest}); ttl and max_age
@@ -128,6 +142,10 @@ def _request(
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
+
+
+def _columns(fields: dict[str, str]) -> list[dict[str, str]]:
+    return [{"name": name, "type": kind} for name, kind in fields.items()]
 
 
 class Kubernetes:
@@ -236,10 +254,10 @@ class InfluxDB:
             )
         raise InitError(f"creating database {self._settings.database}: HTTP {status} {body[:200]!r}")
 
-    def _configure(self, what: str, path: str, body: dict, token: str) -> bool:
+    def _configure(self, what: str, path: str, body: dict, token: str, method: str = "POST") -> bool:
         """True when created now, False when it existed already (409)."""
         status, answer = _request(
-            "POST", f"{self._settings.influx_url}/api/v3/configure/{path}", body=body, token=token
+            method, f"{self._settings.influx_url}/api/v3/configure/{path}", body=body, token=token
         )
         if status in (200, 201, 204):
             return status != 204  # 204: an identical one exists
@@ -247,9 +265,20 @@ class InfluxDB:
             return False
         raise InitError(f"creating {what}: HTTP {status} {answer[:300]!r}")
 
-    def create_table(self, table: str, tags: list[str], token: str) -> bool:
-        body = {"db": self._settings.database, "table": table, "tags": tags, "fields": []}
+    def create_table(self, table: str, tags: list[str], fields: dict[str, str], token: str) -> bool:
+        body = {"db": self._settings.database, "table": table, "tags": tags, "fields": _columns(fields)}
         return self._configure(f"table {table}", "table", body, token)
+
+    def add_fields(self, table: str, fields: dict[str, str], token: str) -> bool:
+        """Adds the fields an existing table lacks; False when this server cannot (no such endpoint)."""
+        body = {"db": self._settings.database, "table": table, "fields": _columns(fields)}
+        try:
+            self._configure(f"the fields of table {table}", "table", body, token, method="PATCH")
+        except InitError as error:
+            if "HTTP 404" in str(error) or "HTTP 405" in str(error):
+                return False
+            raise
+        return True
 
     def create_last_cache(self, spec: dict, token: str) -> bool:
         body = {"db": self._settings.database, **spec}
@@ -278,8 +307,15 @@ def run(settings: Settings) -> list[str]:
     else:
         done.append(f"database {settings.database} already exists")
     for table, tags in TABLES.items():
-        made = influx.create_table(table, tags, token)
-        done.append(f"created table {table}" if made else f"table {table} already exists")
+        fields = FIELDS.get(table, {})
+        if influx.create_table(table, tags, fields, token):
+            done.append(f"created table {table}")
+        elif not fields or influx.add_fields(table, fields, token):
+            done.append(f"table {table} already exists")
+        else:
+            done.append(
+                f"table {table} already exists (this InfluxDB cannot add fields: they come with writes)"
+            )
     for spec in LAST_CACHES:
         made = influx.create_last_cache(spec, token)
         done.append(f"{'created' if made else 'kept'} last value cache {spec['name']} on {spec['table']}")
