@@ -40,14 +40,23 @@ def _rotr(x, n):
     return ((x >> n) | (x << (64 - n))) & _M64
 
 
+# The message schedule and the block being filled, allocated once with the module: hashing grows no list
+# and concatenates no message (each would be a contiguous block the collector must find on a fragmented
+# heap, mid-check)
+_W = [0] * 80
+_BLOCK = bytearray(128)
+
+
 def _compress(h, block):
-    w = [int.from_bytes(block[i : i + 8], "big") for i in range(0, 128, 8)]
+    w = _W
+    for t in range(16):
+        w[t] = int.from_bytes(block[t * 8 : t * 8 + 8], "big")
     for t in range(16, 80):
         x = w[t - 15]
         y = w[t - 2]
         s0 = _rotr(x, 1) ^ _rotr(x, 8) ^ (x >> 7)
         s1 = _rotr(y, 19) ^ _rotr(y, 61) ^ (y >> 6)
-        w.append((w[t - 16] + s0 + w[t - 7] + s1) & _M64)
+        w[t] = (w[t - 16] + s0 + w[t - 7] + s1) & _M64
     a, b, c, d, e, f, g, hh = h
     for t in range(80):
         t1 = (hh + (_rotr(e, 14) ^ _rotr(e, 18) ^ _rotr(e, 41)) + ((e & f) ^ ((e ^ _M64) & g)) + _K[t] + w[t]) & _M64
@@ -60,22 +69,46 @@ def _compress(h, block):
         c = b
         b = a
         a = (t1 + t2) & _M64
-    return [(x + y) & _M64 for x, y in zip(h, (a, b, c, d, e, f, g, hh))]
+    h[0] = (h[0] + a) & _M64
+    h[1] = (h[1] + b) & _M64
+    h[2] = (h[2] + c) & _M64
+    h[3] = (h[3] + d) & _M64
+    h[4] = (h[4] + e) & _M64
+    h[5] = (h[5] + f) & _M64
+    h[6] = (h[6] + g) & _M64
+    h[7] = (h[7] + hh) & _M64
 
 
-def sha512(data):
-    data = bytes(data)
-    n = len(data)
-    pad = bytearray(b"\x80")
-    pad.extend(bytes((111 - n) % 128))
-    pad.extend((n * 8).to_bytes(16, "big"))
-    msg = data + bytes(pad)
+def sha512(*parts):
+    """SHA-512 of the concatenation of parts (bytes-like), without concatenating them."""
     h = list(_H0)
-    for i in range(0, len(msg), 128):
-        h = _compress(h, msg[i : i + 128])
-    out = bytearray()
-    for x in h:
-        out.extend(x.to_bytes(8, "big"))
+    block = _BLOCK
+    n = 0
+    total = 0
+    for part in parts:
+        total += len(part)
+        for x in part:
+            block[n] = x
+            n += 1
+            if n == 128:
+                _compress(h, block)
+                n = 0
+    block[n] = 0x80
+    n += 1
+    if n > 112:
+        while n < 128:
+            block[n] = 0
+            n += 1
+        _compress(h, block)
+        n = 0
+    while n < 120:
+        block[n] = 0
+        n += 1
+    block[120:128] = (total * 8).to_bytes(8, "big")  # the high 8 of the 16 length bytes stay 0
+    _compress(h, block)
+    out = bytearray(64)
+    for i in range(8):
+        out[i * 8 : i * 8 + 8] = h[i].to_bytes(8, "big")
     return bytes(out)
 
 
@@ -163,7 +196,7 @@ def verify(public_key, message, signature):
     s = int.from_bytes(signature[32:], "little")
     if s >= _L:
         return False
-    k = int.from_bytes(sha512(bytes(signature[:32]) + bytes(public_key) + bytes(message)), "little") % _L
+    k = int.from_bytes(sha512(signature[:32], public_key, message), "little") % _L
     # [s]B - [k]A computed with one shared doubling chain (Straus), compared with R
     b = _base()
     neg_a = ((_P - a[0]) % _P, a[1], a[2], (_P - a[3]) % _P)

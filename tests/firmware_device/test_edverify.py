@@ -72,7 +72,7 @@ def test_rfc8032_vectors_and_a_runtime_signature() -> None:
             [pk[:-2], msg, sig],  # truncated key
         ]
     )
-    sha_inputs = ["", "61", "00" * 111, "00" * 112, "ab" * 300]
+    sha_inputs = ["", "61", "00" * 111, "00" * 112, "00" * 127, "cd" * 128, "ab" * 300]
     out = run_micropython(SCRIPT, {"cases": cases, "sha": sha_inputs}).check().json()
     assert out["verify"] == [True, True, True, True, False, False, False, False, False, False]
     assert out["sha512"] == [hashlib.sha512(bytes.fromhex(m)).hexdigest() for m in sha_inputs]

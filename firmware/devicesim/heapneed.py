@@ -1,0 +1,193 @@
+"""How much free heap a piece of device work needs on the MicroPython VM, measured the hard way: a fresh VM
+process per trial runs a setup (what the board holds before the work: modules, buffers), collects, fills
+the heap with ballast until only X bytes are free, then does the work, which must complete. The need is
+the smallest X from which every trial above completes, scanning down from `top` (coarse steps, then fine
+ones below the first failure). Fragmentation and garbage count as on a board; the same inputs give the
+same figure (the VM is deterministic), but the ballast leaves the free bytes in holes, so a figure moves
+by a few hundred bytes when unrelated code changes.
+
+The OTA check phase is measured here (`ota_check_need`): `ota.Updater.check()` reading a real signed
+/v1/manifest answer for a real bundle (OtaFlux's document, built by the release pipeline) from a stream
+in memory. bench/board.py prints the figures; tests/firmware_host/test_ota_heap.py keeps them in bounds.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import zlib
+from pathlib import Path
+
+from devicesim import vm
+
+KIB = 1024
+
+_PRELUDE = r"""
+import gc, sys
+sys.path.insert(0, sys.argv[1])
+X = int(sys.argv[2])
+"""
+
+_TRIAL = r"""
+gc.collect()
+_ballast = [None] * 2048  # room for every piece: growing the list would leave holes of its own
+_k = 0
+for _size in (4096, 1024, 256, 64, 16):
+    while _k < 2048 and gc.mem_free() > X + 2 * _size:
+        try:
+            _ballast[_k] = bytearray(_size)
+        except MemoryError:
+            break
+        _k += 1
+try:
+    _ok = work()
+except MemoryError:
+    _ok = False
+print('TRIAL', 1 if _ok else 0)
+"""
+
+
+def _completes(script: Path, modules: Path, free: int, heap: str) -> bool:
+    out = subprocess.run(
+        [vm.micropython_command(), "-X", f"heapsize={heap}", str(script), str(modules), str(free)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=script.parent,
+    )
+    if "TRIAL" not in out.stdout:
+        raise RuntimeError(f"the measuring script failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+    return "TRIAL 1" in out.stdout
+
+
+def need(
+    modules: Path, setup: str, *, top: int = 96 * KIB, step: int = 2 * KIB, fine: int = 256, heap: str = "1m"
+) -> int:
+    """Free bytes `work()` (defined by `setup`, MicroPython source run with `modules` first on sys.path)
+    needs: every trial from the result up to `top` completes (steps of `step`, then `fine` below)."""
+    script = modules / "_heapneed_trial.py"
+    script.write_text(_PRELUDE + setup + _TRIAL)
+    if not _completes(script, modules, top, heap):
+        raise RuntimeError(f"the work does not complete with {top} B free")
+    x = top
+    while x - step > 0 and _completes(script, modules, x - step, heap):
+        x -= step
+    while x - fine > 0 and _completes(script, modules, x - fine, heap):
+        x -= fine
+    return x
+
+
+def manifest_answer(files: dict[str, bytes], version: str, private_key, device: str = "dev-01") -> bytes:
+    """The HTTP answer OtaFlux gives to GET /v1/manifest for a bundle of `files`, signed as `weatherfleet
+    firmware sign` signs (cosign's simple-signing payload, Ed25519): the manifest a push would store."""
+    import hashlib
+
+    from weatherfleet import oci
+    from weatherfleet.oci import contract, signatures
+
+    bundle = contract.BundleManifest(
+        version=version,
+        board="esp32-devkit-v1",
+        features=[],
+        files=[contract.BundleFile(path=p, sha256=hashlib.sha256(d).hexdigest(), size=len(d)) for p, d in files.items()],
+    )
+    raw = oci.planned_bundle_manifest(bundle)
+    digest = oci.sha256_digest(raw)
+    whole = b"".join(files.values())
+    document = {
+        "device": device,
+        "version": version,
+        "kind": "bundle",
+        "manifestDigest": digest,
+        "manifest": raw.decode(),
+        "signature": signatures.device_signature(signatures.sign(private_key, digest)),
+        "size": len(whole),
+        "crc32": zlib.crc32(whole),
+        "sha256": hashlib.sha256(whole).hexdigest(),
+        "securityVersion": 0,
+        "files": [
+            {"path": p, "digest": "sha256:" + hashlib.sha256(d).hexdigest(), "size": len(d), "crc32": zlib.crc32(d)}
+            for p, d in files.items()
+        ],
+    }
+    body = json.dumps(document, separators=(",", ":")).encode()
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+
+
+# The board before a check: what the app holds when it has an updater (the OTA modules, the updater and
+# its buffers); with `resident`, edverify imported too. `work()` is one check, which must find the release.
+_CHECK_SETUP = r"""
+import binascii
+ANSWER = open('answer.http', 'rb').read()
+KEY = binascii.unhexlify(open('key.hex').read())
+
+class Stream:
+    # a socket that has the answer queued: readinto copies into the caller's buffer
+    def __init__(self):
+        self.i = 0
+        self.mv = memoryview(ANSWER)
+    def write(self, b):
+        pass
+    def close(self):
+        pass
+    def readinto(self, buf, n=-1):
+        n = len(buf) if n < 0 else n
+        k = min(n, len(ANSWER) - self.i)
+        buf[:k] = self.mv[self.i:self.i + k]
+        self.i += k
+        return k
+
+import ota, slots
+u = ota.Updater('dev-01', 'otaflux', 8080, lambda host, port: Stream(), [KEY], slots.default_state('1.0.0'),
+                '1.0.0', report=lambda *a, **k: None)
+if %(resident)r:
+    import edverify
+if %(skip_signature)r:
+    ota.Updater._verify_signature = lambda self, sig, digest: None
+
+def work():
+    plan = u.check()
+    return plan is not None and len(plan.files) == %(files)d
+"""
+
+
+_VERIFY_SETUP = r"""
+import binascii, json
+ANSWER = open('answer.http', 'rb').read()
+KEY = binascii.unhexlify(open('key.hex').read())
+_sig = json.loads(ANSWER[ANSWER.index(b'\r\n\r\n') + 4:])['signature']
+SIG = binascii.a2b_base64(_sig['signature'])
+PAYLOAD = binascii.a2b_base64(_sig['payload'])
+del _sig, ANSWER
+if %(resident)r:
+    import edverify
+
+def work():
+    import edverify
+    return edverify.verify(KEY, PAYLOAD, SIG)
+"""
+
+
+def ota_check_needs(modules: Path, files: dict[str, bytes], **scan) -> dict[str, int]:
+    """The OTA check phase's need for a signed release of `files`, in parts: the check with edverify
+    imported on demand (as the device does), with it imported beforehand, without the signature math,
+    and the Ed25519 verification alone (import + verify, and verify with the module loaded)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32)))  # fixed: the same bytes every run
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    (modules / "answer.http").write_bytes(manifest_answer(files, "1.1.0", key))
+    (modules / "key.hex").write_text(raw.hex())
+    n = len(files)
+    return {
+        "check": need(modules, _CHECK_SETUP % {"resident": False, "skip_signature": False, "files": n}, **scan),
+        "check, edverify resident": need(
+            modules, _CHECK_SETUP % {"resident": True, "skip_signature": False, "files": n}, **scan
+        ),
+        "check without the signature": need(
+            modules, _CHECK_SETUP % {"resident": False, "skip_signature": True, "files": n}, **scan
+        ),
+        "edverify import + verify": need(modules, _VERIFY_SETUP % {"resident": False}, **scan),
+        "edverify verify (resident)": need(modules, _VERIFY_SETUP % {"resident": True}, **scan),
+    }
