@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import kopf
 
@@ -294,16 +294,28 @@ def _key(body: kopf.Body | dict) -> tuple[str, str]:
     return body["metadata"].get("namespace") or "", body["metadata"]["name"]
 
 
-def _observe(event: kopf.RawEvent) -> tuple[dict, bool]:
-    """Keep the cache current; (the object, whether it was deleted)."""
-    rt = runtime()
+class _Observed(NamedTuple):
+    """One watch event, with what the cache held before it."""
+
+    before: dict | None  # the cached object the event replaces (None: new to us)
+    obj: dict
+    deleted: bool
+    namespace: str
+    name: str
+
+
+def _observe(event: kopf.RawEvent) -> _Observed:
+    """Keep the cache current; the event's object and what the cache held for it before."""
+    cache = runtime().controller.cache
     obj = dict(event["object"])
-    if event["type"] == "DELETED":
-        ns, name = _key(obj)
-        rt.controller.cache.remove(obj["kind"], ns, name)
-        return obj, True
-    rt.controller.cache.put(obj)
-    return obj, False
+    ns, name = _key(obj)
+    before = cache.get(obj["kind"], ns, name)
+    deleted = event["type"] == "DELETED"
+    if deleted:
+        cache.remove(obj["kind"], ns, name)
+    else:
+        cache.put(obj)
+    return _Observed(before, obj, deleted, ns, name)
 
 
 def _spec_changed(old: dict | None, new: dict) -> bool:
@@ -317,15 +329,13 @@ def _spec_changed(old: dict | None, new: dict) -> bool:
 @kopf.on.event(GROUP, VERSION, "weathersensors")
 async def sensor_event(event: kopf.RawEvent, **_: Any) -> None:
     rt = runtime()
-    ns, name = _key(event["object"])
-    old = rt.controller.cache.get("WeatherSensor", ns, name)
-    obj, deleted = _observe(event)
-    changed = deleted or _spec_changed(old, obj)
-    if deleted:
-        await rt.loop.run_in_executor(rt.executor, decommission, rt.controller, obj)
-    if changed:
+    seen = _observe(event)
+    ns, name = seen.namespace, seen.name
+    if seen.deleted:
+        await rt.loop.run_in_executor(rt.executor, decommission, rt.controller, seen.obj)
+    if seen.deleted or _spec_changed(seen.before, seen.obj):
         # Our own status writes come back as events too; they need no reconcile.
-        if not deleted:
+        if not seen.deleted:
             rt.enqueue(("WeatherSensor", ns, name))
         # Membership, ACL and dashboards of the fleets in the namespace may change. Debounced: 500
         # sensors created at once cost a handful of fleet reconciles, not 500.
@@ -337,11 +347,10 @@ async def sensor_event(event: kopf.RawEvent, **_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, "sensorfleets")
 async def fleet_event(event: kopf.RawEvent, **_: Any) -> None:
     rt = runtime()
-    ns, name = _key(event["object"])
-    old = rt.controller.cache.get("SensorFleet", ns, name)
-    obj, deleted = _observe(event)
-    if deleted or _spec_changed(old, obj):
-        rt.enqueue(("SensorFleet", ns, name))
+    seen = _observe(event)
+    ns = seen.namespace
+    if seen.deleted or _spec_changed(seen.before, seen.obj):
+        rt.enqueue(("SensorFleet", ns, seen.name))
         # Issuer, broker kind, selector: every sensor of the namespace may get other children.
         rt.enqueue_each("WeatherSensor", ns)
 
@@ -349,12 +358,11 @@ async def fleet_event(event: kopf.RawEvent, **_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, "firmwarereleases")
 async def release_event(event: kopf.RawEvent, **_: Any) -> None:
     rt = runtime()
-    ns, name = _key(event["object"])
-    old = rt.controller.cache.get("FirmwareRelease", ns, name)
-    obj, deleted = _observe(event)
-    if not deleted and _spec_changed(old, obj):
+    seen = _observe(event)
+    ns, name = seen.namespace, seen.name
+    if not seen.deleted and _spec_changed(seen.before, seen.obj):
         rt.enqueue(("FirmwareRelease", ns, name))
-    if deleted or (old or {}).get("status") != obj.get("status"):
+    if seen.deleted or (seen.before or {}).get("status") != seen.obj.get("status"):
         for fleet in rt.controller.cache.list("SensorFleet", ns):
             if ((fleet.get("spec") or {}).get("rollout") or {}).get("release") == name:
                 rt.enqueue(("SensorFleet", ns, fleet["metadata"]["name"]))
@@ -364,11 +372,9 @@ def _child_event(event: kopf.RawEvent) -> None:
     """A child changed (cert-manager marked a Certificate Ready, someone edited or deleted a child):
     reconcile its owner, which re-applies drifted children and picks up certificate readiness."""
     rt = runtime()
-    new = event["object"]
-    cached = rt.controller.cache.get(new["kind"], new["metadata"].get("namespace"), new["metadata"]["name"])
-    echo = event["type"] != "DELETED" and resource_version(cached) >= resource_version(new)
-    obj, _deleted = _observe(event)
-    ns = obj["metadata"].get("namespace") or ""
+    seen = _observe(event)
+    obj, ns = seen.obj, seen.namespace
+    echo = not seen.deleted and resource_version(seen.before) >= resource_version(obj)
     device = (obj["metadata"].get("labels") or {}).get(DEVICE_LABEL)
     if device and obj["kind"] == "Secret":
         # A device's broker password feeds its fleet's password file: also when we wrote it ourselves
