@@ -24,7 +24,7 @@ import slots
 
 BUF_SIZE = const(4096)  # one flash sector: an image chunk is one writeblocks() call
 MANIFEST_LIMIT = const(32768)
-SIG_PAYLOAD_LIMIT = const(2048)  # base64 of cosign's simple-signing payload (a few hundred bytes)
+SIG_PAYLOAD_LIMIT = const(1024)  # base64 of cosign's simple-signing payload (~300 bytes; one head buffer)
 SIMPLE_SIGNING = "cosign container image signature"
 IMAGE_ARTIFACT = "application/vnd.weatherfleet.firmware.image.v1"
 BUNDLE_ARTIFACT = "application/vnd.weatherfleet.firmware.bundle.v1"
@@ -259,9 +259,9 @@ class _Json:
     """A pull parser over anything with byte() -> int (-1 at the end). The caller walks the document:
     obj() yields keys and the caller reads or skips each value."""
 
-    def __init__(self, src, tmp=None):
+    def __init__(self, src, tmp):
         self.src = src
-        self.tmp = tmp if tmp is not None else bytearray(128)
+        self.tmp = tmp  # scratch for one string value at a time: its length is the longest string read
         self.c = src.byte()
 
     def _ws(self):
@@ -330,7 +330,7 @@ class _Json:
             raise ValueError("JSON: expected a string")
         b = self.tmp
         if limit > len(b):
-            b = self.tmp = bytearray(limit)
+            limit = len(b)
         n = 0
         src = self.src
         while True:
@@ -419,10 +419,11 @@ class _Json:
 
 class _Envelope:
     """The response as {version, manifestDigest, signature, crcs: {digest: crc32}, crc32} plus the pruned
-    manifest and the sha256 of its text."""
+    manifest and the sha256 of its text. `tmp` holds one string value at a time (the HTTP head buffer,
+    idle while the body is read)."""
 
-    def __init__(self, body):
-        self.p = _Json(body)
+    def __init__(self, body, tmp):
+        self.p = _Json(body, tmp)
 
     def read(self):
         p = self.p
@@ -446,11 +447,13 @@ class _Envelope:
                 doc["signature"] = sig
             elif key == "files":
                 crcs = doc["crcs"]
+                # OtaFlux sends the manifest first: a digest it names is kept as the layer's very string
+                known = tuple(layer[1] for layer in manifest["layers"]) if manifest else ()
                 for _ in p.arr():
                     d = c = None
                     for k in p.obj(_FILE_KEYS):
                         if k == "digest":
-                            d = p.string()
+                            d = p.string(80, known)
                         elif k == "crc32":
                             c = p.number()
                         else:
@@ -505,31 +508,30 @@ _LAYER_TYPES = (FILE_LAYER, IMAGE_LAYER)
 
 
 def _manifest(p):
-    """The fields of the OCI manifest the check uses: artifactType, the version annotation, and per layer
-    mediaType, digest, size and title."""
-    m = {}
+    """The fields of the OCI manifest the check uses: artifactType, the version and security annotations,
+    and per layer a tuple (mediaType, digest, size, title): a tuple is a quarter of a dict's heap."""
+    m = {"layers": []}
     for key in p.obj(_MANIFEST_KEYS):
         if key == "artifactType":
             m[key] = p.string(128, _ARTIFACTS)
         elif key == "annotations":
             m[key] = _annotations(p, (VERSION, SECURITY))
         elif key == "layers":
-            layers = []
+            layers = m[key]
             for _ in p.arr():
-                layer = {}
+                media = digest = size = title = None
                 for k in p.obj(_LAYER_KEYS):
                     if k == "mediaType":
-                        layer[k] = p.string(128, _LAYER_TYPES)
+                        media = p.string(128, _LAYER_TYPES)
                     elif k == "digest":
-                        layer[k] = p.string()
+                        digest = p.string(80)
                     elif k == "size":
-                        layer[k] = p.number()
+                        size = p.number()
                     elif k == "annotations":
-                        layer[k] = _annotations(p, (TITLE,))
+                        title = _annotations(p, (TITLE,)).get(TITLE)
                     else:
                         p.skip()
-                layers.append(layer)
-            m[key] = layers
+                layers.append((media, digest, size, title))
         else:
             p.skip()
     p.end()
@@ -602,7 +604,7 @@ class Updater:
             length = self.head.length
             if length < 0 or length > MANIFEST_LIMIT:
                 raise OtaError("manifest response of %d bytes not acceptable" % length)
-            return _Envelope(_Body(s, length, self.buf)).read()
+            return _Envelope(_Body(s, length, self.buf), self.head.buf).read()
         finally:
             s.close()
 
@@ -648,16 +650,15 @@ class Updater:
         kind = self._kind(manifest)
         if kind != self.kind:
             raise OtaError("release is a %s, this device installs %ss" % (kind, self.kind))
-        layers = manifest.get("layers", ())
+        layers = manifest["layers"]
         if kind == "image" and len(layers) == 1 and whole_crc is not None:
-            crcs[layers[0].get("digest")] = whole_crc
+            crcs[layers[0][1]] = whole_crc
         files = []
-        for layer in layers:
-            d = layer["digest"]
-            if not d.startswith("sha256:"):
+        for _, d, size, title in layers:
+            if d is None or not d.startswith("sha256:") or size is None:
                 raise OtaError("unsupported layer digest %s" % d)
-            title = (layer.get("annotations") or {}).get(TITLE, "firmware.bin")
-            files.append((safe_path(title) if kind == "bundle" else title, d, int(layer["size"]), crcs.get(d)))
+            title = title or "firmware.bin"
+            files.append((safe_path(title) if kind == "bundle" else title, d, size, crcs.get(d)))
         if not files or (kind == "image" and len(files) != 1):
             raise OtaError("manifest has %d layers" % len(files))
         return Plan(version, kind, digest, files, security)
@@ -668,7 +669,7 @@ class Updater:
             return "image"
         if at == BUNDLE_ARTIFACT:
             return "bundle"
-        types = [layer.get("mediaType") for layer in manifest.get("layers", ())]
+        types = [layer[0] for layer in manifest["layers"]]
         if types == [IMAGE_LAYER]:
             return "image"
         if types and all(t == FILE_LAYER for t in types):
