@@ -304,7 +304,7 @@ def test_tables_and_caches_are_made_for_what_reads_them(influx, kube) -> None:
     tags ingest writes, keyed by a column those tables have."""
     from weatherfleet.ingest import influx_store
     from weatherfleet.ingest.parsing import MessageParser
-    from weatherfleet.reconcilers import grafana
+    from weatherfleet.reconcilers.grafana import datasource as grafana
 
     (influx_app, influx_url), (_, kube_url) = influx, kube
     init.run(_settings(influx_url, kube_url))
