@@ -20,6 +20,7 @@ from typing import Any
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
+from ..coreapi import read_secret
 from . import issuing
 from .requests import RequestSigner
 
@@ -163,7 +164,7 @@ class CertManager:
         meta, spec = cert["metadata"], cert.get("spec") or {}
         namespace = meta["namespace"]
         ref = {"group": GROUP, "kind": "Issuer", **(spec.get("issuerRef") or {})}
-        secret = self._secret(namespace, spec["secretName"])
+        secret = read_secret(self.core, namespace, spec["secretName"])
         now = _now()
         reason = issuing.issuance_reason(spec, secret, ref, now)
         status = dict(cert.get("status") or {})
@@ -203,14 +204,6 @@ class CertManager:
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, meta["namespace"], "certificates", meta["name"], {"status": status}
         )
-
-    def _secret(self, namespace: str, name: str) -> Object | None:
-        try:
-            return self.api.sanitize_for_serialization(self.core.read_namespaced_secret(name, namespace))
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
 
     def _write_secret(self, cert: Object, old: Object | None, data: dict[str, str], ref: Object) -> None:
         spec = cert["spec"]
@@ -267,7 +260,7 @@ class CertManager:
             return None
         if "ca" in spec:
             where = self.cluster_resource_namespace if ref.get("kind") == "ClusterIssuer" else namespace
-            secret = self._secret(where, spec["ca"]["secretName"])
+            secret = read_secret(self.core, where, spec["ca"]["secretName"])
             pair = issuing.load_pair((secret or {}).get("data") or {})
             if pair is None:
                 raise NotReady(
@@ -282,7 +275,7 @@ class CertManager:
             ready, reason, message = "True", "IsReady", ""
         elif "ca" in spec:
             where = self.cluster_resource_namespace if kind == "ClusterIssuer" else meta.get("namespace")
-            secret = self._secret(where, spec["ca"]["secretName"])
+            secret = read_secret(self.core, where, spec["ca"]["secretName"])
             ok = issuing.load_pair((secret or {}).get("data") or {}) is not None
             ready, reason, message = (
                 ("True", "KeyPairVerified", "Signing CA verified")

@@ -19,6 +19,7 @@ from kubernetes.client.rest import ApiException
 
 from .. import identities
 from ..certmanager import crds as cert_manager_crds
+from ..coreapi import read_secret
 from ..crds import all_crds
 from ..models import FirmwareRelease, SensorFleet
 from ..reconcilers.certificates import broker_secret_name
@@ -200,12 +201,7 @@ class Api:
         self.dynamic.resources.invalidate_cache()
 
     def secret(self, namespace: str, name: str) -> Object | None:
-        try:
-            return self.api.sanitize_for_serialization(self.core.read_namespaced_secret(name, namespace))
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return read_secret(self.core, namespace, name)
 
     def ensure_service_logins(self, namespace: str) -> list[str]:
         """gitops/base/credentials (the Job): a basic-auth Secret `<identity>-mqtt-credentials` per service,
