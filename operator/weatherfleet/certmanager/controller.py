@@ -14,15 +14,15 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
-import threading
-from typing import Any
+from typing import Any, Self
 
-from kubernetes import client, watch
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from ..coreapi import read_secret
 from . import issuing
 from .requests import RequestSigner
+from .watchloop import WatchLoop
 
 log = logging.getLogger(__name__)
 GROUP, VERSION = "cert-manager.io", "v1"
@@ -61,7 +61,7 @@ class NotReady(Exception):
     """The issuer cannot sign yet (missing, or its CA Secret is not there); retried on the next pass."""
 
 
-class CertManager:
+class CertManager(WatchLoop):
     def __init__(
         self,
         api: client.ApiClient,
@@ -69,6 +69,7 @@ class CertManager:
         resync_seconds: float = 30.0,
         retry_seconds: float = 2.0,
     ) -> None:
+        super().__init__("cert-manager")
         self.api = api
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
@@ -76,44 +77,27 @@ class CertManager:
         self.resync_seconds = resync_seconds
         self.retry_seconds = retry_seconds
         self.issued = 0  # certificates signed since start
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._watch: watch.Watch | None = None
         self._due: dict[tuple[str, str], dt.datetime] = {}  # certificate -> next time to look again
         self.requests = RequestSigner(self)  # approved CertificateRequests (requests.py)
 
     # -- lifecycle --------------------------------------------------------------------------------------
-    def start(self) -> CertManager:
-        self._thread = threading.Thread(target=self._run, name="cert-manager", daemon=True)
-        self._thread.start()
+    def start(self) -> Self:
+        super().start()
         self.requests.start()
         return self
 
     def stop(self) -> None:
         self.requests.stop()
-        self._stop.set()
-        if self._watch is not None:
-            self._watch.stop()
-        if self._thread is not None:
-            self._thread.join(15)
+        super().stop()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                rv = self.sync_all()
-                self._watch_until_due(rv)
-            except Exception:  # the API server restarting, a bad object: log, wait, list again
-                if self._stop.is_set():
-                    return
-                log.exception("cert-manager stand-in: pass failed, retrying")
-                self._stop.wait(self.retry_seconds)
+    def _pass(self) -> None:
+        self._watch_until_due(self.sync_all())
 
     def _watch_until_due(self, rv: str) -> None:
         """Follow Certificate changes until the next renewal (or resync) is due."""
         due = min(self._due.values(), default=_now() + dt.timedelta(seconds=self.resync_seconds))
         timeout = max(1, min(int((due - _now()).total_seconds()) + 1, int(self.resync_seconds)))
-        self._watch = watch.Watch()
-        for event in self._watch.stream(
+        for event in self._events(
             self.custom.list_cluster_custom_object,
             GROUP,
             VERSION,
@@ -121,14 +105,11 @@ class CertManager:
             resource_version=rv,
             timeout_seconds=timeout,
         ):
-            if self._stop.is_set():
-                break
             obj = event["object"]
             if event["type"] in ("ADDED", "MODIFIED"):
                 self._reconcile_logged(obj)
             elif event["type"] == "DELETED":
                 self._due.pop((obj["metadata"]["namespace"], obj["metadata"]["name"]), None)
-        self._watch = None
 
     # -- passes -----------------------------------------------------------------------------------------
     def sync_all(self) -> str:

@@ -14,16 +14,15 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
-import threading
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from kubernetes import watch
 from kubernetes.client.rest import ApiException
 
 from . import issuing
+from .watchloop import WatchLoop
 
 if TYPE_CHECKING:
     from .controller import CertManager
@@ -145,62 +144,37 @@ def sign(spec: Object, authority: issuing.SigningAuthority | None, now: dt.datet
     )
 
 
-class RequestSigner:
+class RequestSigner(WatchLoop):
     """Follows CertificateRequests (list, then watch) and answers approved ones, with the issuers of the
     `CertManager` it belongs to. Started and stopped with it."""
 
     def __init__(self, manager: CertManager) -> None:
+        super().__init__("cert-manager-requests")
         self.manager = manager
         self.signed = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._watch: watch.Watch | None = None
         self._waiting: set[tuple[str, str]] = set()  # approved, but the issuer was not ready
 
-    def start(self) -> RequestSigner:
-        self._thread = threading.Thread(target=self._run, name="cert-manager-requests", daemon=True)
-        self._thread.start()
-        return self
+    @property
+    def retry_seconds(self) -> float:
+        return self.manager.retry_seconds
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._watch is not None:
-            self._watch.stop()
-        if self._thread is not None:
-            self._thread.join(15)
-
-    def _run(self) -> None:
+    def _pass(self) -> None:
         custom = self.manager.custom
-        while not self._stop.is_set():
-            try:
-                listing = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
-                for request in listing["items"]:
-                    self.reconcile(request)
-                # a request waiting for its issuer is looked at again after retry_seconds at the latest
-                timeout = (
-                    max(1, int(self.manager.retry_seconds))
-                    if self._waiting
-                    else int(self.manager.resync_seconds)
-                )
-                self._watch = watch.Watch()
-                for event in self._watch.stream(
-                    custom.list_cluster_custom_object,
-                    GROUP,
-                    VERSION,
-                    PLURAL,
-                    resource_version=listing["metadata"]["resourceVersion"],
-                    timeout_seconds=timeout,
-                ):
-                    if self._stop.is_set():
-                        break
-                    if event["type"] in ("ADDED", "MODIFIED"):
-                        self.reconcile(event["object"])
-                self._watch = None
-            except Exception:  # the API server restarting, the CRD not installed yet: wait, list again
-                if self._stop.is_set():
-                    return
-                log.warning("cert-manager stand-in: CertificateRequests pass failed, retrying", exc_info=True)
-                self._stop.wait(self.manager.retry_seconds)
+        listing = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+        for request in listing["items"]:
+            self.reconcile(request)
+        # a request waiting for its issuer is looked at again after retry_seconds at the latest
+        timeout = max(1, int(self.retry_seconds)) if self._waiting else int(self.manager.resync_seconds)
+        for event in self._events(
+            custom.list_cluster_custom_object,
+            GROUP,
+            VERSION,
+            PLURAL,
+            resource_version=listing["metadata"]["resourceVersion"],
+            timeout_seconds=timeout,
+        ):
+            if event["type"] in ("ADDED", "MODIFIED"):
+                self.reconcile(event["object"])
 
     def reconcile(self, request: Object) -> None:
         """Answer one request if it is approved (or denied) and not answered yet."""
