@@ -37,6 +37,22 @@ class Firmware:
     files: list[oci.ResolvedFile] = field(default_factory=list)
     blobs: dict[str, Path] = field(default_factory=dict)  # layer digest -> file
 
+    @classmethod
+    def from_resolved(
+        cls,
+        device: str,
+        resolved: oci.Resolved,
+        manifest: oci.Manifest,
+        signature: contract.SignatureDocument | None,
+        directory: Path,
+    ) -> Firmware:
+        """The artifact `resolve_manifest` downloaded into `directory` (its payload and the checks a device
+        makes on it), served to `device` under the version it was resolved by."""
+        return cls(
+            device, resolved.repository, resolved.reference, resolved.kind, manifest, signature, directory,
+            resolved.payload, resolved.size, resolved.crc32, resolved.sha256, resolved.files, resolved.blobs,
+        )  # fmt: skip
+
     @property
     def key(self) -> tuple[str, str]:
         return (self.repository, self.manifest.digest)

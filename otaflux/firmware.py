@@ -296,29 +296,13 @@ class FirmwareService:
             if (repository, digest) not in self.cache:  # half a download must not linger on disk
                 shutil.rmtree(directory, ignore_errors=True)
             raise
-        payload = resolved.payload
         if kind == "image":
-            unpacked = unpack_firmware(payload, directory / FIRMWARE_FILENAME)
-            if unpacked is not None:
-                payload = unpacked
+            unpacked = unpack_firmware(resolved.payload, directory / FIRMWARE_FILENAME)
+            if unpacked is not None:  # served instead of the archive: its own checks
                 size, crc, sha = oci.file_checksums(unpacked)
-                resolved = dataclasses.replace(resolved, size=size, crc32=crc, sha256=sha)
+                resolved = dataclasses.replace(resolved, payload=unpacked, size=size, crc32=crc, sha256=sha)
         log.info("cached %s %s (%s, %d bytes, %s)", repository, version, kind, resolved.size, digest)
-        return Firmware(
-            device=device,
-            repository=repository,
-            version=version,
-            kind=kind,
-            manifest=manifest,
-            signature=signature,
-            directory=directory,
-            payload=payload,
-            size=resolved.size,
-            crc32=resolved.crc32,
-            sha256=resolved.sha256,
-            files=resolved.files,
-            blobs=resolved.blobs,
-        )
+        return Firmware.from_resolved(device, resolved, manifest, signature, directory)
 
 
 GZIP_MAGIC = b"\x1f\x8b"
