@@ -45,10 +45,7 @@ class Metrics:
             "otaflux_registry_fetches_total", "artifacts downloaded from the registry", registry=r
         )
         self.signature_failures = Counter(
-            "otaflux_signature_failures_total",
-            "artifacts refused for their signature",
-            ["reason"],
-            registry=r,
+            "otaflux_signature_failures_total", "artifacts refused at signature check", ["reason"], registry=r
         )
         self.notifications = Counter(
             "otaflux_notifications_total", "MQTT notifications", ["result"], registry=r
