@@ -56,6 +56,19 @@ def _short(exc: Exception, limit: int = 240) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _lookup_failed(repository: str, exc: Exception) -> ArtifactCheck:
+    """A registry lookup that raised, as the reconciler reads it: NotFound, RegistryUnreachable (no
+    answer: tried again) or RegistryRefused (credentials, the repository's name, an answer that is no
+    manifest)."""
+    if isinstance(exc, oci.NotFound):
+        problem = "NotFound"
+    elif isinstance(exc, oci.Unreachable):
+        problem = "RegistryUnreachable"
+    else:
+        problem = "RegistryRefused"
+    return ArtifactCheck(repository=repository, problem=problem, problem_message=_short(exc))
+
+
 class _KeyProblem(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -196,14 +209,8 @@ class ReleaseResolver:
         host, path = split_repository(repository)
         try:
             digest = self.store(host).manifest_digest(path, reference)
-        except oci.Unreachable as exc:
-            return ArtifactCheck(
-                repository=repository, problem="RegistryUnreachable", problem_message=_short(exc)
-            )
         except (oci.OciError, ValueError) as exc:
-            return ArtifactCheck(
-                repository=repository, problem="RegistryRefused", problem_message=_short(exc)
-            )
+            return _lookup_failed(repository, exc)
         if digest is None:
             return ArtifactCheck(
                 repository=repository,
@@ -235,16 +242,8 @@ class ReleaseResolver:
                     sha256=resolved.sha256,
                 )
                 self._remember(self._payloads, (host, digest), payload)
-        except oci.NotFound as exc:
-            return ArtifactCheck(repository=repository, problem="NotFound", problem_message=_short(exc))
-        except oci.Unreachable as exc:
-            return ArtifactCheck(
-                repository=repository, problem="RegistryUnreachable", problem_message=_short(exc)
-            )
         except (oci.OciError, ValueError) as exc:
-            return ArtifactCheck(
-                repository=repository, problem="RegistryRefused", problem_message=_short(exc)
-            )
+            return _lookup_failed(repository, exc)
         check = payload.model_copy(update={"repository": repository})
         if key_problem is not None:
             return check.model_copy(
