@@ -10,6 +10,7 @@ import pyarrow.flight as flight
 import pytest
 from influxdb3_standins import TOKEN
 
+from weatherfleet.ingest import influx_store
 from weatherfleet.ingest.deadletters import DeadLetterStore
 from weatherfleet.ingest.influx_store import InfluxStore, read_token
 from weatherfleet.ingest.pipeline import Delivery, Ingestor
@@ -35,10 +36,10 @@ def make_store(write_lp, flight_server=None, token: str = TOKEN, **kwargs) -> In
 
 
 def test_write_uses_v3_write_lp_with_gzip_bearer_token_and_ns_precision(write_lp) -> None:
-    store = make_store(write_lp, gzip_threshold=1)
-    points = [weather("dev-01", T0 + i, temperature=20.0 + i, humidity=40.5) for i in range(3)]
+    store = make_store(write_lp)
+    points = [weather("dev-01", T0 + i, temperature=20.0 + i, humidity=40.5) for i in range(20)]
     result = store.write(points)
-    assert result.written == 3 and result.rejected == []
+    assert result.written == 20 and result.rejected == []
     [request] = write_lp.requests
     assert request.path == "/api/v3/write_lp"
     assert request.query["db"] == "weather"
@@ -50,10 +51,11 @@ def test_write_uses_v3_write_lp_with_gzip_bearer_token_and_ns_precision(write_lp
     assert gzip.decompress(request.raw_body).decode() == request.body
     assert request.body.split("\n") == [
         f"weather,device=dev-01,firmware=1.2.0,location=roof\\ top temperature={20.0 + i!r},humidity=40.5 {T0 + i}"
-        for i in range(3)
+        for i in range(20)
     ]
+    assert len(request.body) >= influx_store.GZIP_THRESHOLD  # a batch this size is gzipped
     assert request.status == 204
-    assert write_lp.row_count("weather") == 3
+    assert write_lp.row_count("weather") == 20
 
 
 def test_rewriting_the_same_points_keeps_one_row_each(write_lp) -> None:

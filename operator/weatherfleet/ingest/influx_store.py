@@ -26,6 +26,8 @@ WEATHER_LAST_CACHE = "weatherfleet_weather_last"
 # How far back the operator's queries look by default. InfluxDB 3 Core refuses a query that would read more
 # than its file limit (432 Parquet files by default, about three days of data): every query has a window.
 RECENT = dt.timedelta(days=1)
+# Write bodies from this size on are gzipped (the server's CPU for a smaller body buys next to nothing).
+GZIP_THRESHOLD = 1024
 
 
 def read_token(env_value: str | None, token_file: Path | None) -> str:
@@ -49,7 +51,6 @@ class InfluxStore:
         *,
         ca_file: Path | None = None,
         query_port: int | None = None,
-        gzip_threshold: int = 1024,
         timeout_ms: int = 10_000,
         client: InfluxDBClient3 | None = None,
     ) -> None:
@@ -69,7 +70,7 @@ class InfluxStore:
             token=token,
             auth_scheme="Bearer",
             enable_gzip=True,
-            gzip_threshold=gzip_threshold,
+            gzip_threshold=GZIP_THRESHOLD,
             write_client_options={"write_options": options},
             query_timeout=timeout_ms,
             query_port_overwrite=query_port,  # InfluxDB 3 serves Flight on the HTTP port; a proxy may not
@@ -115,34 +116,38 @@ class InfluxStore:
         kwargs = {"query_parameters": params} if params else {}
         return self.client.query(sql, language="sql", mode="all", **kwargs)
 
+    def _query_written(self, sql: str) -> pa.Table | None:
+        """The answer, or None when the query's table does not exist yet: nothing was written to it."""
+        try:
+            return self._query(sql)
+        except InfluxDB3ClientQueryError as error:
+            if _missing_table(error):
+                return None
+            raise
+
     def latest_readings(self, within: dt.timedelta | None = None) -> dict[str, Reading]:
         """The latest reading of every device heard from within `within` (default RECENT). From the last
         value cache the InfluxDB init Job creates (memory only, no file is read); when it is missing, from
         the table, bounded to that window so the query stays under InfluxDB 3's file limit."""
         seconds = _seconds(within)
         try:
-            table = self._query(
+            table = self._query_written(
                 f"SELECT * FROM last_cache('{WEATHER}', '{WEATHER_LAST_CACHE}') "
                 f"WHERE time >= now() - INTERVAL '{seconds} seconds'"
             )
         except InfluxDB3ClientQueryError as error:
-            if _missing_table(error):
-                return {}
             if not _missing_cache(error):
                 raise
             log.warning(
                 "last value cache %s is missing (the InfluxDB init Job creates it): reading the table",
                 WEATHER_LAST_CACHE,
             )
-            try:
-                table = self._query(
-                    f"SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY device ORDER BY time DESC) "
-                    f"AS rn FROM {WEATHER} WHERE time >= now() - INTERVAL '{seconds} seconds') WHERE rn = 1"
-                )
-            except InfluxDB3ClientQueryError as again:
-                if _missing_table(again):
-                    return {}
-                raise
+            table = self._query_written(
+                f"SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY device ORDER BY time DESC) "
+                f"AS rn FROM {WEATHER} WHERE time >= now() - INTERVAL '{seconds} seconds') WHERE rn = 1"
+            )
+        if table is None:
+            return {}
         readings = {}
         for row in _rows(table):
             values = {f: float(row[f]) for f in WEATHER_FIELDS if row.get(f) is not None}
@@ -161,16 +166,11 @@ class InfluxStore:
         seconds = _seconds(within)
         seen: dict[str, int] = {}
         for name in (WEATHER, DEVICE_STATUS, OTA_EVENTS):
-            try:
-                table = self._query(
-                    f"SELECT device, MAX(time) AS time FROM {name} "
-                    f"WHERE time >= now() - INTERVAL '{seconds} seconds' GROUP BY device"
-                )
-            except InfluxDB3ClientQueryError as error:
-                if _missing_table(error):
-                    continue
-                raise
-            for row in _rows(table):
+            table = self._query_written(
+                f"SELECT device, MAX(time) AS time FROM {name} "
+                f"WHERE time >= now() - INTERVAL '{seconds} seconds' GROUP BY device"
+            )
+            for row in _rows(table) if table is not None else ():
                 seen[row["device"]] = max(seen.get(row["device"], 0), row["time"])
         return {device: from_ns(time_ns) for device, time_ns in seen.items()}
 
