@@ -50,58 +50,54 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
+class _Folder:
+    """`workdir.<name>`: the folder <workdir>/<name>/, made on first use."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, workdir: Workdir, owner: type | None = None) -> Path:
+        return workdir.folder(self.name)
+
+
+class _File:
+    """`workdir.<name>`: a file directly in the working directory."""
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+
+    def __get__(self, workdir: Workdir, owner: type | None = None) -> Path:
+        return workdir.root / self.filename
+
+
 class Workdir:
+    """The layout above: each folder made when it is first asked for."""
+
+    signing = _Folder()
+    mosquitto = _Folder()
+    registry = _Folder()
+    otaflux = _Folder()
+    firmware = _Folder()
+    logs = _Folder()
+    timeline_path = _File("timeline.jsonl")
+    pids_path = _File("pids.json")
+    state_path = _File("state.json")
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def _dir(self, name: str) -> Path:
+    def folder(self, name: str) -> Path:
         path = self.root / name
         path.mkdir(parents=True, exist_ok=True)
         return path
 
     @property
-    def signing(self) -> Path:
-        return self._dir("signing")
-
-    @property
-    def mosquitto(self) -> Path:
-        return self._dir("mosquitto")
-
-    @property
-    def registry(self) -> Path:
-        return self._dir("registry")
-
-    @property
-    def otaflux(self) -> Path:
-        return self._dir("otaflux")
-
-    @property
     def store_path(self) -> Path:
-        return self._dir("store") / "weather.sqlite"
-
-    @property
-    def firmware(self) -> Path:
-        return self._dir("firmware")
-
-    @property
-    def logs(self) -> Path:
-        return self._dir("logs")
-
-    @property
-    def timeline_path(self) -> Path:
-        return self.root / "timeline.jsonl"
-
-    @property
-    def pids_path(self) -> Path:
-        return self.root / "pids.json"
-
-    @property
-    def state_path(self) -> Path:
-        return self.root / "state.json"
+        return self.folder("store") / "weather.sqlite"
 
     def device_dir(self, device_id: str) -> Path:
-        return self._dir("devices") / device_id
+        return self.folder("devices") / device_id
 
     def load_state(self) -> LocalState:
         if not self.state_path.exists():
