@@ -135,7 +135,8 @@ class _Recorder:
 @pytest.mark.parametrize("within", [None, dt.timedelta(minutes=30)])
 def test_the_operators_queries_are_bounded(within) -> None:
     recorder = _Recorder()
-    store = InfluxStore("http://influxdb3:8181", "weather", "token", client=recorder)  # type: ignore[arg-type]
+    store = InfluxStore("http://influxdb3:8181", "weather", "token")
+    store.client = recorder  # type: ignore[assignment]
     store.latest_readings(within=within)
     store.last_seen(within=within)
     assert recorder.sql and [p for sql in recorder.sql for p in unbounded(sql)] == []

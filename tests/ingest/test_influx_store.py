@@ -25,14 +25,11 @@ def weather(device: str, time_ns: int, **fields: float) -> Point:
     return Point("weather", {"device": device, "location": "roof top", "firmware": "1.2.0"}, fields, time_ns)
 
 
-def make_store(write_lp, flight_server=None, token: str = TOKEN, **kwargs) -> InfluxStore:
-    return InfluxStore(
-        write_lp.url,
-        "weather",
-        token,
-        query_port=flight_server.port if flight_server else None,
-        **kwargs,
-    )
+def make_store(write_lp, flight_server=None, token: str = TOKEN) -> InfluxStore:
+    """A store writing to the write_lp stand-in, or querying the Flight one (InfluxDB 3 serves both on
+    one port; the two stand-ins cannot share one)."""
+    host = f"http://127.0.0.1:{flight_server.port}" if flight_server else write_lp.url
+    return InfluxStore(host, "weather", token)
 
 
 def test_write_uses_v3_write_lp_with_gzip_bearer_token_and_ns_precision(write_lp) -> None:
@@ -122,7 +119,7 @@ def test_wrong_token_is_unavailable_not_data_loss(write_lp) -> None:
 def test_unreachable_server_raises_store_unavailable(write_lp) -> None:
     url = write_lp.url
     write_lp.stop()
-    store = InfluxStore(url, "weather", TOKEN, timeout_ms=2000)
+    store = InfluxStore(url, "weather", TOKEN)
     with pytest.raises(StoreUnavailable):
         store.write([weather("dev-05", T0, temperature=1.0)])
 

@@ -28,6 +28,8 @@ WEATHER_LAST_CACHE = "weatherfleet_weather_last"
 RECENT = dt.timedelta(days=1)
 # Write bodies from this size on are gzipped (the server's CPU for a smaller body buys next to nothing).
 GZIP_THRESHOLD = 1024
+# How long a write or a query may take before the store counts as unavailable (ingest spools, retries).
+TIMEOUT_MS = 10_000
 
 
 def read_token(env_value: str | None, token_file: Path | None) -> str:
@@ -43,17 +45,8 @@ def read_token(env_value: str | None, token_file: Path | None) -> str:
 
 
 class InfluxStore:
-    def __init__(
-        self,
-        host: str,
-        database: str,
-        token: str,
-        *,
-        ca_file: Path | None = None,
-        query_port: int | None = None,
-        timeout_ms: int = 10_000,
-        client: InfluxDBClient3 | None = None,
-    ) -> None:
+    def __init__(self, host: str, database: str, token: str, *, ca_file: Path | None = None) -> None:
+        """Writes and queries (Arrow Flight) both go to `host`: InfluxDB 3 serves Flight on its HTTP port."""
         self.database = database
         options = WriteOptions(
             write_type=WriteType.synchronous,
@@ -61,10 +54,10 @@ class InfluxStore:
             use_v2_api=False,  # the v3 endpoint: accept_partial and per-line errors
             accept_partial=True,
             no_sync=False,  # answer only after the WAL is persisted: then we may ack MQTT
-            timeout=timeout_ms,
+            timeout=TIMEOUT_MS,
         )
         extra = {"ssl_ca_cert": str(ca_file)} if ca_file else {}
-        self.client = client or InfluxDBClient3(
+        self.client = InfluxDBClient3(
             host=host,
             database=database,
             token=token,
@@ -72,8 +65,7 @@ class InfluxStore:
             enable_gzip=True,
             gzip_threshold=GZIP_THRESHOLD,
             write_client_options={"write_options": options},
-            query_timeout=timeout_ms,
-            query_port_overwrite=query_port,  # InfluxDB 3 serves Flight on the HTTP port; a proxy may not
+            query_timeout=TIMEOUT_MS,
             **extra,
         )
 
