@@ -596,6 +596,10 @@ class App:
             await self.ota_event(e[0], e[1], e[2], e[3])
 
     async def ota_task(self):
+        if self.updater is None:
+            # at boot, not at the first check: the updater's buffers and the signature verifier come from a
+            # heap not yet fragmented by a running board, and the check allocates only what it reads
+            self.updater = self.make_updater()
         o = self.cfg["ota"]
         # first check soon after boot, spread over the jitter window so a fleet does not stampede
         delay = 5 + random.getrandbits(16) % (o["jitterSeconds"] + 1)
@@ -609,8 +613,6 @@ class App:
             delay = o["checkIntervalSeconds"] + random.getrandbits(16) % (o["jitterSeconds"] + 1)
             if self.state.get("pending"):
                 continue  # never stack an update on an unconfirmed one
-            if self.updater is None:
-                self.updater = self.make_updater()
             plan = None
             try:
                 plan = self.updater.check()

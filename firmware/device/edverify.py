@@ -114,9 +114,16 @@ def sha512(*parts):
 
 _P = 2**255 - 19
 _L = 2**252 + 27742317777372353535851937790883648493
-_D = -121665 * pow(121666, _P - 2, _P) % _P
-_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
-_GY = 4 * pow(5, _P - 2, _P) % _P
+# Constants as literals, not computed at import (three modular exponentiations' temporaries): d =
+# -121665/121666, sqrt(-1) = 2**((p-1)/4), and the base point B (x, y = 4/5, x*y) in extended coordinates
+_D = 0x52036CEE2B6FFE738CC740797779E89800700A4D4141D8AB75EB4DCA135978A3
+_SQRT_M1 = 0x2B8324804FC1DF0B2B4D00993DFBD7A72F431806AD2FE478C4EE1B274A0EA0B0
+_BASE = (
+    0x216936D3CD6E53FEC0A4E231FDD6DC5C692CC7609525A7B2C9562D608F25D51A,
+    0x6666666666666666666666666666666666666666666666666666666666666658,
+    1,
+    0x67875F0FD78B766566EA4E8E64ABE37D20F09F80775152F56DDE8AB3A5B7DDA3,
+)
 
 
 def _add(p1, p2):
@@ -175,11 +182,6 @@ def _decode_point(s):
     return (x, y, 1, x * y % _P)
 
 
-def _base():
-    x = _recover_x(_GY, 0)
-    return (x, _GY, 1, x * _GY % _P)
-
-
 def _same(p1, p2):
     # projective equality: X1/Z1 == X2/Z2 and Y1/Z1 == Y2/Z2
     return (p1[0] * p2[2] - p2[0] * p1[2]) % _P == 0 and (p1[1] * p2[2] - p2[1] * p1[2]) % _P == 0
@@ -198,7 +200,7 @@ def verify(public_key, message, signature):
         return False
     k = int.from_bytes(sha512(signature[:32], public_key, message), "little") % _L
     # [s]B - [k]A computed with one shared doubling chain (Straus), compared with R
-    b = _base()
+    b = _BASE
     neg_a = ((_P - a[0]) % _P, a[1], a[2], (_P - a[3]) % _P)
     both = _add(b, neg_a)
     q = (0, 1, 1, 0)

@@ -114,8 +114,8 @@ def manifest_answer(files: dict[str, bytes], version: str, private_key, device: 
     return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
 
 
-# The board before a check: what the app holds when it has an updater (the OTA modules, the updater and
-# its buffers); with `resident`, edverify imported too. `work()` is one check, which must find the release.
+# The board before a check: what the app holds from boot on (the OTA modules, the updater with its buffers
+# and the signature verifier). `work()` is one check, which must find the release.
 _CHECK_SETUP = r"""
 import binascii
 ANSWER = open('answer.http', 'rb').read()
@@ -140,8 +140,6 @@ class Stream:
 import ota, slots
 u = ota.Updater('dev-01', 'otaflux', 8080, lambda host, port: Stream(), [KEY], slots.default_state('1.0.0'),
                 '1.0.0', report=lambda *a, **k: None)
-if %(resident)r:
-    import edverify
 if %(skip_signature)r:
     ota.Updater._verify_signature = lambda self, sig, digest: None
 
@@ -151,6 +149,20 @@ def work():
 """
 
 
+# What the app builds at boot: the OTA modules, the updater and its buffers, the verifier.
+_BOOT_SETUP = r"""
+import binascii
+KEY = binascii.unhexlify(open('key.hex').read())
+import slots
+STATE = slots.default_state('1.0.0')
+
+def work():
+    import ota
+    return ota.Updater('dev-01', 'otaflux', 8080, None, [KEY], STATE, '1.0.0') is not None
+"""
+
+# The Ed25519 verification alone; with `resident` False, edverify is imported as part of the work (what
+# loading it on demand in the middle of a check would cost).
 _VERIFY_SETUP = r"""
 import binascii, json
 ANSWER = open('answer.http', 'rb').read()
@@ -169,9 +181,9 @@ def work():
 
 
 def ota_check_needs(modules: Path, files: dict[str, bytes], **scan) -> dict[str, int]:
-    """The OTA check phase's need for a signed release of `files`, in parts: the check with edverify
-    imported on demand (as the device does), with it imported beforehand, without the signature math,
-    and the Ed25519 verification alone (import + verify, and verify with the module loaded)."""
+    """The OTA check phase's need for a signed release of `files` (the updater built beforehand, as the app
+    does at boot), and in parts: without the signature math, the Ed25519 verification alone (with the
+    module loaded, and with its import), and building the updater itself."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -181,13 +193,9 @@ def ota_check_needs(modules: Path, files: dict[str, bytes], **scan) -> dict[str,
     (modules / "key.hex").write_text(raw.hex())
     n = len(files)
     return {
-        "check": need(modules, _CHECK_SETUP % {"resident": False, "skip_signature": False, "files": n}, **scan),
-        "check, edverify resident": need(
-            modules, _CHECK_SETUP % {"resident": True, "skip_signature": False, "files": n}, **scan
-        ),
-        "check without the signature": need(
-            modules, _CHECK_SETUP % {"resident": False, "skip_signature": True, "files": n}, **scan
-        ),
-        "edverify import + verify": need(modules, _VERIFY_SETUP % {"resident": False}, **scan),
-        "edverify verify (resident)": need(modules, _VERIFY_SETUP % {"resident": True}, **scan),
+        "check": need(modules, _CHECK_SETUP % {"skip_signature": False, "files": n}, **scan),
+        "check without the signature": need(modules, _CHECK_SETUP % {"skip_signature": True, "files": n}, **scan),
+        "Ed25519 verify": need(modules, _VERIFY_SETUP % {"resident": True}, **scan),
+        "Ed25519 import + verify": need(modules, _VERIFY_SETUP % {"resident": False}, **scan),
+        "boot: import ota + Updater": need(modules, _BOOT_SETUP, **scan),
     }
