@@ -4,13 +4,15 @@ and the operator settings the local mode changes."""
 
 from __future__ import annotations
 
-import urllib.request
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from ..provisioning.deviceconfig import Timing
+
+# http_ok lives with the other readiness checks; re-exported for local.processes, which imports it here
+from ..services.process import http_ok as http_ok
 
 REPOSITORY_PREFIX = "firmware/"
 HOST = "127.0.0.1"
@@ -45,11 +47,3 @@ class UpOptions(BaseModel):
         description="more WEATHERFLEET_* settings for the operator (e.g. time compression)",
     )
     start_timeout: float = 120.0
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False

@@ -9,6 +9,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -48,6 +50,21 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
             return True
     except OSError:
         return False
+
+
+def http_status(url: str, timeout: float = 1.0) -> int | None:
+    """The HTTP status `url` answers with (an error status too), None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return None
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    return http_status(url, timeout) == 200
 
 
 class ManagedProcess:

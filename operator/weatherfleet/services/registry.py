@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from .process import ManagedProcess, require_program
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=0.5) as response:
-            return response.status == 200
-    except OSError:
-        return False
+from .process import ManagedProcess, http_ok, require_program
 
 
 @dataclass
@@ -73,7 +64,7 @@ class DistributionRegistry:
             "docker-registry",
             [binary, "serve", str(config_path)],
             self.directory / "registry.log",
-            lambda: _answers(f"{self.url}/v2/"),
+            lambda: http_ok(f"{self.url}/v2/"),
         )
         self.process.start()
         return self
