@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
 from weatherfleet import oci
-from weatherfleet.services.process import ManagedProcess, free_port, port_open, require_program
+from weatherfleet.services.process import free_port
 from weatherfleet.services.registry import DistributionRegistry
 
 with warnings.catch_warnings():
@@ -28,20 +27,6 @@ class AuthRegistry(DistributionRegistry):
         config = super().config()
         config["auth"] = {"htpasswd": {"realm": "weatherfleet", "path": str(self.htpasswd)}}
         return config
-
-    def start(self) -> AuthRegistry:
-        # As DistributionRegistry.start, but ready means "answers at all": /v2/ is 401 without credentials.
-        binary = require_program("docker-registry", "docker-registry")
-        config_path = self.directory / "config.yml"
-        config_path.write_text(yaml.safe_dump(self.config()))
-        self.process = ManagedProcess(
-            "docker-registry",
-            [binary, "serve", str(config_path)],
-            self.directory / "registry.log",
-            lambda: port_open(self.port),
-        )
-        self.process.start()
-        return self
 
 
 @pytest.fixture(scope="module")

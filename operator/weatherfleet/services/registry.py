@@ -7,7 +7,11 @@ from pathlib import Path
 
 import yaml
 
-from .process import ManagedProcess, http_ok, require_program
+from .process import ManagedProcess, http_status, require_program
+
+# What the distribution API's base endpoint answers a registry that serves: 200, or 401 where it wants
+# credentials (an htpasswd `auth` section in `config`).
+SERVING = (200, 401)
 
 
 @dataclass
@@ -64,7 +68,7 @@ class DistributionRegistry:
             "docker-registry",
             [binary, "serve", str(config_path)],
             self.directory / "registry.log",
-            lambda: http_ok(f"{self.url}/v2/"),
+            lambda: http_status(f"{self.url}/v2/") in SERVING,
         )
         self.process.start()
         return self
