@@ -419,3 +419,25 @@ def test_a_table_an_earlier_job_made_gets_the_fields_it_lacks(kube, patch_table:
             "table ota_events already exists (this InfluxDB cannot add fields: they come with writes)" in done
         )
         assert app.tables[("weather", "ota_events")] == earlier
+
+
+def test_a_run_failing_late_still_reports_what_it_made(influx, kube) -> None:
+    """Steps are reported as they finish: when a cache cannot be made, the log still says that the
+    operator token was created and stored (it cannot be made again without regenerating it)."""
+    (influx_app, influx_url), (_, kube_url) = influx, kube
+    refuse = influx_app.handle
+
+    def handle(method: str, path: str, headers, body: bytes) -> tuple[int, dict]:
+        if path == "/api/v3/configure/last_cache":
+            return 500, {"error": "internal error"}
+        return refuse(method, path, headers, body)
+
+    influx_app.handle = handle
+    reported: list[str] = []
+    with pytest.raises(init.InitError, match="HTTP 500"):
+        init.run(_settings(influx_url, kube_url), report=reported.append)
+    assert reported[:2] == [
+        "created the operator token and stored it in Secret influxdb3-token",
+        "created database weather",
+    ]
+    assert "created table ota_events" in reported

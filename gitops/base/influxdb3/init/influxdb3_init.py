@@ -36,6 +36,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -100,25 +101,23 @@ class Settings:
             env.get("KUBERNETES_SERVICE_HOST", "kubernetes.default.svc"),
             env.get("KUBERNETES_SERVICE_PORT", "443"),
         )
-        token = env.get("KUBE_TOKEN")
-        if token is None:
-            with open(os.path.join(sa_dir, "token"), encoding="ascii") as f:
-                token = f.read().strip()
-        namespace = env.get("POD_NAMESPACE")
-        if not namespace:
-            with open(os.path.join(sa_dir, "namespace"), encoding="ascii") as f:
-                namespace = f.read().strip()
         ca_file = os.path.join(sa_dir, "ca.crt")
         return cls(
             influx_url=env.get("INFLUXDB3_URL", "http://influxdb3:8181").rstrip("/"),
             database=env.get("INFLUXDB3_DATABASE", "weather"),
             secret_name=env.get("TOKEN_SECRET_NAME", "influxdb3-token"),
-            namespace=namespace,
+            namespace=env.get("POD_NAMESPACE") or _service_account_file(sa_dir, "namespace"),
             kube_url=kube_url.rstrip("/"),
-            kube_token=token,
+            kube_token=env.get("KUBE_TOKEN") or _service_account_file(sa_dir, "token"),
             kube_ca_file=ca_file if os.path.exists(ca_file) else None,
             ready_timeout=float(env.get("READY_TIMEOUT_SECONDS", "300")),
         )
+
+
+def _service_account_file(sa_dir: str, name: str) -> str:
+    """What Kubernetes mounts for the pod's service account: `token`, `namespace`."""
+    with open(os.path.join(sa_dir, name), encoding="ascii") as f:
+        return f.read().strip()
 
 
 def _request(
@@ -289,9 +288,15 @@ class InfluxDB:
         return self._configure(f"distinct value cache {spec['name']}", "distinct_cache", body, token)
 
 
-def run(settings: Settings) -> list[str]:
-    """Perform the set-up; returns what was done, one line per step (safe to log: no token in it)."""
+def run(settings: Settings, report: Callable[[str], None] = lambda line: None) -> list[str]:
+    """Perform the set-up; returns what was done, one line per step, each given to `report` once done (safe
+    to log: no token in it), so that the log of a run failing at a later step still tells what it made."""
     done: list[str] = []
+
+    def step(line: str) -> None:
+        done.append(line)
+        report(line)
+
     influx = InfluxDB(settings)
     kube = Kubernetes(settings)
     influx.wait_ready()
@@ -299,41 +304,37 @@ def run(settings: Settings) -> list[str]:
     if token is None:
         token = influx.create_operator_token()
         kube.store_token(token)
-        done.append(f"created the operator token and stored it in Secret {settings.secret_name}")
+        step(f"created the operator token and stored it in Secret {settings.secret_name}")
     else:
-        done.append(f"reused the operator token from Secret {settings.secret_name}")
+        step(f"reused the operator token from Secret {settings.secret_name}")
     if influx.create_database(token):
-        done.append(f"created database {settings.database}")
+        step(f"created database {settings.database}")
     else:
-        done.append(f"database {settings.database} already exists")
+        step(f"database {settings.database} already exists")
     for table, tags in TABLES.items():
         fields = FIELDS.get(table, {})
         if influx.create_table(table, tags, fields, token):
-            done.append(f"created table {table}")
+            step(f"created table {table}")
         elif not fields or influx.add_fields(table, fields, token):
-            done.append(f"table {table} already exists")
+            step(f"table {table} already exists")
         else:
-            done.append(
-                f"table {table} already exists (this InfluxDB cannot add fields: they come with writes)"
-            )
+            step(f"table {table} already exists (this InfluxDB cannot add fields: they come with writes)")
     for spec in LAST_CACHES:
         made = influx.create_last_cache(spec, token)
-        done.append(f"{'created' if made else 'kept'} last value cache {spec['name']} on {spec['table']}")
+        step(f"{'created' if made else 'kept'} last value cache {spec['name']} on {spec['table']}")
     for spec in DISTINCT_CACHES:
         made = influx.create_distinct_cache(spec, token)
-        done.append(f"{'created' if made else 'kept'} distinct value cache {spec['name']} on {spec['table']}")
+        step(f"{'created' if made else 'kept'} distinct value cache {spec['name']} on {spec['table']}")
     return done
 
 
-def main() -> int:
+def main() -> None:
+    """Each step is printed when done; a failure exits 1 with one line on stderr (sys.exit with a text)."""
     try:
-        for line in run(Settings.from_env()):
-            print(f"influxdb3-init: {line}", flush=True)
+        run(Settings.from_env(), report=lambda line: print(f"influxdb3-init: {line}", flush=True))
     except (InitError, OSError) as error:
-        print(f"influxdb3-init: error: {error}", file=sys.stderr, flush=True)
-        return 1
-    return 0
+        sys.exit(f"influxdb3-init: error: {error}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
