@@ -140,11 +140,9 @@ def image_manifest(
     return manifest_bytes(contract.IMAGE_ARTIFACT_TYPE, config, [layer], annotations), config_raw
 
 
-def image_layer(binary: Path) -> Descriptor:
-    size, _crc, sha = file_checksums(Path(binary))
-    return Descriptor(
-        contract.IMAGE_LAYER, "sha256:" + sha, size, {contract.ANNOTATION_TITLE: Path(binary).name}
-    )
+def image_layer(binary: Path, digest: str, size: int) -> Descriptor:
+    """The one layer of an image: the whole binary, titled with its file name."""
+    return Descriptor(contract.IMAGE_LAYER, digest, size, {contract.ANNOTATION_TITLE: Path(binary).name})
 
 
 def planned_bundle_manifest(manifest: contract.BundleManifest) -> bytes:
@@ -163,8 +161,9 @@ def planned_image_manifest(
     security_version: int = 0,
 ) -> bytes:
     """The exact manifest bytes `OciStore.push_image` stores for this binary (see planned_bundle_manifest)."""
+    size, _crc, sha = file_checksums(Path(binary))
     return image_manifest(
-        image_layer(binary),
+        image_layer(binary, "sha256:" + sha, size),
         version=version,
         board=board,
         features=features or [],

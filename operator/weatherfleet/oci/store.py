@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import contract
 from .errors import OciError
-from .manifest import Descriptor, Manifest, bundle_manifest, image_manifest
+from .manifest import Manifest, bundle_manifest, image_layer, image_manifest
 from .payload import Resolved, file_checksums, resolve_manifest
 from .references import check_reference, check_repository
 
@@ -80,9 +80,12 @@ class OciStore(ABC):
         """One layer holding the whole binary, titled with its file name."""
         check_repository(repository), check_reference(tag)
         digest, size = self.push_blob(repository, Path(binary))
-        layer = Descriptor(contract.IMAGE_LAYER, digest, size, {contract.ANNOTATION_TITLE: Path(binary).name})
         raw, config = image_manifest(
-            layer, version=version, board=board, features=features or [], security_version=security_version
+            image_layer(binary, digest, size),
+            version=version,
+            board=board,
+            features=features or [],
+            security_version=security_version,
         )
         self.push_blob(repository, config)
         return Pushed(repository, tag, self.push_manifest(repository, tag, raw), len(raw))
