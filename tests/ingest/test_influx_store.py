@@ -286,10 +286,8 @@ def _init_job():
     return module
 
 
-def _ota_panel_columns() -> list[str]:
-    """The columns the fleet dashboard's "OTA events" panel selects from ota_events."""
-    import re
-
+def _ota_panel() -> dict:
+    """The fleet dashboard's "OTA events" panel."""
     from weatherfleet.models import SensorFleet, WeatherSensor
     from weatherfleet.reconcilers import grafana
 
@@ -304,7 +302,14 @@ def _ota_panel_columns() -> list[str]:
     )
     board = grafana.build_dashboard(fleet, [sensor])
     [panel] = [p for p in board["panels"] if p["title"] == "OTA events"]
-    select = re.match(r"SELECT (.+?) FROM ota_events\b", panel["targets"][0]["rawSql"])
+    return panel
+
+
+def _ota_panel_columns() -> list[str]:
+    """The columns the "OTA events" panel selects from ota_events."""
+    import re
+
+    select = re.match(r"SELECT (.+?) FROM ota_events\b", _ota_panel()["targets"][0]["rawSql"])
     assert select is not None
     return [c.strip() for c in select.group(1).split(",")]
 
@@ -318,6 +323,11 @@ def test_the_ota_panel_shows_the_download_percent(write_lp) -> None:
     write_lp.declare(init.TABLES, init.FIELDS)
     columns = _ota_panel_columns()
     assert "percent" in columns
+    percent_unit = {
+        "matcher": {"id": "byName", "options": "percent"},
+        "properties": [{"id": "unit", "value": "percent"}],
+    }
+    assert percent_unit in _ota_panel()["fieldConfig"]["overrides"]  # shown as 40%
     assert write_lp.select("ota_events", columns) == []  # no "No field named percent" on a fresh install
     now = T0 + 10**9
     message = b'{"event": "downloading", "version": "1.3.0", "percent": 40, "time": 1764000000.25}'

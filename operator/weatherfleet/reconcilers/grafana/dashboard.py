@@ -8,7 +8,7 @@ import hashlib
 from typing import Any
 
 from grafana_foundation_sdk.builders import dashboard, stat, statetimeline, table, timeseries
-from grafana_foundation_sdk.models.dashboard import DataSourceRef, GridPos
+from grafana_foundation_sdk.models.dashboard import DataSourceRef, DynamicConfigValue, GridPos
 
 from ...messages import FIELDS, MEASUREMENT, SENSOR_FIELDS
 from ...models.fleet import SensorFleet
@@ -135,6 +135,7 @@ def _device_panels(board: dashboard.Dashboard, first_id: int, ds: DataSourceRef)
             .id(first_id + 3)
             .title("OTA events")
             .datasource(ds)
+            .override_by_name("percent", [DynamicConfigValue(id_val="unit", value="percent")])
             .with_target(SqlTarget("A", uid, ota_events, "table"))
         )
     )
