@@ -20,11 +20,14 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .. import messages
 from .records import DEVICE_STATUS, OTA_EVENTS, WEATHER, Point
+
+_Payload = TypeVar("_Payload", bound=BaseModel)
 
 NS = 1_000_000_000
 WEATHER_TAGS = ("device", "location", "firmware")
@@ -216,10 +219,7 @@ class MessageParser:
 
     def _status(self, device: str, text: str, received_ns: int) -> Point:
         data = _json_object(text)
-        try:
-            status = messages.DeviceStatus.model_validate(data)
-        except ValidationError as error:
-            raise Rejected(f"invalid status: {_pydantic_reason(error)}") from None
+        status = _validated(messages.DeviceStatus, data, "status")
         fields: dict[str, float | int | bool | str] = {"online": status.online}
         for key in ("firmware", "uptime", "heap", "rssi", "boot", "slot"):
             value = getattr(status, key)
@@ -231,10 +231,7 @@ class MessageParser:
 
     def _ota_event(self, device: str, text: str, received_ns: int) -> Point:
         data = _json_object(text)
-        try:
-            event = messages.OtaEvent.model_validate(data)
-        except ValidationError as error:
-            raise Rejected(f"invalid OTA event: {_pydantic_reason(error)}") from None
+        event = _validated(messages.OtaEvent, data, "OTA event")
         if event.percent is not None and not 0 <= event.percent <= 100:
             raise Rejected(f"OTA percent {event.percent} outside 0..100")
         fields: dict[str, float | int | bool | str] = {}
@@ -449,5 +446,10 @@ def _epoch_ns(stamp: object) -> int:
     return round(stamp * 1_000_000) * (NS // 1_000_000)
 
 
-def _pydantic_reason(error: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in error.errors()[:3])
+def _validated(model: type[_Payload], data: dict, what: str) -> _Payload:
+    """`data` as a `model` payload, or Rejected with the first three problems ("invalid <what>: ...")."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        problems = (f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in error.errors()[:3])
+        raise Rejected(f"invalid {what}: {'; '.join(problems)}") from None
