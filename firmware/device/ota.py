@@ -46,9 +46,63 @@ class Plan:
         self.security = security  # the signed anti-rollback counter, kept in the state once confirmed
         self.kind = kind  # "bundle" | "image"
         self.digest = digest  # manifest digest
-        # [(path, layer digest "sha256:..", size, crc32 or None)]; the CRC comes from the unsigned envelope:
-        # an early, cheap check, the signed sha256 decides
+        # Files (or a list): (path, layer digest "sha256:..", size, crc32 or None) per file; the CRC comes
+        # from the unsigned envelope: an early, cheap check, the signed sha256 decides
         self.files = files
+
+
+class Files:
+    """A release's files, packed as the check reads them: the names length-prefixed in one bytearray, the
+    sha256 digests side by side in another (as strings, a name and a "sha256:<hex>" took 200 bytes of a
+    64-bit heap per file, and the check held them while it verified the signature), a size and a CRC hint
+    per file. Indexing gives the tuple install() walks, built on demand; a layer without a title is an
+    image's firmware.bin."""
+
+    def __init__(self):
+        self.names = bytearray()
+        self.sha = bytearray()
+        self.sizes = []
+        self.crcs = []
+
+    def add(self, name, raw, size):
+        b = name.encode() if name else b""
+        if len(b) > 255:
+            raise ValueError("file name too long")
+        self.names.append(len(b))
+        self.names.extend(b)
+        self.sha.extend(raw)
+        self.sizes.append(size)
+        self.crcs.append(None)
+
+    def name(self, i):
+        names = self.names
+        pos = 0
+        for _ in range(i):
+            pos += 1 + names[pos]
+        return str(memoryview(names)[pos + 1 : pos + 1 + names[pos]], "utf-8")
+
+    def index(self, raw):
+        """The position of the file whose digest is these 32 bytes, or -1."""
+        sha = self.sha
+        for i in range(len(self.sizes)):
+            j = i * 32
+            k = 0
+            while k < 32 and sha[j + k] == raw[k]:
+                k += 1
+            if k == 32:
+                return i
+        return -1
+
+    def __len__(self):
+        return len(self.sizes)
+
+    def __getitem__(self, i):
+        digest = "sha256:" + binascii.hexlify(memoryview(self.sha)[i * 32 : i * 32 + 32]).decode()
+        return self.name(i) or "firmware.bin", digest, self.sizes[i], self.crcs[i]
+
+    def __iter__(self):
+        for i in range(len(self.sizes)):
+            yield self[i]
 
 
 def _counter(text):
@@ -322,10 +376,32 @@ class _Json:
         """A string value (or null -> None), at most `limit` bytes, read into one scratch buffer. A value
         equal to one of `known` is returned as that very string (nothing allocated); any other value as a
         new string, or None when `other` is False."""
+        n = self._read(limit)
+        if n < 0:
+            return None
+        b = self.tmp
+        for k in known:
+            if _same(b, n, k):
+                return k
+        return str(memoryview(b)[:n], "utf-8") if other else None
+
+    def sha256(self):
+        """A digest value "sha256:<64 hex digits>" as its 32 bytes; None for null or any other value."""
+        n = self._read(80)
+        b = self.tmp
+        if n != 71 or not _same(b, 7, "sha256:"):
+            return None
+        try:
+            return binascii.unhexlify(memoryview(b)[7:71])
+        except ValueError:
+            return None
+
+    def _read(self, limit):
+        # a string value's bytes into the scratch buffer: their count, or -1 for null
         c = self._ws()
         if c == 110:
             self._word()
-            return None
+            return -1
         if c != 34:
             raise ValueError("JSON: expected a string")
         b = self.tmp
@@ -354,10 +430,7 @@ class _Json:
             b[n] = c
             n += 1
         self._next()
-        for k in known:
-            if _same(b, n, k):
-                return k
-        return str(memoryview(b)[:n], "utf-8") if other else None
+        return n
 
     def number(self):
         """An integer (or null -> None)."""
@@ -446,20 +519,20 @@ class _Envelope:
                         p.skip()
                 doc["signature"] = sig
             elif key == "files":
-                crcs = doc["crcs"]
-                # OtaFlux sends the manifest first: a digest it names is kept as the layer's very string
-                known = tuple(layer[1] for layer in manifest["layers"]) if manifest else ()
+                hints = doc["crcs"]
                 for _ in p.arr():
-                    d = c = None
+                    raw = c = None
                     for k in p.obj(_FILE_KEYS):
                         if k == "digest":
-                            d = p.string(80, known)
+                            raw = p.sha256()
                         elif k == "crc32":
                             c = p.number()
                         else:
                             p.skip()
-                    if d is not None and c is not None:
-                        crcs[d] = c
+                    if raw is not None and c is not None:
+                        hints[raw] = c
+                        if manifest:  # OtaFlux sends the manifest first: the hint goes straight to its file
+                            _hint(manifest["files"], hints)
             elif key == "authorisation":
                 auth = {}
                 for k in p.obj():
@@ -481,7 +554,18 @@ class _Envelope:
             else:
                 p.skip()
         p.end()
+        if manifest:
+            _hint(manifest["files"], doc["crcs"])
         return doc, manifest, h
+
+
+def _hint(files, hints):
+    # CRC hints (raw digest -> crc32) onto the files they name; a hint naming no file is dropped
+    for raw, c in hints.items():
+        i = files.index(raw)
+        if i >= 0:
+            files.crcs[i] = c
+    hints.clear()
 
 
 def _payload_digest(payload):
@@ -509,33 +593,42 @@ _LAYER_TYPES = (FILE_LAYER, IMAGE_LAYER)
 
 def _manifest(p):
     """The fields of the OCI manifest the check uses: artifactType, the version and security annotations,
-    and per layer a tuple (mediaType, digest, size, title): a tuple is a quarter of a dict's heap."""
-    m = {"layers": []}
+    the layers' media types, and their files (Files: title, sha256, size). "unsupported" is set when a
+    layer's digest is not sha256 or its size is missing."""
+    files = Files()
+    types = []
+    m = {"files": files, "types": types}
     for key in p.obj(_MANIFEST_KEYS):
         if key == "artifactType":
             m[key] = p.string(128, _ARTIFACTS)
         elif key == "annotations":
             m[key] = _annotations(p, (VERSION, SECURITY))
         elif key == "layers":
-            layers = m[key]
             for _ in p.arr():
-                media = digest = size = title = None
+                media = raw = size = title = None
                 for k in p.obj(_LAYER_KEYS):
                     if k == "mediaType":
                         media = p.string(128, _LAYER_TYPES)
                     elif k == "digest":
-                        digest = p.string(80)
+                        raw = p.sha256()
                     elif k == "size":
                         size = p.number()
                     elif k == "annotations":
                         title = _annotations(p, (TITLE,)).get(TITLE)
                     else:
                         p.skip()
-                layers.append((media, digest, size, title))
+                if raw is None or size is None:
+                    m["unsupported"] = True
+                    raw = _NO_DIGEST
+                types.append(media)
+                files.add(title, raw, size or 0)
         else:
             p.skip()
     p.end()
     return m
+
+
+_NO_DIGEST = bytes(32)
 
 
 def _annotations(p, wanted):
@@ -639,7 +732,6 @@ class Updater:
         if algo != "sha256" or _hexdigest(h) != hexd:
             raise OtaError("manifest digest mismatch")
         self._verify_signature(doc.get("signature"), digest)
-        crcs = doc["crcs"]
         whole_crc = doc.get("crc32")
         if manifest is None:
             raise OtaError("manifest is not JSON")
@@ -656,16 +748,15 @@ class Updater:
         kind = self._kind(manifest)
         if kind != self.kind:
             raise OtaError("release is a %s, this device installs %ss" % (kind, self.kind))
-        layers = manifest["layers"]
-        if kind == "image" and len(layers) == 1 and whole_crc is not None:
-            crcs[layers[0][1]] = whole_crc
-        files = []
-        for _, d, size, title in layers:
-            if d is None or not d.startswith("sha256:") or size is None:
-                raise OtaError("unsupported layer digest %s" % d)
-            title = title or "firmware.bin"
-            files.append((safe_path(title) if kind == "bundle" else title, d, size, crcs.get(d)))
-        if not files or (kind == "image" and len(files) != 1):
+        files = manifest["files"]
+        if manifest.get("unsupported"):
+            raise OtaError("a layer without a sha256 digest and size")
+        if kind == "bundle":
+            for i in range(len(files)):
+                safe_path(files.name(i))
+        if kind == "image" and len(files) == 1 and whole_crc is not None:
+            files.crcs[0] = whole_crc
+        if len(files) == 0 or (kind == "image" and len(files) != 1):
             raise OtaError("manifest has %d layers" % len(files))
         return Plan(version, kind, digest, files, security)
 
@@ -675,7 +766,7 @@ class Updater:
             return "image"
         if at == BUNDLE_ARTIFACT:
             return "bundle"
-        types = [layer[0] for layer in manifest["layers"]]
+        types = manifest["types"]
         if types == [IMAGE_LAYER]:
             return "image"
         if types and all(t == FILE_LAYER for t in types):
