@@ -81,13 +81,18 @@ def mosquitto(mosquitto_factory: Callable[..., MosquittoBroker]) -> MosquittoBro
 
 @pytest.fixture(scope="session")
 def mqtt_settings(local_ca: LocalCA) -> Callable[[MosquittoBroker, str], MqttSettings]:
-    """Connection settings for an identity (a device id or a service name) on a broker."""
+    """Connection settings for an identity on a broker: a device on the boards' listener (client id = its
+    certificate's CN), a service on the services listener with its login."""
 
     def settings(broker: MosquittoBroker, identity: str) -> MqttSettings:
         issued = local_ca.issue(identity)
-        return MqttSettings(
-            host=broker.host, port=broker.port, ca=issued.ca, cert=issued.cert, key=issued.key
-        )
+        if identity not in identities.SERVICES:
+            return MqttSettings(
+                host=broker.host, port=broker.port, ca=issued.ca, cert=issued.cert, key=issued.key
+            )
+        username, password = broker.login(identity)
+        return MqttSettings(host=broker.host, port=broker.services_port, ca=issued.ca, cert=issued.cert,
+                            key=issued.key, username=username, password=password)  # fmt: skip
 
     return settings
 
@@ -121,12 +126,13 @@ def mqtt_subscriber(
     clients: list[mqtt.Client] = []
 
     def subscribe(broker: MosquittoBroker, topic: str, identity: str = identities.INGEST) -> Collector:
-        client = make_client(mqtt_settings(broker, identity), f"test-{identity}-{len(clients)}")
+        settings = mqtt_settings(broker, identity)
+        client = make_client(settings, f"test-{identity}-{len(clients)}")
         collector = Collector(client)
         subscribed = threading.Event()
         client.on_subscribe = lambda *_args: subscribed.set()
         client.on_connect = lambda c, *_args: c.subscribe(topic, qos=1)
-        client.connect(broker.host, broker.port)
+        client.connect(settings.host, settings.port)
         client.loop_start()
         clients.append(client)
         assert subscribed.wait(10), f"subscription to {topic} not acknowledged"

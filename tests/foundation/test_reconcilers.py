@@ -326,13 +326,21 @@ def test_nanomq_auth_block_is_hocon_with_deny_defaults():
     assert auth["allow_anonymous"] is False and auth["no_match"] == "deny"
 
 
-def test_mosquitto_fleet_gets_per_user_acl_and_no_password_secret(build, sensors):
+def test_mosquitto_fleet_gets_per_user_acl_a_bound_config_and_only_service_logins(build, sensors):
     mosq = SensorFleet.model_validate(build.fleet(broker={"kind": "mosquitto", "host": "mosquitto", "aclConfigMap": "mosquitto-acl", "deployment": "mosquitto", "manageServerCertificate": True}))  # fmt: skip
     result = reconcile_fleet(mosq, observe(build, sensors, passwords=passwords(["dev-01"])))
-    acl = by_name(result.children, "ConfigMap", "mosquitto-acl")["data"]["mosquitto.acl"]
+    data = by_name(result.children, "ConfigMap", "mosquitto-acl")["data"]
+    acl = data["mosquitto.acl"]
     for device in ("dev-01", "dev-02", "dev-03"):
         assert f"user {device}\ntopic write sensors/{device}/#\ntopic read ota/{device}/#\n" in acl
-    assert not [c for c in result.children if c["kind"] == "Secret"]
+    # issue 14: on the boards' listener the client id is the certificate's CN; the services' listener
+    # admits the service logins only (devices log in by certificate: no password of theirs is written)
+    devices, services = data["mosquitto.conf"].split("\n# services\n")
+    assert "listener 8883\n" in devices and "use_username_as_clientid true" in devices
+    assert "listener 8884\n" in services and "use_username_as_clientid" not in services
+    assert "password_file /mosquitto/logins/mosquitto.passwd" in services
+    secret = by_name(result.children, "Secret", "nanomq-passwords")["stringData"]
+    assert [line.split(":")[0] for line in secret["mosquitto.passwd"].splitlines()] == sorted(identities.SERVICES)
     assert (
         by_name(result.children, "Certificate", "mosquitto-server")["spec"]["secretName"] == "mosquitto-tls"
     )

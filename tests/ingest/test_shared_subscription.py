@@ -29,10 +29,14 @@ PER_DEVICE = 1500
 class Replica:
     def __init__(self, name: str, broker, local_ca, tmp_path: Path, database: Path) -> None:
         issued = local_ca.issue(identities.INGEST)
+        username, password = broker.login(identities.INGEST)
         self.name, self.metrics_port = name, free_port()
+        # the services listener: two sessions under one certificate and login (issue 14)
         self.env = os.environ | {
             "MQTT_HOST": broker.host,
-            "MQTT_PORT": str(broker.port),
+            "MQTT_PORT": str(broker.services_port),
+            "MQTT_USERNAME": username,
+            "MQTT_PASSWORD": password,
             "MQTT_CA": str(issued.ca),
             "MQTT_CERT": str(issued.cert),
             "MQTT_KEY": str(issued.key),

@@ -19,15 +19,17 @@ from weatherfleet.local.broker import (
     LocalBroker,
     UntranslatableAcl,
     mosquitto_acl_from_nanomq,
-    mosquitto_password_line,
     nanomq_passwords,
 )
 from weatherfleet.mqtt import MqttSettings, make_client
 from weatherfleet.reconcilers.broker import (
     MOSQUITTO_ACL_KEY,
+    MOSQUITTO_PASSWORD_KEY,
     NANOMQ_ACL_KEY,
     NANOMQ_PASSWORD_KEY,
     mosquitto_acl,
+    mosquitto_password_line,
+    mosquitto_passwords,
     nanomq_acl,
 )
 from weatherfleet.reconcilers.broker import (
@@ -210,7 +212,12 @@ def test_a_mosquitto_fleet_keeps_its_own_acl_and_certificate_identity(tmp_path):
     acl_dir.mkdir()
     text = mosquitto_acl("garden", ["dev-01"], "sensors")
     (acl_dir / MOSQUITTO_ACL_KEY).write_text(text)
-    broker = LocalBroker(tmp_path, 1, BrokerInputs(tls=tmp_path, acls=[("mosquitto", acl_dir)]))
-    acl, passwords = broker.render()
+    logins_dir = tmp_path / "logins"
+    logins_dir.mkdir()
+    (logins_dir / MOSQUITTO_PASSWORD_KEY).write_text(mosquitto_passwords({identities.INGEST: "pw"}))
+    inputs = BrokerInputs(tls=tmp_path, acls=[("mosquitto", acl_dir)], service_logins=[logins_dir])
+    broker = LocalBroker(tmp_path, 1, inputs)
+    acl, passwords, logins = broker.render()
     assert acl == text and passwords == "" and not broker.nanomq
+    assert logins == mosquitto_passwords({identities.INGEST: "pw"})  # the operator's file, as it is
     _ = mqtt  # paho is what the real clients above use

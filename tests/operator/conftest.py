@@ -43,6 +43,7 @@ MQTT_ENV = (
     "WEATHERFLEET_MQTT_CA",
     "WEATHERFLEET_MQTT_CERT",
     "WEATHERFLEET_MQTT_KEY",
+    "WEATHERFLEET_MQTT_PASSWORD",
 )
 
 
@@ -161,5 +162,7 @@ def fleet_broker(mosquitto_factory, mqtt_settings):
         "WEATHERFLEET_MQTT_CA": str(op.ca),
         "WEATHERFLEET_MQTT_CERT": str(op.cert),
         "WEATHERFLEET_MQTT_KEY": str(op.key),
+        # the services listener: the operator's login (its username is its client id, the identity)
+        "WEATHERFLEET_MQTT_PASSWORD": op.password.get_secret_value(),
     }
     return broker, env, lambda identity: mqtt_settings(broker, identity)

@@ -17,9 +17,11 @@ SECRET = "hook-secret-for-tests"
 
 
 def _mqtt_env(mosquitto, mqtt_settings) -> dict[str, str]:
-    settings = mqtt_settings(mosquitto, identities.OTAFLUX)
+    settings = mqtt_settings(mosquitto, identities.OTAFLUX)  # the services listener, with its login
     return {
-        "MQTT_URL": f"mqtts://{mosquitto.host}:{mosquitto.port}",
+        "MQTT_URL": f"mqtts://{settings.host}:{settings.port}",
+        "MQTT_USERNAME": settings.username,
+        "MQTT_PASSWORD": settings.password.get_secret_value(),
         "MQTT_CA_CERT_PATH": str(settings.ca),
         "MQTT_CLIENT_CERT_PATH": str(settings.cert),
         "MQTT_CLIENT_KEY_PATH": str(settings.key),

@@ -42,7 +42,9 @@ def test_opening_a_wave_notifies_its_devices_spread_over_the_window(
             "REGISTRY_URL": registry.url,
             "REPOSITORY_PREFIX": prefix,
             "ROLLOUT_PLAN_PATH": str(plan_path),
-            "MQTT_URL": f"mqtts://{broker.host}:{broker.port}",
+            "MQTT_URL": f"mqtts://{settings.host}:{settings.port}",  # the services listener
+            "MQTT_USERNAME": settings.username,
+            "MQTT_PASSWORD": settings.password.get_secret_value(),
             "MQTT_CA_CERT_PATH": str(settings.ca),
             "MQTT_CLIENT_CERT_PATH": str(settings.cert),
             "MQTT_CLIENT_KEY_PATH": str(settings.key),

@@ -2,7 +2,8 @@
 
 Every option has an environment variable (the Deployment sets those); flags win. The InfluxDB token is
 read only from the environment (INFLUX_TOKEN) or a file (a mounted Secret), never from a flag, so it does
-not show in process listings; the same holds for the MQTT password NanoMQ needs (MQTT_PASSWORD)."""
+not show in process listings; the same holds for the service's MQTT password (MQTT_PASSWORD), which NanoMQ
+and Mosquitto's services listener check."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ class IngestSettings(ServiceSettings):
     cert: Path | None = setting("MQTT_CERT", "client certificate")
     key: Path | None = setting("MQTT_KEY", "client key")
     mqtt_username: str | None = setting(
-        "MQTT_USERNAME", "for NanoMQ, which cannot take the user from the certificate"
+        "MQTT_USERNAME", "the service login (NanoMQ; Mosquitto's services listener, port 8884)"
     )
     mqtt_password_file: Path | None = setting(
         "MQTT_PASSWORD_FILE", "file holding the MQTT password; else MQTT_PASSWORD"

@@ -53,15 +53,15 @@ def reconcile(ctl: Controller, namespace: str, name: str) -> float | None:
         except ValidationError:
             continue
     sightings = {d: ctl.view.get(d) for d in ids}
-    passwords = None
+    # NanoMQ checks every login; Mosquitto's services listener the services' (devices: their certificate)
+    passwords: dict[str, str] = {}
     if fleet.spec.broker.kind == "nanomq":
-        passwords = {}
         for device_id in ids:
             pw = ctl.stored_password(namespace, credentials_secret_name(device_id), ask_api=False)
             if pw:
                 passwords[device_id] = pw
-        with ctl.service_lock:
-            service_logins(ctl, namespace, passwords)
+    with ctl.service_lock:
+        service_logins(ctl, namespace, passwords)
     observation = FleetObservation(
         now=ctl.now(),
         sensors=sensors,

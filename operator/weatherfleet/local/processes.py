@@ -69,7 +69,7 @@ class ServiceProcesses:
             "KUBECONFIG": str(self.kubeconfig),
             "WEATHERFLEET_NAMESPACE": OPERATOR_NAMESPACE,
             "WEATHERFLEET_MQTT_HOST": HOST,
-            "WEATHERFLEET_MQTT_PORT": str(self.port("mqtt")),
+            "WEATHERFLEET_MQTT_PORT": str(self.port("mqtt_services")),
             "WEATHERFLEET_MQTT_CA": str(mqtt / "ca.crt"),
             "WEATHERFLEET_MQTT_CERT": str(mqtt / "tls.crt"),
             "WEATHERFLEET_MQTT_KEY": str(mqtt / "tls.key"),
@@ -137,10 +137,10 @@ class ServiceProcesses:
             folder = self.mount("broker", f"acl-{ns}-{fleet.metadata.name}")
             inputs.acls.append((spec.kind, folder))
             volumes.append(Volume("ConfigMap", ns, spec.acl_config_map, folder))
-            if spec.kind == "nanomq":
-                folder = self.mount("broker", f"passwords-{ns}-{fleet.metadata.name}")
-                inputs.passwords.append(folder)
-                volumes.append(Volume("Secret", ns, spec.credentials_secret, folder))
+            # NanoMQ: every login; Mosquitto: the service logins its services listener admits
+            folder = self.mount("broker", f"passwords-{ns}-{fleet.metadata.name}")
+            (inputs.passwords if spec.kind == "nanomq" else inputs.service_logins).append(folder)
+            volumes.append(Volume("Secret", ns, spec.credentials_secret, folder))
         for volume in volumes:
             self.kubelet.add(volume)
         for volume in volumes:
@@ -149,7 +149,9 @@ class ServiceProcesses:
                     f"{volume.kind} {volume.namespace}/{volume.name} did not appear: the operator writes the "
                     f"broker configuration (log: {self.workdir.logs / 'operator.log'})"
                 )
-        self.broker = LocalBroker(self.workdir.mosquitto, self.port("mqtt"), inputs)
+        self.broker = LocalBroker(
+            self.workdir.mosquitto, self.port("mqtt"), inputs, self.port("mqtt_services")
+        )
         self.broker.start()
         self.supervisor.adopt("mosquitto", self.broker.process)
         for volume in volumes:
@@ -179,7 +181,7 @@ class ServiceProcesses:
             "METRICS_LISTEN_ADDR": f"{HOST}:{self.port('otaflux_metrics')}",
             "LOG_LEVEL": "info",
             "CACHE_DIR": str(self.workdir.otaflux / "cache"),
-            "MQTT_URL": f"mqtts://{HOST}:{self.port('mqtt')}",
+            "MQTT_URL": f"mqtts://{HOST}:{self.port('mqtt_services')}",
             "MQTT_USERNAME": identities.OTAFLUX,
             "MQTT_TOPIC": "ota",
             "MQTT_CA_CERT_PATH": str(mqtt / "ca.crt"),
@@ -223,10 +225,10 @@ class ServiceProcesses:
 
         self._tls_volume("ingest", f"{identities.INGEST}-tls")
         mqtt = self.mount("ingest", "mqtt")
-        password = self._service_password(identities.INGEST) if self.nanomq else None
+        password = self._service_password(identities.INGEST)
         argv, ready = ingest_command(
             HOST,
-            self.port("mqtt"),
+            self.port("mqtt_services"),
             mqtt,
             self.workdir,
             self.port("ingest_metrics"),
@@ -241,14 +243,18 @@ class ServiceProcesses:
 
         mqtt = self.mount("operator", "mqtt")
         settings = MqttSettings(
-            host=HOST, port=self.port("mqtt"), ca=mqtt / "ca.crt", cert=mqtt / "tls.crt", key=mqtt / "tls.key"
+            host=HOST,
+            port=self.port("mqtt_services"),
+            ca=mqtt / "ca.crt",
+            cert=mqtt / "tls.crt",
+            key=mqtt / "tls.key",
         )
         prefixes = tuple(sorted({f.spec.broker.topic_prefix for f in self.resources.fleets})) or ("sensors",)
         self.observer = MqttObserver(
             settings, self.view, prefixes, client_id=f"{identities.OPERATOR}-up-{os.getpid()}"
         )
         password = self._service_password(identities.OPERATOR)
-        if self.nanomq and password:
+        if password:
             self.observer.client.username_pw_set(identities.OPERATOR, password)
         self.observer.start()
         if not self.observer.wait_ready(30):

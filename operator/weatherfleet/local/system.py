@@ -82,7 +82,7 @@ class LocalSystem(ServiceProcesses, DeviceInstall, ApiViews):
     # --- ports, paths and endpoints --------------------------------------------------------------------
 
     PORTS = (
-        "apiserver", "mqtt", "registry", "otaflux", "otaflux_metrics", "ingest_metrics",
+        "apiserver", "mqtt", "mqtt_services", "registry", "otaflux", "otaflux_metrics", "ingest_metrics",
         "operator_metrics", "operator_liveness",
     )  # fmt: skip
 

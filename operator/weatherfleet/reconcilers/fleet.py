@@ -62,8 +62,8 @@ class FleetObservation(BaseModel):
     devices: dict[str, DeviceObservation] = Field(default_factory=dict, description="by deviceId")
     passwords: dict[str, str] | None = Field(
         default=None,
-        description="broker username -> password (device ids and service identities) for NanoMQ; None leaves "
-        "the password Secret out (render: its output goes to git)",
+        description="broker username -> password (NanoMQ: devices and services; Mosquitto: services); None "
+        "leaves the password Secret out (render: its output goes to git)",
     )
     last_seen: dict[str, datetime] = Field(default_factory=dict, description="by deviceId")
     trust_unverified_releases: bool = Field(
@@ -253,26 +253,32 @@ def _broker_children(
         [broker_certificate(fleet, lbl, owners)] if fleet.spec.broker.manage_server_certificate else []
     )
     if spec.kind == "mosquitto":
+        # the ACL and the whole mosquitto.conf (issue 14: boards' client ids bound to their certificates,
+        # services on their own listener); the Secret holds the service logins that listener admits
         acl = broker.mosquitto_acl(fleet.metadata.name, device_ids, spec.topic_prefix)
-        children.append(_configmap(spec.acl_config_map, ns, lbl, owners, {broker.MOSQUITTO_ACL_KEY: acl}))
-        return children, acl, ""
-    acl = broker.nanomq_acl(fleet.metadata.name, spec.topic_prefix)
-    children.append(_configmap(spec.acl_config_map, ns, lbl, owners, {broker.NANOMQ_ACL_KEY: acl}))
-    pwd = ""
-    if obs.passwords is not None:
+        conf = broker.mosquitto_config(broker.CLUSTER_MOSQUITTO_PATHS, device_port=spec.port)
+        data = {broker.MOSQUITTO_ACL_KEY: acl, broker.MOSQUITTO_CONFIG_KEY: conf}
+        children.append(_configmap(spec.acl_config_map, ns, lbl, owners, data))
+        logins = {u: p for u, p in (obs.passwords or {}).items() if u in identities.SERVICES}
+        key, pwd = broker.MOSQUITTO_PASSWORD_KEY, broker.mosquitto_passwords(logins)
+        acl += conf
+    else:
+        acl = broker.nanomq_acl(fleet.metadata.name, spec.topic_prefix)
+        children.append(_configmap(spec.acl_config_map, ns, lbl, owners, {broker.NANOMQ_ACL_KEY: acl}))
         allowed = set(device_ids) | set(identities.SERVICES)
-        pwd = broker.nanomq_passwords(
-            fleet.metadata.name, {u: p for u, p in obs.passwords.items() if u in allowed}
-        )
-        children.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": metadata(spec.credentials_secret, ns, lbl, owners),
-                "type": "Opaque",
-                "stringData": {broker.NANOMQ_PASSWORD_KEY: pwd},
-            }
-        )
+        logins = {u: p for u, p in (obs.passwords or {}).items() if u in allowed}
+        key, pwd = broker.NANOMQ_PASSWORD_KEY, broker.nanomq_passwords(fleet.metadata.name, logins)
+    if obs.passwords is None:
+        return children, acl, ""
+    children.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": metadata(spec.credentials_secret, ns, lbl, owners),
+            "type": "Opaque",
+            "stringData": {key: pwd},
+        }
+    )
     return children, acl, pwd
 
 
