@@ -17,7 +17,10 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .reconcilers.credentials import CsrRejected, key_matches, load_signed_csr
 
 
 @dataclass(frozen=True)
@@ -45,8 +48,8 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
-class CsrRefused(ValueError):
-    """A certificate signing request this CA will not sign; the message says why."""
+# A certificate signing request this CA will not sign; the message says why (the operator's refusal).
+CsrRefused = CsrRejected
 
 
 def _cn(name: x509.Name) -> list[str]:
@@ -120,23 +123,7 @@ class LocalCA:
         usages = ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else []) + (
             [ExtendedKeyUsageOID.SERVER_AUTH] if server_names else []
         )
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(common_name))
-            .issuer_name(self._cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + lifetime)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True
-            )
-            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False
-            )
-        )
+        builder = self._leaf(common_name, key.public_key(), now, lifetime, usages)
         if server_names:
             sans: list[x509.GeneralName] = []
             for name in server_names:
@@ -157,53 +144,49 @@ class LocalCA:
         *,
         duration: dt.timedelta = dt.timedelta(days=90),
         key_algorithm: str = "ECDSA",
+        key_size: int = 256,
         now: dt.datetime | None = None,
     ) -> bytes:
         """The PEM client certificate for a device's CSR (its key stays on the device). Signed only when the
         request's signature is valid, its subject is exactly `CN=<identity>` and its key is of the fleet's
-        algorithm (ECDSA means P-256); CsrRefused says which check failed."""
-        try:
-            request = x509.load_pem_x509_csr(csr_pem)
-        except ValueError as exc:
-            raise CsrRefused(f"not a PEM certificate signing request: {exc}") from None
-        if not request.is_signature_valid:
-            raise CsrRefused("the request's signature does not verify")
+        algorithm and size (`reconcilers.credentials.key_matches`); CsrRefused says which check failed."""
+        request = load_signed_csr(csr_pem)
         if _cn(request.subject) != [identity]:
             raise CsrRefused(f"subject {request.subject.rfc4514_string()} is not CN={identity}")
         public = request.public_key()
-        if key_algorithm == "ECDSA":
-            if not (isinstance(public, ec.EllipticCurvePublicKey) and public.curve.name == "secp256r1"):
-                raise CsrRefused("the fleet's key algorithm is ECDSA P-256")
-        elif key_algorithm == "Ed25519":
-            from cryptography.hazmat.primitives.asymmetric import ed25519
-
-            if not isinstance(public, ed25519.Ed25519PublicKey):
-                raise CsrRefused("the fleet's key algorithm is Ed25519")
-        else:
-            from cryptography.hazmat.primitives.asymmetric import rsa
-
-            if not isinstance(public, rsa.RSAPublicKey):
-                raise CsrRefused(f"the fleet's key algorithm is {key_algorithm}")
+        if not key_matches(public, key_algorithm, key_size):
+            name = "ECDSA P-256" if (key_algorithm, key_size) == ("ECDSA", 256) else key_algorithm
+            raise CsrRefused(f"the fleet's key algorithm is {name}")
         now = now or dt.datetime.now(dt.UTC)
-        cert = (
+        builder = self._leaf(identity, public, now, duration, [ExtendedKeyUsageOID.CLIENT_AUTH])
+        return builder.sign(self._key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+    def _leaf(
+        self,
+        common_name: str,
+        public_key: CertificatePublicKeyTypes,
+        now: dt.datetime,
+        lifetime: dt.timedelta,
+        usages: list[x509.ObjectIdentifier],
+    ) -> x509.CertificateBuilder:
+        """An end-entity certificate for `common_name` signed by this CA, valid from 5 minutes ago."""
+        return (
             x509.CertificateBuilder()
-            .subject_name(_name(identity))
+            .subject_name(_name(common_name))
             .issuer_name(self._cert.subject)
-            .public_key(public)
+            .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + duration)
+            .not_valid_after(now + lifetime)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True
             )
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False
             )
-            .sign(self._key, hashes.SHA256())
         )
-        return cert.public_bytes(serialization.Encoding.PEM)
 
     # -- revocation ----------------------------------------------------------------------------------------
     @property

@@ -33,7 +33,9 @@ class CsrRejected(ValueError):
     """The device's request is not signed; the message says why (it goes to the WeatherSensor's events)."""
 
 
-def _key_ok(public, algorithm: str, size: int) -> bool:
+def key_matches(public: object, algorithm: str, size: int) -> bool:
+    """Whether a public key is of the fleet's algorithm and size (`spec.certificates.privateKey`; Ed25519
+    has one size). The operator's review and the local CA's signing both ask this."""
     if algorithm == "ECDSA":
         curves = {256: "secp256r1", 384: "secp384r1", 521: "secp521r1"}
         return isinstance(public, ec.EllipticCurvePublicKey) and public.curve.name == curves.get(size)
@@ -42,16 +44,22 @@ def _key_ok(public, algorithm: str, size: int) -> bool:
     return isinstance(public, ed25519.Ed25519PublicKey)
 
 
-def review_csr(device_id: str, csr_pem: bytes, fleet: SensorFleet) -> x509.CertificateSigningRequest:
-    """The parsed request if the operator may ask the fleet's issuer to sign it; CsrRejected otherwise."""
-    if len(csr_pem) > MAX_CSR_BYTES:
-        raise CsrRejected(f"request of {len(csr_pem)} bytes exceeds {MAX_CSR_BYTES}")
+def load_signed_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:
+    """The parsed request, if it is PEM and its signature verifies (it holds the key it asks for)."""
     try:
         request = x509.load_pem_x509_csr(csr_pem)
     except ValueError as exc:
         raise CsrRejected(f"not a PEM certificate signing request ({exc})") from None
     if not request.is_signature_valid:
         raise CsrRejected("the request's signature does not verify")
+    return request
+
+
+def review_csr(device_id: str, csr_pem: bytes, fleet: SensorFleet) -> x509.CertificateSigningRequest:
+    """The parsed request if the operator may ask the fleet's issuer to sign it; CsrRejected otherwise."""
+    if len(csr_pem) > MAX_CSR_BYTES:
+        raise CsrRejected(f"request of {len(csr_pem)} bytes exceeds {MAX_CSR_BYTES}")
+    request = load_signed_csr(csr_pem)
     names = [(a.oid, a.value) for a in request.subject]
     cns = [v for oid, v in names if oid == NameOID.COMMON_NAME]
     others = [(oid, v) for oid, v in names if oid != NameOID.COMMON_NAME]
@@ -64,7 +72,7 @@ def review_csr(device_id: str, csr_pem: bytes, fleet: SensorFleet) -> x509.Certi
     if len(request.extensions):
         raise CsrRejected("the request asks for extensions (SANs, usages): the operator sets them")
     policy = fleet.spec.certificates.private_key
-    if not _key_ok(request.public_key(), policy.algorithm, policy.size):
+    if not key_matches(request.public_key(), policy.algorithm, policy.size):
         raise CsrRejected(
             f"the key is not {policy.algorithm} {policy.size} as fleet {fleet.metadata.name} says"
         )
