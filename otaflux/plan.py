@@ -1,7 +1,9 @@
 """The rollout plan the operator writes: a directory (mounted ConfigMap, one FleetPlan per `*.json`,
-keyed by file stem `<namespace>.<fleet>`) or one file holding a whole RolloutPlan. Re-read when a file
-changes (stat is cheap; kubelet swaps a symlink, which changes what stat follows). A file that does not
-parse keeps its last good content, so a bad edit never changes what devices are offered.
+keyed by file stem `<namespace>.<fleet>`, its members in the `<namespace>.<fleet>.members` file beside it)
+or one file holding a whole RolloutPlan. Re-read when a file changes (stat is cheap; kubelet swaps a
+symlink, which changes what stat follows). A file that does not parse, or whose member file is missing or
+another plan's, keeps its last good content, so a bad edit never changes what devices are offered. The
+member lists are decoded once per change into the plan's sets; a request costs a set lookup.
 
 With a plan configured, the plan alone decides: a device it does not list, or every device while the plan
 is missing (not mounted yet, deleted), is offered nothing ("no update"), never the highest tag; that is
@@ -16,6 +18,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from weatherfleet.rollout import FleetPlan, RolloutPlan
+from weatherfleet.rollout.members import members_name
 
 log = logging.getLogger("otaflux.plan")
 
@@ -48,7 +51,9 @@ class PlanSource:
         path = self.path
         try:
             if path.is_dir():
-                files = sorted(p for p in path.glob("*.json") if not p.name.startswith("."))
+                files = sorted(
+                    p for p in (*path.glob("*.json"), *path.glob("*.members")) if not p.name.startswith(".")
+                )
             else:
                 files = [path] if path.exists() else []
             stats = []
@@ -95,17 +100,21 @@ class PlanSource:
             return self._plan if self._plan is not None else RolloutPlan()
 
     def _read_directory(self, signature: Signature) -> RolloutPlan:
-        fleets: dict[str, tuple[tuple[int, int], FleetPlan]] = {}
-        for name, mtime, size in signature:
+        fleets: dict[str, tuple[tuple[int, ...], FleetPlan]] = {}
+        stats = {name: (mtime, size) for name, mtime, size in signature}
+        for name in stats:
             file = Path(name)
+            if file.suffix != ".json":
+                continue
             namespace, _, fleet = file.stem.partition(".")
             key = f"{namespace}/{fleet}" if fleet else namespace
+            seen = (*stats[name], *stats.get(str(file.with_name(members_name(file.name))), ()))
             previous = self._fleets.get(key)
-            if previous and previous[0] == (mtime, size):
+            if previous and previous[0] == seen:
                 fleets[key] = previous
                 continue
             try:
-                fleets[key] = ((mtime, size), FleetPlan.model_validate_json(file.read_bytes()))
+                fleets[key] = (seen, read_fleet_plan(file))
             except (OSError, ValidationError, ValueError) as exc:
                 self.errors += 1
                 log.error(
@@ -117,6 +126,18 @@ class PlanSource:
                     fleets[key] = previous
         self._fleets = fleets
         return RolloutPlan(fleets={key: plan for key, (_sig, plan) in fleets.items()})
+
+
+def read_fleet_plan(file: Path) -> FleetPlan:
+    """One fleet's plan file with its member lists. Both are read from the folder the JSON file resolves
+    to: in a kubelet mount, one timestamped folder holds one consistent version of every key (the ConfigMap
+    as one write left it), so the JSON and its members file always come from the same plan."""
+    real = file.resolve()
+    plan = FleetPlan.model_validate_json(real.read_bytes())
+    if plan.members is None:
+        return plan
+    members = real.with_name(members_name(real.name))
+    return plan.unpacked(members.read_bytes() if members.exists() else None)
 
 
 def _first_line(exc: Exception) -> str:

@@ -509,11 +509,11 @@ def reported(cluster: Cluster) -> dict[str, str | None]:
 
 
 def mounted_plan(cluster: Cluster):
-    from weatherfleet.rollout import FleetPlan
+    from otaflux.plan import read_fleet_plan  # the plan file and its member file, as OtaFlux reads them
 
     path = cluster.root / "mounts" / "otaflux" / "rollout-plan" / f"{NS}.garden.json"
     try:
-        return FleetPlan.model_validate_json(path.read_text())
+        return read_fleet_plan(path)
     except (OSError, ValueError):
         return None
 

@@ -70,12 +70,16 @@ def test_render_output_is_sorted_and_deterministic(rendered, build):
 def test_the_plan_opens_the_first_wave_with_pins(rendered):
     import json
 
+    from weatherfleet.reconcilers.plan import plan_from_configmap
+
     _, docs = rendered
     plan_cm = next(d for d in docs if d["metadata"]["name"] == "weatherfleet-rollout-plan")
     plan = json.loads(plan_cm["data"]["weatherfleet.garden.json"])
     assert plan["candidate"] == "1.1.0" and plan["percent"] == 5.0 and plan["halted"] is False
     assert plan["pins"] == {"street-01": "1.0.0"}
-    assert plan["devices"] == ["balcony-01", "greenhouse-01", "street-01"]
+    assert plan["members"]["count"] == 3  # the list itself is in binaryData (reconcilers.plan)
+    members = plan_from_configmap(plan_cm, "weatherfleet.garden.json").devices
+    assert members == ["balcony-01", "greenhouse-01", "street-01"]
 
 
 def test_rendered_built_in_objects_pass_kubernetes_validate_strict(rendered):

@@ -8,6 +8,7 @@ import pytest
 from devices import FakeFleet
 from helpers import wait_for
 
+from weatherfleet.reconcilers.plan import plan_from_configmap
 from weatherfleet.rollout import FleetPlan
 
 pytestmark = pytest.mark.slow
@@ -39,9 +40,11 @@ def setup_fleet(cluster, ns: str, rollout: dict) -> None:
 
 def plan_reader(cluster, ns: str):
     def read() -> FleetPlan | None:
+        """The fleet's plan as the API holds it: its JSON in data, its members in binaryData."""
         cm = cluster.configmap("weatherfleet", "weatherfleet-rollout-plan")
-        text = ((cm.data if cm else None) or {}).get(f"{ns}.field.json")
-        return FleetPlan.model_validate_json(text) if text else None
+        if cm is None:
+            return None
+        return plan_from_configmap({"data": cm.data, "binaryData": cm.binary_data}, f"{ns}.field.json")
 
     return read
 

@@ -9,6 +9,8 @@ import logging
 import pytest
 from helpers import wait_for
 
+from weatherfleet.reconcilers.plan import plan_from_configmap
+
 pytestmark = pytest.mark.slow
 
 SENSOR = {"location": "roof", "sensors": [{"type": "bme280"}, {"type": "sds011"}]}
@@ -79,8 +81,9 @@ def test_fleet_with_sensors_gets_every_child_and_becomes_ready(
     pwd_file = password_file(cluster, ns)
     assert cluster.configmap(ns, "alpha-dashboard").metadata.labels["grafana_dashboard"] == "1"
     assert cluster.configmap(ns, "alpha-alerts").metadata.labels["grafana_alert"] == "1"
-    plan = cluster.configmap("weatherfleet", "weatherfleet-rollout-plan").data[f"{ns}.alpha.json"]
-    assert all(d in plan for d in devices)
+    plan_cm = cluster.configmap("weatherfleet", "weatherfleet-rollout-plan")
+    plan = plan_from_configmap({"data": plan_cm.data, "binaryData": plan_cm.binary_data}, f"{ns}.alpha.json")
+    assert all(plan.is_member(d) for d in devices)
     assert cluster.config_hash(ns)
 
     # Status as `kubectl get ws` shows it, and events a person cares about.

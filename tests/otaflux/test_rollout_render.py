@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from weatherfleet.rollout import FleetPlan
+from weatherfleet.local.kubelet import Volume, _files, write_atomically
+from weatherfleet.reconcilers.plan import plan_from_configmap
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "gitops" / "examples"
@@ -25,8 +26,8 @@ def _docs(name: str) -> list[dict]:
     return [d for d in yaml.safe_load_all((EXAMPLES / name).read_text()) if d]
 
 
-def render(folder: Path) -> dict[str, str]:
-    """The rollout plan ConfigMap's data, from `weatherfleet render` as a user runs it."""
+def render(folder: Path) -> dict:
+    """The rollout plan ConfigMap, from `weatherfleet render` as a user runs it."""
     out = subprocess.run(
         [sys.executable, "-m", "weatherfleet", "render", str(folder)],
         capture_output=True,
@@ -40,17 +41,14 @@ def render(folder: Path) -> dict[str, str]:
         if d and d["kind"] == "ConfigMap" and d["metadata"]["name"] == PLAN
     ]
     assert len(plans) == 1, out.stderr
-    return plans[0]["data"]
+    return plans[0]
 
 
-def mount(data: dict[str, str], directory: Path) -> Path:
-    """The ConfigMap as kubelet mounts it: timestamped directory, `..data` symlink, one link per key."""
-    stamped = directory / "..2026_03_01_00_00_00.0001"
-    stamped.mkdir(parents=True)
-    for key, text in data.items():
-        (stamped / key).write_text(text)
-        (directory / key).symlink_to(f"..data/{key}")
-    (directory / "..data").symlink_to(stamped.name)
+def mount(configmap: dict, directory: Path) -> Path:
+    """The ConfigMap as kubelet mounts it (the local mode's kubelet code): timestamped directory, `..data`
+    symlink, one link per key; `data` as text, `binaryData` (each fleet's members) decoded to bytes."""
+    files = _files(Volume("ConfigMap", "weatherfleet", PLAN, directory), configmap)
+    write_atomically(directory, files, 0o644)
     return directory
 
 
@@ -78,13 +76,13 @@ def otaflux_for(registry, prefix, push_image, otaflux_factory, tmp_path):
     the highest tag would be caught serving 1.1.0)."""
     pushed: set[str] = set()
 
-    def start(data: dict[str, str], devices: list[str], name: str):
+    def start(configmap: dict, devices: list[str], name: str):
         for device in devices:
             if device not in pushed:
                 for tag in ("1.0.0", "1.1.0"):
                     push_image(f"{prefix}{device}", tag, f"{device}@{tag}".encode())
                 pushed.add(device)
-        directory = mount(data, tmp_path / f"plan-{name}")
+        directory = mount(configmap, tmp_path / f"plan-{name}")
         return otaflux_factory(
             {"REGISTRY_URL": registry.url, "REPOSITORY_PREFIX": prefix, "ROLLOUT_PLAN_PATH": str(directory)}
         )
@@ -99,10 +97,10 @@ def test_the_shipped_examples_open_exactly_their_first_wave(otaflux_for):
     """gitops/examples as shipped: 3 sensors (street-01 pinned to 1.0.0), a first rollout of 1.1.0 in
     waves 5/25/100, no stable version known. One device gets 1.1.0; the pinned one its pin; the other one
     no update (the issue: 1.1.0 to all of them, from the highest tag)."""
-    data = render(EXAMPLES)
-    plan = FleetPlan.model_validate_json(data["weatherfleet.garden.json"])
+    configmap = render(EXAMPLES)
+    plan = plan_from_configmap(configmap, "weatherfleet.garden.json")
     assert plan.stable is None and plan.candidate == "1.1.0"
-    server = otaflux_for(data, EXAMPLE_DEVICES, "shipped")
+    server = otaflux_for(configmap, EXAMPLE_DEVICES, "shipped")
     answers = versions(server, EXAMPLE_DEVICES)
     assert answers["street-01"] == "1.0.0"
     assert sorted(answers[d] or "none" for d in ("balcony-01", "greenhouse-01")) == ["1.1.0", "none"]
@@ -135,8 +133,8 @@ def test_no_device_is_offered_the_candidate_while_the_rollout_is_closed(case, ch
     docs = _docs("fleet.yaml") + _docs("releases.yaml") + _docs("sensors.yaml")
     fleet = next(d for d in docs if d["kind"] == "SensorFleet")
     change(fleet)
-    data = render(write_crs(tmp_path / "crs", docs))
-    plan = FleetPlan.model_validate_json(data["weatherfleet.garden.json"])
+    configmap = render(write_crs(tmp_path / "crs", docs))
+    plan = plan_from_configmap(configmap, "weatherfleet.garden.json")
     expected = {"paused": "hold", "aborted": "hold", "halted": "halted"}.get(case)
     assert (plan.hold, plan.halted, plan.candidate) == {
         "hold": (True, False, "1.1.0"),
@@ -144,7 +142,7 @@ def test_no_device_is_offered_the_candidate_while_the_rollout_is_closed(case, ch
         None: (False, False, None),
     }[expected]
     assert all(plan.version_for(d) != "1.1.0" for d in EXAMPLE_DEVICES)
-    server = otaflux_for(data, EXAMPLE_DEVICES, case.split()[0])
+    server = otaflux_for(configmap, EXAMPLE_DEVICES, case.split()[0])
     answers = versions(server, EXAMPLE_DEVICES)
     assert answers["street-01"] == "1.0.0"  # the pin holds whatever the rollout does
     assert answers["balcony-01"] is None and answers["greenhouse-01"] is None  # no update: keep what runs
@@ -185,10 +183,10 @@ def _fleets_of_every_size() -> tuple[list[dict], dict[str, list[str]], dict[str,
 
 def test_the_first_wave_is_exactly_ceil_p_n_over_100_for_small_fleets(otaflux_for, tmp_path):
     docs, members, first = _fleets_of_every_size()
-    data = render(write_crs(tmp_path / "crs", docs))
-    assert len(data) == len(members)
+    configmap = render(write_crs(tmp_path / "crs", docs))
+    assert len(configmap["data"]) == len(configmap["binaryData"]) == len(members)
     everyone = [d for devices in members.values() for d in devices]
-    server = otaflux_for(data, everyone, "sizes")
+    server = otaflux_for(configmap, everyone, "sizes")
     answers = versions(server, everyone)
     got = {ns: sum(answers[d] == "1.1.0" for d in devices) for ns, devices in members.items()}
     assert got == first  # 3: 1 and 1; 7: 1 and 2; 20: 1 and 4; 40: 2 and 8

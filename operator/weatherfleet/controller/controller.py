@@ -27,7 +27,7 @@ from ..models.common import Condition
 from ..observe import FleetView
 from ..reconcilers.common import MANAGED_BY, Event
 from ..reconcilers.grafana import ProvisionedAlerts
-from ..reconcilers.plan import PLAN_CONFIGMAP, plan_key
+from ..reconcilers.plan import PLAN_CONFIGMAP, plan_from_configmap, plan_key
 from ..reconcilers.sensor import credentials_secret_name
 from ..rollout import FleetPlan
 from . import fleets, metrics, sensors
@@ -227,8 +227,8 @@ class Controller:
         if not text:
             return None
         cached = self._plans.get((namespace, fleet))
-        if cached is None or cached[0] != text:
-            cached = (text, FleetPlan.model_validate_json(text))
+        if cached is None or cached[0] != text:  # the text holds the member blob's sha256
+            cached = (text, plan_from_configmap(cm, plan_key(namespace, fleet)))
             self._plans[(namespace, fleet)] = cached
         return cached[1]
 

@@ -19,9 +19,10 @@ from ..models import FirmwareRelease, SensorFleet
 from ..oci import signatures
 from ..reconcilers.common import labels, metadata
 from ..reconcilers.fleet import FleetObservation, members_of, reconcile_fleet
-from ..reconcilers.plan import PLAN_CONFIGMAP, plan_json, plan_key
+from ..reconcilers.plan import PLAN_CONFIGMAP, plan_entries, plan_key
 from ..reconcilers.sensor import credentials_secret_name
 from ..reconcilers.timescale import compressed
+from ..rollout import FleetPlan
 from . import alerting, metrics
 from .devicetwin import ensure_crl
 
@@ -94,14 +95,14 @@ def reconcile(ctl: Controller, namespace: str, name: str) -> float | None:
     ctl.write_status(body, status)
     ctl.emit(body, result.events)
     old_plan = ctl.plan_for(namespace, name)
-    write_plan(ctl, namespace, name, result.plan_key, plan_json(result.plan))
+    write_plan(ctl, namespace, name, result.plan_key, result.plan)
     rollout = result.status.rollout
     metrics.ROLLOUT_PERCENT.labels(fleet=f"{namespace}/{name}").set(rollout.percent)
     metrics.ROLLOUT_FAILED.labels(fleet=f"{namespace}/{name}").set(rollout.failed)
     for sensor in members:
         # Only sensors whose desired version moved need their status (Desired column) updated.
         device_id = sensor.spec.device_id
-        before = old_plan.version_for(device_id) if old_plan and device_id in old_plan.devices else None
+        before = old_plan.version_for(device_id) if old_plan and old_plan.is_member(device_id) else None
         if result.plan.version_for(device_id) != before:
             ctl.enqueue(("WeatherSensor", namespace, sensor.metadata.name))
     if rollout.phase in ("Progressing", "Paused") and rollout.wave_started_at is not None:
@@ -165,16 +166,21 @@ def plan_manager(namespace: str, fleet: str) -> str:
     return f"weatherfleet-plan.{namespace}.{fleet}"
 
 
-def write_plan(ctl: Controller, namespace: str, fleet: str, key: str, text: str) -> bool:
+def write_plan(ctl: Controller, namespace: str, fleet: str, key: str, plan: FleetPlan) -> bool:
+    """Apply the fleet's two keys of the plan ConfigMap (reconcilers.plan.plan_entries) in one write, so
+    the kubelet swaps both files at once; nothing when its JSON is unchanged (it holds the member blob's
+    sha256, so an unchanged JSON means unchanged members)."""
     cm = ctl.cache.get("ConfigMap", ctl.settings.namespace, PLAN_CONFIGMAP)
-    if ((cm or {}).get("data") or {}).get(key) == text:
+    data, binary = plan_entries(key, plan)
+    if ((cm or {}).get("data") or {}).get(key) == data[key]:
         return False
     result = ctl.kube.apply_raw(
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": PLAN_CONFIGMAP, "namespace": ctl.settings.namespace, "labels": labels(None)},
-            "data": {key: text},
+            "data": data,
+            "binaryData": binary,
         },
         plan_manager(namespace, fleet),
     )

@@ -10,6 +10,9 @@ One `FleetPlan` per fleet says what each of its devices is offered. It is safe b
   the share while the rollout is paused or aborted (`hold`: who took the candidate keeps it, who did not
   does not get it), and to every device of a plan OtaFlux cannot read or that no fleet lists;
 - `halted` closes the candidate: every device is offered the stable version (or nothing without one).
+
+The member list (and the exclusions) grow with the fleet: in the plan ConfigMap they travel `packed`, as a
+compact exact blob beside the JSON (`members`), which `unpacked` checks against the JSON's digest.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from .authorisation import Authorisation
+from .members import ENCODING, decode_lists, digest, encode_lists
 from .ranks import in_share
 
 Why = Literal["pinned", "not-a-member", "excluded", "candidate", "stable", "hold", "no-stable", "halted"]
@@ -33,6 +37,15 @@ class Decision(NamedTuple):
 
     version: str | None
     why: Why
+
+
+class MemberDigest(PlanModel):
+    """A packed plan's member lists, stored beside its JSON (members.members_name), and how to check them."""
+
+    encoding: Literal["front-coded+gzip/1"] = ENCODING
+    count: int = Field(description="members in the blob")
+    excluded: int = Field(description="exclusions in the blob")
+    sha256: str = Field(description="of the blob: one that does not match belongs to another plan")
 
 
 class FleetPlan(PlanModel):
@@ -63,6 +76,11 @@ class FleetPlan(PlanModel):
         default_factory=list,
         description="the fleet's members: which fleet a device belongs to cannot be told from its id "
         "(selectors match labels OtaFlux never sees), and a device that is in no fleet gets no update",
+    )
+    members: MemberDigest | None = Field(
+        default=None,
+        description="packed: `devices` and `exclusions` are in the member blob this describes; a plan not "
+        "unpacked yet has no members, so it offers no device anything",
     )
     authorisation: Authorisation | None = Field(
         default=None,
@@ -104,7 +122,7 @@ class FleetPlan(PlanModel):
         if device_id in self.pins:
             return Decision(self.pins[device_id], "pinned")
         members, exclusions = self._sets()
-        if self.devices and device_id not in members:
+        if device_id not in members:
             return Decision(None, "not-a-member")
         excluded = device_id in exclusions
         if not excluded and self.in_share(device_id):
@@ -132,6 +150,31 @@ class FleetPlan(PlanModel):
         """The version the device should run: the one offered, else (no update) the one it runs."""
         offered = self.version_for(device_id)
         return offered if offered is not None else running
+
+    def packed(self) -> tuple[FleetPlan, bytes]:
+        """(this plan without its device lists but with their digest, the member blob): what the plan
+        ConfigMap stores, the JSON as text and the blob as binary data."""
+        blob = encode_lists([self.devices, self.exclusions])
+        described = MemberDigest(
+            count=len(set(self.devices)), excluded=len(set(self.exclusions)), sha256=digest(blob)
+        )
+        return self.model_copy(update={"devices": [], "exclusions": [], "members": described}), blob
+
+    def unpacked(self, blob: bytes | None) -> FleetPlan:
+        """The plan with its device lists back from `blob` (a plan that is not packed is returned as it is).
+        ValueError when the blob is missing or is not the one the JSON describes."""
+        described = self.members
+        if described is None:
+            return self
+        if blob is None:
+            raise ValueError("the plan's member list is missing")
+        if digest(blob) != described.sha256:
+            raise ValueError("the member list does not match the plan (sha256 differs)")
+        lists = decode_lists(blob)
+        if [len(x) for x in lists] != [described.count, described.excluded]:
+            raise ValueError("the member list does not hold the counts the plan states")
+        devices, exclusions = lists
+        return self.model_copy(update={"devices": devices, "exclusions": exclusions, "members": None})
 
 
 def newly_offered(before: FleetPlan | None, after: FleetPlan) -> list[tuple[str, str]]:
