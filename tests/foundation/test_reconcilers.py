@@ -18,7 +18,7 @@ from weatherfleet.models import FirmwareRelease, SensorFleet, WeatherSensor
 from weatherfleet.reconcilers import fleet as fleet_mod
 from weatherfleet.reconcilers.broker import NANOMQ_AUTH_BLOCK, nanomq_acl
 from weatherfleet.reconcilers.fleet import FleetObservation, fleet_for_sensor, reconcile_fleet
-from weatherfleet.reconcilers.plan import plan_key, rollout_plan_configmap
+from weatherfleet.reconcilers.plan import plan_from_configmap, plan_key, rollout_plan_configmap
 from weatherfleet.reconcilers.sensor import SensorObservation, reconcile_sensor
 from weatherfleet.reconcilers.yamltext import dump_all
 from weatherfleet.rollout import DeviceObservation, FleetPlan
@@ -595,6 +595,6 @@ def test_rollout_plan_configmap_holds_one_json_key_per_fleet():
     cm = rollout_plan_configmap(plans, "weatherfleet")
     assert cm["metadata"]["name"] == "weatherfleet-rollout-plan"
     assert list(cm["data"]) == ["a.y.json", "b.x.json"]
-    parsed = FleetPlan.model_validate_json(cm["data"]["b.x.json"])
+    parsed = plan_from_configmap(cm, "b.x.json")  # the JSON, its members from binaryData
     assert parsed == plans["b.x.json"]
     assert json.loads(cm["data"]["b.x.json"])["rolloutId"] == "b/x/r@1.0.0"  # by alias, as OtaFlux reads it
