@@ -79,7 +79,7 @@ def test_a_missing_program_is_one_clear_line(cr_dir, tmp_path, capsys, monkeypat
     def missing(name: str, package: str) -> str:
         raise MissingDependency(f"{name} is not installed: run `sudo apt-get install -y {package}`")
 
-    monkeypatch.setattr("weatherfleet.local.broker.require_program", missing)
+    monkeypatch.setattr("weatherfleet.services.mosquitto.require_program", missing)
     code = main(
         ["up", "--dir", str(cr_dir), "--workdir", str(tmp_path / "wd"), "--no-live", "--duration", "1"]
     )
