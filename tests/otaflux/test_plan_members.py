@@ -99,3 +99,40 @@ def test_a_members_file_of_another_plan_keeps_the_last_good_plan(tmp_path):
     new_member = second[plan_key("weatherfleet", "garden")].devices[10]
     assert source.current().decide(new_member) == in_memory(second).decide(new_member)
     assert source.errors == 2
+
+
+def test_through_the_api_stand_in_and_the_kubelet_sync_the_members_arrive_as_raw_bytes(tmp_path):
+    """binaryData as Kubernetes handles it: base64 in the API object (the stand-in refuses anything else,
+    and a ConfigMap over 1 MiB, as kube-apiserver does), raw bytes in the file the kubelet sync writes."""
+    from kubernetes import client, config
+    from kubernetes.client.rest import ApiException
+
+    from weatherfleet.apiserver import ApiServer
+    from weatherfleet.local.kubelet import VolumeSync
+
+    server = ApiServer().start()
+    try:
+        api = config.new_client_from_config(str(server.write_kubeconfig(tmp_path / "kubeconfig")))
+        core = client.CoreV1Api(api)
+        plans = fleets(3_000, 25, 4)
+        configmap = rollout_plan_configmap(plans, "default")
+        core.create_namespaced_config_map("default", configmap)
+        directory = tmp_path / "rollout-plan"
+        sync = VolumeSync(api)
+        sync.add(Volume("ConfigMap", "default", "weatherfleet-rollout-plan", directory))
+        members = directory / "weatherfleet.garden.members"
+        assert members.read_bytes()[:2] == b"\x1f\x8b"  # gzip itself, not its base64
+        served = PlanSource(directory, poll_interval=0).current()
+        for device in plans[plan_key("weatherfleet", "garden")].devices:
+            assert served.decide(device) == in_memory(plans).decide(device)
+
+        garbled = {**configmap, "metadata": {"name": "garbled"}, "binaryData": {"x.members": "not base64!"}}
+        too_big = {**configmap, "metadata": {"name": "too-big"}, "binaryData": {"x.members": "A" * 1_400_000}}
+        for body, status in ((garbled, 400), (too_big, 422)):
+            try:
+                core.create_namespaced_config_map("default", body)
+                raise AssertionError(f"{body['metadata']['name']} was accepted")
+            except ApiException as exc:
+                assert exc.status == status, exc.body
+    finally:
+        server.stop()

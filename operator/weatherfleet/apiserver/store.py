@@ -21,7 +21,7 @@ import jsonpatch
 
 from . import apply as ssa
 from . import schema as schemas
-from .errors import ApiError
+from .errors import ApiError, check_configmap_size
 from .resources import BUILTINS, KOPF_PEERING_CRDS, ResourceType, from_crd
 from .selectors import field_matcher, label_matcher
 
@@ -180,6 +180,8 @@ class Store:
             for key, value in obj.pop("stringData").items():
                 data[key] = base64.b64encode(value.encode()).decode()
             obj["data"] = data
+        if rt.kind == "ConfigMap":
+            check_configmap_size(obj)
         if rt.custom:
             assert rt.schema is not None
             body = {k: v for k, v in obj.items() if k != "metadata"}
