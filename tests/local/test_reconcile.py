@@ -5,12 +5,12 @@ not applied. And a missing system program is one clear line."""
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 
 import pytest
 
+from otaflux.plan import read_fleet_plan
 from weatherfleet.cli import main
 from weatherfleet.local.options import UpOptions
 from weatherfleet.local.system import LocalSystem
@@ -57,8 +57,8 @@ def test_cr_edits_are_applied_while_running(tmp_path):
         acl = acl_path.read_text()
         assert "user dev-02" in acl and "topic write sensors/dev-02/#" in acl
         assert system.broker.reloads >= 1  # the operator's new ACL reached Mosquitto by SIGHUP
-        plan = json.loads(system.plan_text()["weatherfleet.garden.json"])
-        assert plan["devices"] == ["dev-01", "dev-02"]  # the operator's plan, as OtaFlux has it mounted
+        plan = read_fleet_plan(system.mount("otaflux", "rollout-plan") / "weatherfleet.garden.json")
+        assert plan.devices == ["dev-01", "dev-02"]  # the operator's plan, as OtaFlux has it mounted
 
         # a bad edit: reported, nothing else changes
         (crs / "more.yaml").write_text(
