@@ -6,33 +6,8 @@
 import json
 import os
 
-
-def _read(der, pos):
-    tag = der[pos]
-    n = der[pos + 1]
-    pos += 2
-    if n & 0x80:
-        k = n & 0x7F
-        n = int.from_bytes(der[pos : pos + k], "big")
-        pos += k
-    return tag, pos, pos + n
-
-
-def pem_der(text):
-    import binascii
-
-    lines = [ln for ln in text.strip().split("\n") if ln and not ln.startswith("-----")]
-    return binascii.a2b_base64("".join(lines).encode())
-
-
-def to_der(data):
-    """DER of a certificate or key given as PEM (str or bytes) or already as DER (bytes): boards store
-    either (an ESP32's mbedTLS parses both; some builds parse DER only, and provisioning then writes DER)."""
-    if isinstance(data, str):
-        return pem_der(data)
-    if bytes(data[:5]) == b"-----":
-        return pem_der(bytes(data).decode())
-    return bytes(data)
+from der import from_pem, read as _read, to_der
+import slots
 
 
 def _days(y, m, d):
@@ -124,7 +99,7 @@ def stage(tls, text, root=""):
     pem = json.loads(text).get("cert") if text.startswith("{") else text
     if not isinstance(pem, str) or "BEGIN CERTIFICATE" not in pem:
         raise ValueError("not a PEM certificate")
-    new = pem_der(pem)
+    new = from_pem(pem)
     der_file = True
     try:
         with open(_path(root, tls["cert"]), "rb") as f:
@@ -148,16 +123,10 @@ def stage(tls, text, root=""):
 def commit(tls, root=""):
     """The staged certificate connected: it becomes the current one (the previous kept as .old)."""
     cur = _path(root, tls["cert"])
-    try:
-        os.remove(cur + ".old")
-    except OSError:
-        pass
+    slots.remove_file(cur + ".old")
     os.rename(cur, cur + ".old")
     os.rename(_path(root, staged_path(tls)), cur)
 
 
 def discard(tls, root=""):
-    try:
-        os.remove(_path(root, staged_path(tls)))
-    except OSError:
-        pass
+    slots.remove_file(_path(root, staged_path(tls)))

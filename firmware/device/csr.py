@@ -9,6 +9,8 @@
 import hashlib
 import os
 
+from der import read as _read, to_der
+
 P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
 N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
@@ -211,33 +213,9 @@ def request(d, common_name, pub=None):
 # ---- PEM keys (what provisioning writes: PKCS#8, or SEC1 "EC PRIVATE KEY") ------------------------------
 
 
-def _read(der, pos):
-    """(tag, body start, body end) of the TLV at pos."""
-    tag = der[pos]
-    n = der[pos + 1]
-    pos += 2
-    if n & 0x80:
-        k = n & 0x7F
-        n = _int(der[pos : pos + k])
-        pos += k
-    return tag, pos, pos + n
-
-
-def _pem_der(text):
-    import binascii
-
-    lines = [ln for ln in text.strip().split("\n") if ln and not ln.startswith("-----")]
-    return binascii.a2b_base64("".join(lines).encode())
-
-
 def load_key(text):
     """The private scalar of a P-256 key in PEM (str or bytes) or DER (bytes), PKCS#8 or SEC1."""
-    if isinstance(text, str):
-        der = _pem_der(text)
-    elif bytes(text[:5]) == b"-----":
-        der = _pem_der(bytes(text).decode())
-    else:
-        der = bytes(text)
+    der = to_der(text)
     _, start, end = _read(der, 0)  # outer SEQUENCE
     tag, s, e = _read(der, start)  # version INTEGER
     tag, s2, e2 = _read(der, e)

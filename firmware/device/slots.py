@@ -55,14 +55,27 @@ def save(st, root=""):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(st, f)
+    replace_file(tmp, path)  # load() falls back to .tmp if a cut leaves only that
+
+
+# ---- the flash-file helpers the firmware shares (state, twin document, certificates, downloads) --------
+
+
+def remove_file(path):
+    """Remove a file that may not be there."""
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def replace_file(tmp, path):
+    """Rename tmp over path. FAT cannot rename over an existing file: there path is removed first, and a
+    power cut in between leaves only tmp."""
     try:
         os.rename(tmp, path)
     except OSError:
-        # FAT cannot rename over an existing file; load() falls back to .tmp if we are cut off here
-        try:
-            os.remove(path)
-        except OSError:
-            pass
+        remove_file(path)
         os.rename(tmp, path)
 
 
@@ -117,17 +130,17 @@ def select_boot_slot(root=""):
 
 
 def set_pending_bundle(st, version, slot, root="", sv=0):
-    st["pending"] = {"version": version, "slot": slot}
-    if sv:
-        st["pending"]["sv"] = sv
-    st["tries"] = 0
-    save(st, root)
+    _set_pending(st, {"version": version, "slot": slot}, root, sv)
 
 
 def set_pending_image(st, version, label, root="", sv=0):
-    st["pending"] = {"version": version, "image": label}
+    _set_pending(st, {"version": version, "image": label}, root, sv)
+
+
+def _set_pending(st, pending, root, sv):
     if sv:
-        st["pending"]["sv"] = sv
+        pending["sv"] = sv  # the signed security version, the floor once this release confirms itself
+    st["pending"] = pending
     st["tries"] = 0
     save(st, root)
 

@@ -5,9 +5,9 @@
 # its last good configuration and reports why in its status ("config": {"generation", "rejected",
 # "error"}).
 import json
-import os
 
 import config
+import slots
 
 DESIRED_FILE = "desired.json"
 # desired key -> what it may hold; anything else in the document is refused (a typo must not pass silently)
@@ -105,11 +105,7 @@ def save(text, root=""):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(text)
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-    os.rename(tmp, path)
+    slots.replace_file(tmp, path)
 
 
 def text(root=""):
