@@ -4,7 +4,6 @@ digest, size, CRC32, sha256 and the signature, with clear conditions when any of
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import zlib
 
@@ -15,6 +14,7 @@ from helpers import wait_for
 
 from weatherfleet import oci
 from weatherfleet.oci import signatures
+from weatherfleet.reconcilers.plan import plan_from_configmap
 
 pytestmark = pytest.mark.slow
 
@@ -211,10 +211,12 @@ def test_per_device_release_verifies_each_device_and_excludes_the_unavailable(
     cond = wait_for(lambda: (c := fleet_condition()) and c["status"] == "True" and c, 60, "fleet rolls out")
     assert "dev-m" in cond["message"] and "dev-x" in cond["message"]
 
-    def plan():
+    def plan():  # the JSON in data, the members and exclusions in binaryData
         cm = cluster.configmap("weatherfleet", "weatherfleet-rollout-plan")
-        text = ((cm.data if cm else None) or {}).get(f"{ns}.lab.json")
-        return json.loads(text) if text else None
+        if cm is None:
+            return None
+        entry = plan_from_configmap({"data": cm.data, "binaryData": cm.binary_data}, f"{ns}.lab.json")
+        return entry.model_dump() if entry else None
 
     current = wait_for(
         lambda: (p := plan()) and p.get("candidate") == "1.2.0" and p, 60, "plan with the candidate"

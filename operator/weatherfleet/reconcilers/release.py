@@ -195,6 +195,11 @@ def _per_device(
         shown = ", ".join(f"{d} ({reason})" for d, (reason, _m) in items[:5])
         return shown + (f" and {len(items) - 5} more" if len(items) > 5 else "")
 
+    def put_true(type_: str, reasons: tuple[str, str], summary: str, failed: list, label: str) -> None:
+        """A condition that holds, for all devices (reasons[0]) or some (reasons[1]: the others listed)."""
+        detail = f"; {label}: {listing(failed)}" if failed else ""
+        put(type_, "True", reasons[1] if failed else reasons[0], summary + detail)
+
     where = f"{spec.artifact.repository}:{spec.reference()}"
     if not devices:
         put("Resolved", "Unknown", "NoDevices", f"no WeatherSensor with OTA on channel {spec.channel} here")
@@ -211,22 +216,12 @@ def _per_device(
             f"{where}: none of {len(devices)} devices resolved: {listing(not_resolved)} ({message})",
         )
     else:
-        put(
-            "Resolved",
-            "True",
-            "Resolved" if not not_resolved else "PartiallyResolved",
-            f"{where}: {len(resolved)} of {len(devices)} devices, {len(digests)} distinct digest(s)"
-            + (f"; not resolved: {listing(not_resolved)}" if not_resolved else ""),
-        )
+        summary = f"{where}: {len(resolved)} of {len(devices)} devices, {len(digests)} distinct digest(s)"
+        put_true("Resolved", ("Resolved", "PartiallyResolved"), summary, not_resolved, "not resolved")
     bad = [(d, p) for d, p in unavailable if p[0].startswith("Signature") or p[0].startswith("PublicKey")]
     if verified:
-        put(
-            "SignatureVerified",
-            "True",
-            "Verified" if not bad else "PartiallyVerified",
-            f"{len(verified)} of {len(resolved)} resolved artifacts verified"
-            + (f"; failed: {listing(bad)}" if bad else ""),
-        )
+        summary = f"{len(verified)} of {len(resolved)} resolved artifacts verified"
+        put_true("SignatureVerified", ("Verified", "PartiallyVerified"), summary, bad, "failed")
     elif bad:
         reason, message = bad[0][1]
         put("SignatureVerified", "False", reason, f"no artifact verified: {listing(bad)} ({message})")
@@ -235,15 +230,10 @@ def _per_device(
         put("SignatureVerified", "Unknown", first.signature_reason or "NotChecked", first.signature_message)
     else:
         put("SignatureVerified", "Unknown", "NotResolved", "the artifacts must be resolved first")
-    if usable and not unavailable:
-        put("Ready", "True", "Ready", f"release can be rolled out to all {len(devices)} devices")
-    elif usable:
-        put(
-            "Ready",
-            "True",
-            "PartiallyAvailable",
-            f"release can be rolled out to {len(usable)} of {len(devices)} devices; excluded: {listing(unavailable)}",
-        )
+    if usable:
+        share = f"{len(usable)} of" if unavailable else "all"
+        summary = f"release can be rolled out to {share} {len(devices)} devices"
+        put_true("Ready", ("Ready", "PartiallyAvailable"), summary, unavailable, "excluded")
     else:
         reason, message = unavailable[0][1]
         put(
