@@ -4,6 +4,7 @@
 # Python ints are exact on every port, so results do not depend on whether the port's floats are single
 # (ESP32) or double precision, and they match the datasheet's worked example to the digit.
 from micropython import const
+import struct
 import time
 
 CHIP_ID = const(0x60)
@@ -23,15 +24,6 @@ class SensorError(Exception):
     pass
 
 
-def _u16(b, i):
-    return b[i] | (b[i + 1] << 8)
-
-
-def _s16(b, i):
-    v = b[i] | (b[i + 1] << 8)
-    return v - 65536 if v & 0x8000 else v
-
-
 def _s8(v):
     return v - 256 if v & 0x80 else v
 
@@ -42,21 +34,12 @@ def _s12(v):
 
 class Calibration:
     def __init__(self, c00, c26):
-        # c00: 26 bytes from 0x88, c26: 7 bytes from 0xE1 (datasheet table 16)
-        self.t1 = _u16(c00, 0)
-        self.t2 = _s16(c00, 2)
-        self.t3 = _s16(c00, 4)
-        self.p1 = _u16(c00, 6)
-        self.p2 = _s16(c00, 8)
-        self.p3 = _s16(c00, 10)
-        self.p4 = _s16(c00, 12)
-        self.p5 = _s16(c00, 14)
-        self.p6 = _s16(c00, 16)
-        self.p7 = _s16(c00, 18)
-        self.p8 = _s16(c00, 20)
-        self.p9 = _s16(c00, 22)
+        # c00: 26 bytes from 0x88, c26: 7 bytes from 0xE1 (datasheet table 16): T1 and P1 unsigned, the
+        # other words signed, little-endian
+        (self.t1, self.t2, self.t3, self.p1, self.p2, self.p3, self.p4, self.p5, self.p6, self.p7, self.p8,
+         self.p9) = struct.unpack_from("<HhhHhhhhhhhh", c00)  # fmt: skip
         self.h1 = c00[25]
-        self.h2 = _s16(c26, 0)
+        self.h2 = struct.unpack_from("<h", c26)[0]
         self.h3 = c26[2]
         self.h4 = _s12((c26[3] << 4) | (c26[4] & 0x0F))
         self.h5 = _s12((c26[5] << 4) | (c26[4] >> 4))

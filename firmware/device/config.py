@@ -28,6 +28,28 @@ def _int(d, key, default, lo, hi):
     return v
 
 
+# (key, default, lowest, highest) of the integer settings of a section
+_BROKER_INTS = (("port", 8883, 1, 65535), ("keepalive", 60, 5, 3600))
+_OTA_INTS = (
+    ("port", 8080, 1, 65535),
+    ("checkIntervalSeconds", 3600, 10, 604800),
+    ("jitterSeconds", 300, 0, 86400),
+    ("healthTimeoutSeconds", 300, 10, 86400),
+)
+_INTS = (
+    ("measurementIntervalSeconds", 60, 1, 86400),
+    # a retained status this often, so the operator sees the board alive well within noDataAfter
+    ("heartbeatSeconds", 60, 5, 3600),
+    ("bufferSize", 32, 1, 1024),
+    ("watchdogSeconds", 120, 0, 3600),
+)
+
+
+def _ints(d, table):
+    for key, default, lo, hi in table:
+        d[key] = _int(d, key, default, lo, hi)
+
+
 def _section(cfg, key, required):
     v = cfg.get(key)
     if v is None:
@@ -50,8 +72,7 @@ def validate(cfg):
     broker = _section(cfg, "broker", True)
     if not isinstance(broker.get("host"), str) or not broker["host"]:
         raise ConfigError("broker.host must be a host name")
-    broker["port"] = _int(broker, "port", 8883, 1, 65535)
-    broker["keepalive"] = _int(broker, "keepalive", 60, 5, 3600)
+    _ints(broker, _BROKER_INTS)
     broker.setdefault("tls", True)
     broker.setdefault("version", 5)
     if broker["version"] not in (4, 5):
@@ -65,10 +86,7 @@ def validate(cfg):
     if "ota" in features:
         if not isinstance(ota.get("host"), str) or not ota["host"]:
             raise ConfigError("ota.host must be a host name")
-        ota["port"] = _int(ota, "port", 8080, 1, 65535)
-        ota["checkIntervalSeconds"] = _int(ota, "checkIntervalSeconds", 3600, 10, 604800)
-        ota["jitterSeconds"] = _int(ota, "jitterSeconds", 300, 0, 86400)
-        ota["healthTimeoutSeconds"] = _int(ota, "healthTimeoutSeconds", 300, 10, 86400)
+        _ints(ota, _OTA_INTS)
         ota.setdefault("kind", "bundle")
         ota.setdefault("tls", False)
         if ota["kind"] not in ("bundle", "image"):
@@ -76,11 +94,7 @@ def validate(cfg):
         keys = cfg.get("signingKeys")
         if not isinstance(keys, list) or not keys:
             raise ConfigError("signingKeys must list at least one Ed25519 public key (hex or base64)")
-    cfg["measurementIntervalSeconds"] = _int(cfg, "measurementIntervalSeconds", 60, 1, 86400)
-    # a retained status this often, so the operator sees the board alive well within noDataAfter
-    cfg["heartbeatSeconds"] = _int(cfg, "heartbeatSeconds", 60, 5, 3600)
-    cfg["bufferSize"] = _int(cfg, "bufferSize", 32, 1, 1024)
-    cfg["watchdogSeconds"] = _int(cfg, "watchdogSeconds", 120, 0, 3600)
+    _ints(cfg, _INTS)
     cfg.setdefault("topicPrefix", "sensors")
     cfg.setdefault("otaTopic", "ota")
     sensors = cfg.setdefault("sensors", [])

@@ -81,13 +81,26 @@ def get_varint(data, pos):
             raise MQTTError("malformed variable byte integer")
 
 
+def put_u16(buf, pos, v):
+    # a two-byte integer, big-endian (packet identifiers, keep alive, lengths)
+    buf[pos] = v >> 8
+    buf[pos + 1] = v & 0xFF
+    return pos + 2
+
+
+def put_no_properties(buf, pos, version):
+    # MQTT 5 packets carry a property list (here always empty: its length, 0); 3.1.1 has none
+    if version == V5:
+        buf[pos] = 0
+        return pos + 1
+    return pos
+
+
 def put_bytes(buf, pos, data, n=-1):
     # a 2-byte length followed by the bytes (MQTT "binary data" / UTF-8 string)
     if n < 0:
         n = len(data)
-    buf[pos] = n >> 8
-    buf[pos + 1] = n & 0xFF
-    pos += 2
+    pos = put_u16(buf, pos, n)
     for i in range(n):
         buf[pos + i] = data[i]
     return pos + n
@@ -122,17 +135,11 @@ def encode_connect(buf, client_id, keepalive, version=V5, clean=True, will=None,
     pos = put_bytes(buf, pos, b"MQTT")
     buf[pos] = version
     buf[pos + 1] = flags
-    buf[pos + 2] = keepalive >> 8
-    buf[pos + 3] = keepalive & 0xFF
-    pos += 4
-    if version == V5:
-        buf[pos] = 0
-        pos += 1
+    pos = put_u16(buf, pos + 2, keepalive)
+    pos = put_no_properties(buf, pos, version)
     pos = put_bytes(buf, pos, client_id)
     if will is not None:
-        if version == V5:
-            buf[pos] = 0
-            pos += 1
+        pos = put_no_properties(buf, pos, version)  # the will's properties
         pos = put_bytes(buf, pos, wt)
         pos = put_bytes(buf, pos, wp)
     if username is not None:
@@ -152,12 +159,8 @@ def encode_publish(buf, topic, payload, n=-1, qos=0, retain=False, pid=0, versio
     pos = put_varint(buf, 1, rem)
     pos = put_bytes(buf, pos, topic)
     if qos:
-        buf[pos] = pid >> 8
-        buf[pos + 1] = pid & 0xFF
-        pos += 2
-    if version == V5:
-        buf[pos] = 0
-        pos += 1
+        pos = put_u16(buf, pos, pid)
+    pos = put_no_properties(buf, pos, version)
     for i in range(n):
         buf[pos + i] = payload[i]
     return pos + n
@@ -168,12 +171,8 @@ def encode_subscribe(buf, pid, topic, qos=1, version=V5):
     rem = 2 + 2 + len(topic) + 1 + (1 if version == V5 else 0)
     buf[0] = (SUBSCRIBE << 4) | 0x02
     pos = put_varint(buf, 1, rem)
-    buf[pos] = pid >> 8
-    buf[pos + 1] = pid & 0xFF
-    pos += 2
-    if version == V5:
-        buf[pos] = 0
-        pos += 1
+    pos = put_u16(buf, pos, pid)
+    pos = put_no_properties(buf, pos, version)
     pos = put_bytes(buf, pos, topic)
     buf[pos] = qos
     return pos + 1
@@ -182,9 +181,7 @@ def encode_subscribe(buf, pid, topic, qos=1, version=V5):
 def encode_puback(buf, pid):
     buf[0] = PUBACK << 4
     buf[1] = 2
-    buf[2] = pid >> 8
-    buf[3] = pid & 0xFF
-    return 4
+    return put_u16(buf, 2, pid)
 
 
 def parse_connack(body, version):
