@@ -596,10 +596,12 @@ class App:
             await self.ota_event(e[0], e[1], e[2], e[3])
 
     async def ota_task(self):
-        if self.updater is None:
+        try:
             # at boot, not at the first check: the updater's buffers and the signature verifier come from a
             # heap not yet fragmented by a running board, and the check allocates only what it reads
             self.updater = self.make_updater()
+        except MemoryError:
+            log("no memory for the updater at boot: trying again at the check")  # measuring goes on
         o = self.cfg["ota"]
         # first check soon after boot, spread over the jitter window so a fleet does not stampede
         delay = 5 + random.getrandbits(16) % (o["jitterSeconds"] + 1)
@@ -615,6 +617,8 @@ class App:
                 continue  # never stack an update on an unconfirmed one
             plan = None
             try:
+                if self.updater is None:
+                    self.updater = self.make_updater()
                 plan = self.updater.check()
                 await self._flush_outbox()
                 if plan is None:

@@ -169,18 +169,11 @@ class FileSink:
 
     def finish(self):
         self.f.close()
-        try:
-            os.remove(self.path)
-        except OSError:
-            pass
-        os.rename(self.tmp, self.path)
+        slots.replace_file(self.tmp, self.path)
 
     def abort(self):
         self.f.close()
-        try:
-            os.remove(self.tmp)
-        except OSError:
-            pass
+        slots.remove_file(self.tmp)
 
 
 class PartitionSink:
@@ -337,40 +330,34 @@ class _Json:
         """Keys of an object, the parser positioned at each key's value (none for null). With `known` (a
         tuple of key names) a key is yielded as the matching string of it, else as None: no key string
         is allocated; without, every key as a new string."""
-        if self._ws() == 110:
-            self._word()
-            return
-        self._expect(123)
-        if self._ws() == 125:
-            self._next()
-            return
-        while True:
-            key = self.string(128, known, False) if known is not None else self.string()
-            self._expect(58)
-            yield key
-            c = self._ws()
-            self._next()
-            if c == 125:
-                return
-            if c != 44:
-                raise ValueError("JSON: bad object")
+        return self._members(125, known)
 
     def arr(self):
+        """Yields once per element of an array, the parser positioned at it (none for null)."""
+        return self._members(93, False)
+
+    def _members(self, close, known):
+        # the members of an object (close "}") or, with known False, the elements of an array ("]")
         if self._ws() == 110:
             self._word()
             return
-        self._expect(91)
-        if self._ws() == 93:
+        self._expect(close - 2)  # "{" / "["
+        if self._ws() == close:
             self._next()
             return
         while True:
-            yield
+            if known is False:
+                yield None
+            else:
+                key = self.string(128, known, False) if known is not None else self.string()
+                self._expect(58)
+                yield key
             c = self._ws()
             self._next()
-            if c == 93:
+            if c == close:
                 return
             if c != 44:
-                raise ValueError("JSON: bad array")
+                raise ValueError("JSON: expected , or %s" % chr(close))
 
     def string(self, limit=128, known=(), other=True):
         """A string value (or null -> None), at most `limit` bytes, read into one scratch buffer. A value
