@@ -13,6 +13,8 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .environment import Clock, World
+
 CHIP_ID = 0x60
 REG_CALIB_00, REG_CHIP_ID, REG_RESET, REG_CALIB_26 = 0x88, 0xD0, 0xE0, 0xE1
 REG_CTRL_HUM, REG_STATUS, REG_CTRL_MEAS, REG_CONFIG, REG_DATA = 0xF2, 0xF3, 0xF4, 0xF5, 0xF7
@@ -138,13 +140,7 @@ def raw_for(values: dict[str, float], c: Calibration) -> tuple[int, int, int]:
 class BME280:
     """The chip behind one I2C address. `clock()` returns device seconds; `world(t)` the true values."""
 
-    def __init__(
-        self,
-        clock: Callable[[], float],
-        world: Callable[[float], dict[str, float]],
-        address: int = 0x76,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, clock: Clock, world: World, address: int = 0x76, seed: int = 0) -> None:
         self.address, self.clock, self.world = address, clock, world
         rng = random.Random(seed)
         self.calibration = Calibration(

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+# What every emulated sensor is given: the device's clock (seconds) and the true values at a moment
+Clock = Callable[[], float]
+World = Callable[[float], dict[str, float]]
 
 
 @dataclass

@@ -4,7 +4,8 @@ data-ready after each measurement interval, measurements as big-endian IEEE-754 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+
+from .environment import Clock, World
 
 CMD_START = 0x0010
 CMD_STOP = 0x0104
@@ -44,9 +45,7 @@ def float_words(value: float) -> bytes:
 
 
 class SCD30:
-    def __init__(
-        self, clock: Callable[[], float], world: Callable[[float], dict[str, float]], address: int = 0x61
-    ) -> None:
+    def __init__(self, clock: Clock, world: World, address: int = 0x61) -> None:
         self.address, self.clock, self.world = address, clock, world
         self.failed = False
         self.interval = 2

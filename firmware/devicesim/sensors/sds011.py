@@ -9,7 +9,8 @@ between frames) and corruption (a flipped byte inside a frame) exercise the driv
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+
+from .environment import Clock, World
 
 CMD_MODE, CMD_QUERY, CMD_SET_ID, CMD_SLEEP, CMD_FIRMWARE, CMD_PERIOD = 2, 4, 5, 6, 7, 8
 
@@ -38,8 +39,8 @@ def command_frame(command: int, *data: int, device_id: int = 0xFFFF) -> bytes:
 class SDS011:
     def __init__(
         self,
-        clock: Callable[[], float],
-        world: Callable[[float], dict[str, float]],
+        clock: Clock,
+        world: World,
         seed: int = 0,
         noise: float = 0.0,
         corruption: float = 0.0,
