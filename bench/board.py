@@ -4,7 +4,9 @@ TLS with ECDSA P-256 client certificates, the real registry and OtaFlux):
 1. heap: the smallest heap cap with which one board goes boot -> mTLS connect -> publish -> OTA check ->
    install -> reboot -> confirm (the all-features .mpy bundle, a one-file release signed by the pipeline),
    found by bisection, against the default cap; below it, the phase that runs out first; the free heap the
-   board itself reports (status `heap`, gc.mem_free()) at the default cap;
+   board itself reports (status `heap`, gc.mem_free()) at the default cap; and the OTA check phase on its
+   own (devicesim.heapneed: the free heap ota.Updater.check() needs, fresh VM per trial, ballast), in parts,
+   against the 16 KiB goal;
 2. bytes allocated per publish on the VM (encode + PUBLISH + PUBACK over mTLS), and per full measurement
    cycle (the sensor reads through the emulated I2C/UART included);
 3. fleet: N boards (each its own `micropython` process) publishing every 5 s: delivered / expected, the
@@ -31,7 +33,7 @@ from pathlib import Path
 
 from _common import cpu_seconds, memory_bytes
 
-from devicesim import Board, vm
+from devicesim import Board, heapneed, vm
 from devicesim.provision import build_bundle, device_config, provision
 from weatherfleet import identities, oci
 from weatherfleet.firmware import build, push, signing
@@ -268,6 +270,21 @@ async def heap_figures(site: Site, quick: bool) -> None:
     )
 
 
+def check_phase_figures(site: Site) -> None:
+    folder = site.work / "check-phase"
+    folder.mkdir()
+    for name, data in site.factory.items():
+        (folder / name).write_bytes(data)
+    files = {name: data for name, data in site.factory.items() if name != "manifest.json"}
+    needs = heapneed.ota_check_needs(folder, files)
+    print(
+        f"OTA check phase on its own (free heap needed, {len(files)}-file release; updater, buffers and "
+        f"verifier built at boot): goal <= 16 KiB"
+    )
+    for part, value in needs.items():
+        print(f"  {part:<32} {value / KIB:5.1f} KiB")
+
+
 # ---- 2. allocations per publish ----------------------------------------------------------------------
 
 PUBLISH_MAIN = """
@@ -435,6 +452,7 @@ async def main() -> None:
             if not args.skip_heap:
                 site.start_ota(["bench-heap"])
                 await heap_figures(site, args.quick)
+                check_phase_figures(site)
             await publish_figures(site, 10 if args.quick else 30)
             await fleet_figures(site, steps, seconds)
         finally:

@@ -77,6 +77,15 @@ def need(
     return x
 
 
+PARTS = (
+    "check",
+    "check without the signature",
+    "Ed25519 verify",
+    "Ed25519 import + verify",
+    "boot: import ota + Updater",
+)
+
+
 def manifest_answer(files: dict[str, bytes], version: str, private_key, device: str = "dev-01") -> bytes:
     """The HTTP answer OtaFlux gives to GET /v1/manifest for a bundle of `files`, signed as `weatherfleet
     firmware sign` signs (cosign's simple-signing payload, Ed25519): the manifest a push would store."""
@@ -89,7 +98,10 @@ def manifest_answer(files: dict[str, bytes], version: str, private_key, device: 
         version=version,
         board="esp32-devkit-v1",
         features=[],
-        files=[contract.BundleFile(path=p, sha256=hashlib.sha256(d).hexdigest(), size=len(d)) for p, d in files.items()],
+        files=[
+            contract.BundleFile(path=p, sha256=hashlib.sha256(d).hexdigest(), size=len(d))
+            for p, d in files.items()
+        ],
     )
     raw = oci.planned_bundle_manifest(bundle)
     digest = oci.sha256_digest(raw)
@@ -106,12 +118,19 @@ def manifest_answer(files: dict[str, bytes], version: str, private_key, device: 
         "sha256": hashlib.sha256(whole).hexdigest(),
         "securityVersion": 0,
         "files": [
-            {"path": p, "digest": "sha256:" + hashlib.sha256(d).hexdigest(), "size": len(d), "crc32": zlib.crc32(d)}
+            {
+                "path": p,
+                "digest": "sha256:" + hashlib.sha256(d).hexdigest(),
+                "size": len(d),
+                "crc32": zlib.crc32(d),
+            }
             for p, d in files.items()
         ],
     }
     body = json.dumps(document, separators=(",", ":")).encode()
-    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )
 
 
 # The board before a check: what the app holds from boot on (the OTA modules, the updater with its buffers
@@ -180,10 +199,12 @@ def work():
 """
 
 
-def ota_check_needs(modules: Path, files: dict[str, bytes], **scan) -> dict[str, int]:
+def ota_check_needs(
+    modules: Path, files: dict[str, bytes], parts: tuple[str, ...] = PARTS, **scan
+) -> dict[str, int]:
     """The OTA check phase's need for a signed release of `files` (the updater built beforehand, as the app
-    does at boot), and in parts: without the signature math, the Ed25519 verification alone (with the
-    module loaded, and with its import), and building the updater itself."""
+    does at boot), and in parts (PARTS): without the signature math, the Ed25519 verification alone (with
+    the module loaded, and with its import), and what the app builds at boot."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -192,10 +213,11 @@ def ota_check_needs(modules: Path, files: dict[str, bytes], **scan) -> dict[str,
     (modules / "answer.http").write_bytes(manifest_answer(files, "1.1.0", key))
     (modules / "key.hex").write_text(raw.hex())
     n = len(files)
-    return {
-        "check": need(modules, _CHECK_SETUP % {"skip_signature": False, "files": n}, **scan),
-        "check without the signature": need(modules, _CHECK_SETUP % {"skip_signature": True, "files": n}, **scan),
-        "Ed25519 verify": need(modules, _VERIFY_SETUP % {"resident": True}, **scan),
-        "Ed25519 import + verify": need(modules, _VERIFY_SETUP % {"resident": False}, **scan),
-        "boot: import ota + Updater": need(modules, _BOOT_SETUP, **scan),
+    setups = {
+        "check": _CHECK_SETUP % {"skip_signature": False, "files": n},
+        "check without the signature": _CHECK_SETUP % {"skip_signature": True, "files": n},
+        "Ed25519 verify": _VERIFY_SETUP % {"resident": True},
+        "Ed25519 import + verify": _VERIFY_SETUP % {"resident": False},
+        "boot: import ota + Updater": _BOOT_SETUP,
     }
+    return {part: need(modules, setups[part], **scan) for part in parts}
