@@ -13,7 +13,6 @@ in memory. bench/board.py prints the figures; tests/firmware_host/test_ota_heap.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import zlib
 from pathlib import Path
@@ -87,47 +86,32 @@ PARTS = (
 
 
 def manifest_answer(files: dict[str, bytes], version: str, private_key, device: str = "dev-01") -> bytes:
-    """The HTTP answer OtaFlux gives to GET /v1/manifest for a bundle of `files`, signed as `weatherfleet
-    firmware sign` signs (cosign's simple-signing payload, Ed25519): the manifest a push would store."""
+    """The HTTP answer OtaFlux gives to GET /v1/manifest for a bundle of `files` (rendered by OtaFlux's own
+    code), signed as `weatherfleet firmware sign` signs: the manifest a push would store."""
     import hashlib
 
+    from otaflux.cache import Firmware
     from weatherfleet import oci
     from weatherfleet.oci import contract, signatures
+    from weatherfleet.oci.payload import ResolvedFile
 
+    digests = {path: hashlib.sha256(data).hexdigest() for path, data in files.items()}
     bundle = contract.BundleManifest(
         version=version,
         board="esp32-devkit-v1",
         features=[],
-        files=[
-            contract.BundleFile(path=p, sha256=hashlib.sha256(d).hexdigest(), size=len(d))
-            for p, d in files.items()
-        ],
+        files=[contract.BundleFile(path=p, sha256=digests[p], size=len(d)) for p, d in files.items()],
     )
     raw = oci.planned_bundle_manifest(bundle)
-    digest = oci.sha256_digest(raw)
+    manifest = oci.Manifest(raw, oci.sha256_digest(raw))
     whole = b"".join(files.values())
-    document = {
-        "device": device,
-        "version": version,
-        "kind": "bundle",
-        "manifestDigest": digest,
-        "manifest": raw.decode(),
-        "signature": signatures.device_signature(signatures.sign(private_key, digest)),
-        "size": len(whole),
-        "crc32": zlib.crc32(whole),
-        "sha256": hashlib.sha256(whole).hexdigest(),
-        "securityVersion": 0,
-        "files": [
-            {
-                "path": p,
-                "digest": "sha256:" + hashlib.sha256(d).hexdigest(),
-                "size": len(d),
-                "crc32": zlib.crc32(d),
-            }
-            for p, d in files.items()
-        ],
-    }
-    body = json.dumps(document, separators=(",", ":")).encode()
+    firmware = Firmware(
+        device, "weatherfleet/" + device, version, "bundle", manifest,
+        signatures.sign(private_key, manifest.digest), Path("."), Path("."), len(whole), zlib.crc32(whole),
+        hashlib.sha256(whole).hexdigest(),
+        [ResolvedFile(p, "sha256:" + digests[p], len(d), zlib.crc32(d)) for p, d in files.items()],
+    )  # fmt: skip
+    body = firmware.manifest_body()
     return (
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
     )
