@@ -251,11 +251,12 @@ class ServiceProcesses:
         )
         prefixes = tuple(sorted({f.spec.broker.topic_prefix for f in self.resources.fleets})) or ("sensors",)
         self.observer = MqttObserver(
-            settings, self.view, prefixes, client_id=f"{identities.OPERATOR}-up-{os.getpid()}"
+            settings,
+            self.view,
+            prefixes,
+            client_id=f"{identities.OPERATOR}-up-{os.getpid()}",
+            password=self._service_password(identities.OPERATOR),
         )
-        password = self._service_password(identities.OPERATOR)
-        if password:
-            self.observer.client.username_pw_set(identities.OPERATOR, password)
         self.observer.start()
         if not self.observer.wait_ready(30):
             raise RuntimeError("the local view could not subscribe to the broker")

@@ -37,8 +37,9 @@ class MqttObserver:
         self.settle_seconds = settle_seconds
         self.client = make_client(settings, client_id)
         if password:
-            # NanoMQ cannot take the username from the certificate: it checks a password as well.
-            self.client.username_pw_set(client_id, password)
+            # The operator's login (NanoMQ; Mosquitto's services' listener), whatever the client id: the
+            # operator and the local view connect under ids of their own with this one identity.
+            self.client.username_pw_set(OPERATOR, password)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
