@@ -22,6 +22,8 @@ import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from pydantic import BaseModel, Field
+
 from ..durations import parse_duration
 from ..models.fleet import RolloutSpec, RolloutStatus
 from .devices import DeviceObservation
@@ -34,22 +36,29 @@ FLEET = "weatherfleet/sim"
 STABLE = "1.0.0"
 
 
-@dataclass
-class FleetModel:
-    devices: int = 10_000
-    check_interval: float = 3600.0
-    jitter: float = 600.0
-    download_seconds: float = 90.0
-    slow_share: float = 0.05
-    slow_download_seconds: float = 600.0
-    health_seconds: float = 60.0
-    offline_share: float = 0.02  # never online during the run (their retained status says 1.0.0)
-    flaky_share: float = 0.03  # offline 30 minutes of every 2 hours, at random phases
-    joiners_per_hour: float = 30.0
-    failure_rate: float = 0.0  # devices on which the release fails its health check and rolls back
-    evaluate_every: float = 60.0  # the operator's rollout tick
-    announce: bool = True
-    seed: int = 1
+class DeviceTiming(BaseModel):
+    """How long a device's steps take, in seconds."""
+
+    check_interval: float = Field(3600.0, description="between a device's periodic checks")
+    jitter: float = Field(600.0, description="up to this much later than check_interval, at random")
+    download_seconds: float = Field(90.0, description="download, install and reboot")
+    slow_download_seconds: float = Field(600.0, description="the same on a slow device")
+    health_seconds: float = Field(60.0, description="from the reboot to confirming or rolling back")
+
+
+class FleetModel(BaseModel):
+    """The simulated fleet: its devices (shares of the fleet), their timing, and the operator's settings."""
+
+    timing: DeviceTiming = Field(default_factory=DeviceTiming)
+    devices: int = Field(10_000, description="members when the rollout starts")
+    joiners_per_hour: float = Field(30.0, description="devices that join the fleet mid-rollout")
+    slow_share: float = Field(0.05, description="devices whose download takes slow_download_seconds")
+    offline_share: float = Field(0.02, description="never online in the run (retained status: the stable)")
+    flaky_share: float = Field(0.03, description="offline 30 minutes of every 2 hours, at random phases")
+    failure_rate: float = Field(0.0, description="devices on which the release fails its health check")
+    evaluate_every: float = Field(60.0, description="the operator's rollout tick")
+    announce: bool = Field(True, description="OtaFlux notifies the devices newly offered a version")
+    seed: int = Field(1, description="of the run's one random.Random")
 
 
 @dataclass
@@ -125,7 +134,7 @@ def simulate(spec: RolloutSpec, model: FleetModel, until: float, version: str = 
             d.flaky_phase = rnd.uniform(0, 7200)
         d.joined_at = t if joined else None
         devices[device_id] = d
-        push(t + rnd.uniform(0, model.check_interval + model.jitter), "check", device_id)
+        push(t + rnd.uniform(0, model.timing.check_interval + model.timing.jitter), "check", device_id)
 
     for i in range(model.devices):
         add(f"sensor-{i:05d}", 0.0, False)
@@ -163,8 +172,8 @@ def simulate(spec: RolloutSpec, model: FleetModel, until: float, version: str = 
         offered = plan.version_for(d.id)
         if offered is None or offered == d.running or offered in d.bad:
             return
-        took = model.slow_download_seconds if d.slow else model.download_seconds
-        d.busy_until = t + took + model.health_seconds
+        took = model.timing.slow_download_seconds if d.slow else model.timing.download_seconds
+        d.busy_until = t + took + model.timing.health_seconds
         d.ota_state, d.ota_version, d.ota_reason = "downloading", offered, None
         if offered == version:
             result.started.setdefault(d.id, (t, result.status.wave))
@@ -196,7 +205,7 @@ def simulate(spec: RolloutSpec, model: FleetModel, until: float, version: str = 
         if kind == "check":
             d = devices[device_id]
             check(d, t)
-            push(t + model.check_interval + rnd.uniform(0, model.jitter), "check", device_id)
+            push(t + model.timing.check_interval + rnd.uniform(0, model.timing.jitter), "check", device_id)
         elif kind == "notify":
             check(devices[device_id], t)
         elif kind == "booted":
@@ -205,7 +214,7 @@ def simulate(spec: RolloutSpec, model: FleetModel, until: float, version: str = 
             d.ota_state = "booted"
             if target == version:
                 result.exposed.setdefault(d.id, t)
-            push(t + model.health_seconds, "healthy", device_id)
+            push(t + model.timing.health_seconds, "healthy", device_id)
         elif kind == "healthy":
             d = devices[device_id]
             target = d.ota_version
