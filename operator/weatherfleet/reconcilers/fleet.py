@@ -39,53 +39,41 @@ MAX_OBJECT_DATA = 1_000_000
 
 
 class FleetObservation(BaseModel):
-    """What the caller observed for one fleet. Missing entries mean "not known yet"."""
+    """What the caller observed for one fleet. Missing entries mean "not known yet".
+
+    - `now`: the time of the observation (the reconcilers read no clock);
+    - `sensors`: the WeatherSensors of the fleet's namespace; the selector is applied here;
+    - `fleets`: the SensorFleets of the namespace: a sensor that several select belongs to the first by
+      name only (`members_of`); empty: this fleet alone;
+    - `rollout_key`: the operator's rollout key, which signs the downgrade authorisation of a halted or
+      rolled-back plan (rollout.authorisation); None: no authorisation, devices keep the candidate;
+    - `releases` (by metadata.name), `devices` (device observations by deviceId), `last_seen` (by deviceId);
+    - `passwords`: broker username -> password (NanoMQ: devices and services; Mosquitto: services); None
+      leaves the password Secret out (render: its output goes to git);
+    - `trust_unverified_releases`: roll out a release whose required signature has not been verified yet
+      (render only: it cannot reach the registry; the operator never sets this);
+    - `provisioned_alerts`: what the fleet's alert files held so far (its alert ConfigMaps as they are, or
+      in the previous render): rules and contact points gone since are deleted in Grafana;
+    - `telegram_token`: the bot token from alerting.telegram.botTokenSecretRef; None: not available, so no
+      contact point is provisioned and rules use Grafana's default notification policy;
+    - `assume_telegram_token`: route rules to the Telegram contact point without the token (render only:
+      its output holds no Secret; the operator never sets this).
+    """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     now: datetime
-    sensors: list[WeatherSensor] = Field(
-        default_factory=list,
-        description="WeatherSensors of the fleet's namespace; the selector is applied here",
-    )
-    fleets: list[SensorFleet] = Field(
-        default_factory=list,
-        description="the SensorFleets of the namespace: a sensor that several select belongs to the first by "
-        "name only (members_of); empty: this fleet alone",
-    )
-    rollout_key: Ed25519PrivateKey | None = Field(
-        default=None,
-        description="the operator's rollout key: signs the downgrade authorisation of a halted or rolled-back "
-        "plan (rollout.authorisation); None: no authorisation, devices keep the candidate",
-    )
-    releases: dict[str, FirmwareRelease] = Field(default_factory=dict, description="by metadata.name")
-    devices: dict[str, DeviceObservation] = Field(default_factory=dict, description="by deviceId")
-    passwords: dict[str, str] | None = Field(
-        default=None,
-        description="broker username -> password (NanoMQ: devices and services; Mosquitto: services); None "
-        "leaves the password Secret out (render: its output goes to git)",
-    )
-    last_seen: dict[str, datetime] = Field(default_factory=dict, description="by deviceId")
-    trust_unverified_releases: bool = Field(
-        default=False,
-        description="roll out a release whose required signature has not been verified yet (render only: it "
-        "cannot reach the registry; the operator never sets this)",
-    )
-    provisioned_alerts: grafana.ProvisionedAlerts | None = Field(
-        default=None,
-        description="what the fleet's alert files held so far (its alert ConfigMaps as they are, or in the "
-        "previous render): rules and contact points gone since are deleted in Grafana",
-    )
-    telegram_token: str | None = Field(
-        default=None,
-        description="the bot token from alerting.telegram.botTokenSecretRef; None: not available, so no "
-        "contact point is provisioned and rules use Grafana's default notification policy",
-    )
-    assume_telegram_token: bool = Field(
-        default=False,
-        description="route rules to the Telegram contact point without the token (render only: its output "
-        "holds no Secret; the operator never sets this)",
-    )
+    sensors: list[WeatherSensor] = Field(default_factory=list)
+    fleets: list[SensorFleet] = Field(default_factory=list)
+    rollout_key: Ed25519PrivateKey | None = None
+    releases: dict[str, FirmwareRelease] = Field(default_factory=dict)
+    devices: dict[str, DeviceObservation] = Field(default_factory=dict)
+    passwords: dict[str, str] | None = None
+    last_seen: dict[str, datetime] = Field(default_factory=dict)
+    trust_unverified_releases: bool = False
+    provisioned_alerts: grafana.ProvisionedAlerts | None = None
+    telegram_token: str | None = None
+    assume_telegram_token: bool = False
 
 
 class FleetResult(BaseModel):
