@@ -149,17 +149,18 @@ def run_step(count: int, window: float, warmup: float, root: Path) -> dict:
     supervisor.adopt("mosquitto", broker.process)
     probe = None
     try:
+        # ingest and the probe share the ingest identity: the services' listener, with its login
         ingest = ca.issue(identities.INGEST)
-        settings = MqttSettings(
-            host=broker.host, port=broker.port, ca=ingest.ca, cert=ingest.cert, key=ingest.key
-        )
+        username, password = broker.login(identities.INGEST)
+        settings = MqttSettings(host=broker.host, port=broker.services_port, ca=ingest.ca, cert=ingest.cert,
+                                key=ingest.key, username=username, password=password)  # fmt: skip
         # ingest reads its client certificate from a mounted folder, as the local mode mounts the Secret
         mqtt = root / f"ingest-mqtt-{count}"
         mqtt.mkdir()
         for name, path in (("ca.crt", ingest.ca), ("tls.crt", ingest.cert), ("tls.key", ingest.key)):
             (mqtt / name).write_bytes(path.read_bytes())
-        argv, ready = ingest_command(broker.host, broker.port, mqtt, workdir, free_port())
-        supervisor.start("ingest", argv, ready)
+        argv, ready = ingest_command(broker.host, broker.services_port, mqtt, workdir, free_port(), username)
+        supervisor.start("ingest", argv, ready, env={"MQTT_PASSWORD": password})
         endpoints = Endpoints(
             broker_host=broker.host, broker_port=broker.port, ota_host="127.0.0.1", ota_port=1
         )

@@ -141,12 +141,15 @@ class Ingest:
 
     def __init__(self, root: Path, broker: MosquittoBroker, ca: LocalCA, store: str, standin: WriteLpStandIn):
         issued = ca.issue(identities.INGEST)
+        username, password = broker.login(identities.INGEST)
         root.mkdir(parents=True, exist_ok=True)
         self.root, self.store, self.standin = root, store, standin
         self.database = root / "weather.db"
         self.env = os.environ | {
             "MQTT_HOST": broker.host,
-            "MQTT_PORT": str(broker.port),
+            "MQTT_PORT": str(broker.services_port),
+            "MQTT_USERNAME": username,
+            "MQTT_PASSWORD": password,
             "MQTT_CA": str(issued.ca),
             "MQTT_CERT": str(issued.cert),
             "MQTT_KEY": str(issued.key),
@@ -250,12 +253,9 @@ def bare_subscriber(settings: dict, client_id: str, expected: int, ready, done) 
 
 
 def bare(ctx, broker, ca, publisher: dict, count: int) -> float:
-    issued = ca.issue(identities.INGEST)
-    settings = MqttSettings(
-        host=broker.host, port=broker.port, ca=issued.ca, cert=issued.cert, key=issued.key
-    )
+    settings = settings_for(ca, broker, identities.INGEST)
     ready, done, sent = ctx.Event(), ctx.Event(), ctx.Value("q", 0)
-    sub = ctx.Process(target=bare_subscriber, args=(settings.model_dump(), "bench-bare", count, ready, done))
+    sub = ctx.Process(target=bare_subscriber, args=(settings, "bench-bare", count, ready, done))
     sub.start()
     ready.wait(60)
     half = count // 2
@@ -305,10 +305,16 @@ RECEIVE_MAXIMUM = 4000  # both consumers ask the broker for the same in-flight w
 
 
 def settings_for(ca: LocalCA, broker: MosquittoBroker, identity: str) -> dict:
+    """A device on the boards' listener; an identity with a login (services, the shared publisher) on the
+    services' listener, where one identity may hold several connections."""
     issued = ca.issue(identity)
-    return MqttSettings(
-        host=broker.host, port=broker.port, ca=issued.ca, cert=issued.cert, key=issued.key
-    ).model_dump()
+    if identity not in broker.logins:
+        return MqttSettings(
+            host=broker.host, port=broker.port, ca=issued.ca, cert=issued.cert, key=issued.key
+        ).model_dump()
+    username, password = broker.login(identity)
+    return MqttSettings(host=broker.host, port=broker.services_port, ca=issued.ca, cert=issued.cert,
+                        key=issued.key, username=username, password=password).model_dump()  # fmt: skip
 
 
 # -- publishers (child processes) ---------------------------------------------------------------------
@@ -578,13 +584,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         root = Path(tmp)
         ca = LocalCA(root / "pki")
-        broker = MosquittoBroker(root / "mosquitto", ca, free_port(), ACL).start()
+        # several publishers and ingest replicas share one identity each: logins on the services' listener
+        logins = {identities.INGEST: "bench-ingest", PUBLISHER: "bench-publisher"}
+        broker = MosquittoBroker(root / "mosquitto", ca, free_port(), ACL, logins=logins).start()
         standin = WriteLpStandIn()
         try:
-            issued = ca.issue(PUBLISHER)
-            publisher = MqttSettings(
-                host=broker.host, port=broker.port, ca=issued.ca, cert=issued.cert, key=issued.key
-            ).model_dump()
+            publisher = settings_for(ca, broker, PUBLISHER)
             run = 0
             for store in ("sqlite", "influxdb"):
                 run += 1
