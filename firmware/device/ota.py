@@ -825,19 +825,22 @@ class Updater:
         active = st.get("active", "")
         old_index = slots.read_index(active, root) if active is not None else {}
         old_dir = slots.slot_dir(active, root)
-        todo = []
-        index = {}
+        files = plan.files  # a file's strings are made when it is handled (see Files), not all at once
+        todo = []  # positions in files
         total = 0
-        for path, digest, size, crc in plan.files:
-            index[path] = digest
-            if old_index.get(path) == digest and self._copy_verified(old_dir + "/" + path, new_dir + "/" + path, digest, size):
-                yield 0  # a chance for the event loop (and the collector) between files
-                continue
-            todo.append((path, digest, size, crc))
-            total += size
+        for i in range(len(files)):
+            if old_index:
+                path, digest, size, _ = files[i]
+                if old_index.get(path) == digest and self._copy_verified(old_dir + "/" + path, new_dir + "/" + path, digest, size):
+                    yield 0  # a chance for the event loop (and the collector) between files
+                    continue
+            todo.append(i)
+            total += files.sizes[i]
+        old_index = None  # the old slot's {path: digest}: not needed while downloading
         self._total = total if total else 1
         self._base = 0
-        for path, digest, size, crc in todo:
+        for i in todo:
+            path, digest, size, crc = files[i]
             sink = FileSink(new_dir + "/" + path, self.buf)
             try:
                 yield from self._download(digest, size, sink, crc)
@@ -847,11 +850,12 @@ class Updater:
             self._base += size
         self.report("verifying", plan.version)
         # read back what is on flash: catches write errors and anything copied from the old slot
-        for path, digest, size, _ in plan.files:
+        for i in range(len(files)):
+            path, digest, size, _ = files[i]
             if self._hash_file(new_dir + "/" + path) != (digest[7:], size):
                 raise OtaError("%s differs from the manifest after writing" % path)
             yield 100
-        slots.write_index(new, index, root)
+        yield from slots.write_index(new, files, root)
         slots.set_pending_bundle(st, plan.version, new, root, plan.security)
 
     def _install_image(self, plan):

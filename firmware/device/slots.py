@@ -186,9 +186,19 @@ def read_index(slot, root=""):
         return {}
 
 
-def write_index(slot, index, root=""):
+def write_index(slot, files, root=""):
+    """Generator: files.json of a slot from (path, digest, ...) items, written one file at a time (no dict
+    of them all) and yielding after each, so the caller can let the collector have that file's strings."""
     with open(slot_dir(slot, root) + "/files.json", "w") as f:
-        json.dump(index, f)
+        sep = "{"
+        for item in files:
+            f.write(sep)
+            json.dump(item[0], f)
+            f.write(": ")
+            json.dump(item[1], f)
+            sep = ", "
+            yield 100
+        f.write("}" if sep == ", " else "{}")
 
 
 def clear_dir(path):
