@@ -221,3 +221,69 @@ def test_a_mosquitto_fleet_keeps_its_own_acl_and_certificate_identity(tmp_path):
     assert acl == text and passwords == "" and not broker.nanomq
     assert logins == mosquitto_passwords({identities.INGEST: "pw"})  # the operator's file, as it is
     _ = mqtt  # paho is what the real clients above use
+
+
+def _tls_folder(folder: Path, local_ca) -> Path:
+    server = local_ca.issue("broker-under-test", server_names=["127.0.0.1"], client=False)
+    folder.mkdir()
+    for name, path in (("ca.crt", server.ca), ("tls.crt", server.cert), ("tls.key", server.key)):
+        (folder / name).write_bytes(Path(path).read_bytes())
+    return folder
+
+
+def _session(port: int, issued, client_id: str, login: tuple[str, str] | None = None) -> list:
+    """A connected client (MQTT 3.1.1, clean session) and the list its disconnections are counted in."""
+    settings = MqttSettings(host="127.0.0.1", port=port, ca=issued.ca, cert=issued.cert, key=issued.key,
+                            username=login[0] if login else None, password=login[1] if login else None)  # fmt: skip
+    client, connected, drops = make_client(settings, client_id), threading.Event(), []
+    client.on_connect = lambda _c, _u, _f, rc, _p=None: connected.set() if not rc.is_failure else None
+    client.on_disconnect = lambda *_args: drops.append(1)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    assert connected.wait(10), client_id
+    return [client, drops]
+
+
+def test_the_local_broker_binds_a_mosquitto_fleets_boards_and_emulates_nanomq_without_binding(
+    tmp_path, local_ca
+):
+    """The local mode's Mosquitto, from the operator's files: for a Mosquitto fleet a device certificate
+    connecting as another device gets its own session (the victim stays); for a NanoMQ fleet, emulated
+    with NanoMQ's semantics, a device with its own valid login still takes another's session — the residue
+    docs/security.md names, which the emulation must show rather than hide."""
+    tls = _tls_folder(tmp_path / "tls", local_ca)
+    kinds = {
+        "mosquitto": (MOSQUITTO_ACL_KEY, mosquitto_acl("garden", ["dev-01", "dev-02"]), MOSQUITTO_PASSWORD_KEY,
+                      mosquitto_passwords({identities.INGEST: "pw-ingest"})),
+        "nanomq": (NANOMQ_ACL_KEY, nanomq_acl("garden", "sensors"), NANOMQ_PASSWORD_KEY,
+                   render_passwords("garden", {"dev-01": "pw-1", "dev-02": "pw-2", identities.INGEST: "pw-ingest"})),
+    }  # fmt: skip
+    for kind, (acl_key, acl, pwd_key, pwd) in kinds.items():
+        acl_dir, pwd_dir = tmp_path / kind / "acl", tmp_path / kind / "pwd"
+        acl_dir.mkdir(parents=True)
+        pwd_dir.mkdir()
+        (acl_dir / acl_key).write_text(acl)
+        (pwd_dir / pwd_key).write_text(pwd)
+        inputs = BrokerInputs(tls=tls, acls=[(kind, acl_dir)])
+        (inputs.passwords if kind == "nanomq" else inputs.service_logins).append(pwd_dir)
+        broker = LocalBroker(tmp_path / kind / "mosquitto", free_port(), inputs).start()
+        logins = {"dev-01": ("dev-01", "pw-1"), "dev-02": ("dev-02", "pw-2")} if kind == "nanomq" else {}
+        sessions = []
+        try:
+            ingest = _session(broker.services_port, local_ca.issue(identities.INGEST), "weatherfleet-ingest-0",
+                              (identities.INGEST, "pw-ingest"))  # fmt: skip
+            victim = _session(broker.port, local_ca.issue("dev-01"), "dev-01", logins.get("dev-01"))
+            sessions += [ingest, victim]
+            sessions.append(_session(broker.port, local_ca.issue("dev-02"), "dev-01", logins.get("dev-02")))
+            for client, _drops in (ingest, sessions[-1]):
+                client.publish("probe", b"", qos=1).wait_for_publish(5)
+            if kind == "mosquitto":
+                victim[0].publish("probe", b"", qos=1).wait_for_publish(5)
+                assert (victim[1], ingest[1]) == ([], [])
+            else:
+                wait_until(lambda drops=victim[1]: drops, 10, "dev-01 taken over (NanoMQ cannot bind)")
+        finally:
+            for client, _drops in sessions:
+                client.loop_stop()
+                client.disconnect()
+            broker.stop()
