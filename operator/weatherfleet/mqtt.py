@@ -17,7 +17,7 @@ class MqttSettings(BaseModel):
     key: Path
     keepalive: int = 30
     # NanoMQ cannot take the username from the certificate (nanomq issue 2023): with it, services log in
-    # with a username and password as well. Mosquitto ignores them (use_identity_as_username).
+    # with a username and password as well; so do they on Mosquitto's services' listener (issue 14).
     username: str | None = None
     password: SecretStr | None = None
 

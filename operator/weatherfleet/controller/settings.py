@@ -47,7 +47,7 @@ class OperatorSettings(ServiceSettings):
     mqtt_cert: Path | None = None
     mqtt_key: Path | None = None
     mqtt_password: str | None = Field(
-        default=None, repr=False, description="NanoMQ only: the operator's broker password (username = CN)"
+        default=None, repr=False, description="broker password (NanoMQ; Mosquitto's services port)"
     )
     mqtt_prefixes: str = Field(default="sensors", description="comma-separated topic prefixes")
     mqtt_settle_seconds: float = Field(default=1.0, ge=0)
