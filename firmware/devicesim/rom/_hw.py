@@ -52,16 +52,20 @@ def args(a0=0, a1=0, a2=0, a3=0, a4=0):
     r[7] = a4
 
 
-def send(op, data=None):
-    """The request in req (args already set) with optional data."""
-    k = len(data) if data is not None else 0
+def send(op, data=None, more=None):
+    """The request in req (args already set) with optional data, given in up to two parts: a block written
+    to flash goes out from the caller's buffer, not copied behind its header (the ESP32's writeblocks
+    allocates nothing)."""
+    k = (len(data) if data is not None else 0) + (len(more) if more is not None else 0)
     r = req
     r[0] = op
     r[1] = k & 0xFF
     r[2] = k >> 8
     _w.write(r)
-    if k:
+    if data:
         _w.write(data)
+    if more:
+        _w.write(more)
 
 
 def answer(into=None):
@@ -83,8 +87,8 @@ def answer(into=None):
     return out
 
 
-def call(op, data=None, into=None):
-    send(op, data)
+def call(op, data=None, into=None, more=None):
+    send(op, data, more)
     return answer(into)
 
 

@@ -14,7 +14,7 @@ def _part(sub, text, data=None, into=None):
     if data is None:
         return _hw.call(_hw.OP_PART, t, into)
     _hw.req[4] = len(t)
-    return _hw.call(_hw.OP_PART, t + bytes(data) if data else t)
+    return _hw.call(_hw.OP_PART, t, more=data)
 
 
 class Partition:
