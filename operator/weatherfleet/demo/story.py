@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.table import Table
 
@@ -48,16 +48,18 @@ FAULT = 'raise RuntimeError("release 1.2.0: crashes on boot (the demo\'s bad rel
 
 
 class StoryConfig(BaseModel):
-    devices: int = 20
-    measurement_interval: int = 5
-    # devices poll OtaFlux this often (the firmware's minimum is 10 s); a wave's bake time must leave a
-    # device of the wave time to check, update, fail and report before the next wave opens
-    check_interval: int = 10
-    jitter: int = 3
-    bake_seconds: int = 30
-    settle_seconds: int = 20
-    day_seconds: float = 180.0
-    timeout: float = 180.0  # for any one step
+    """The story's scale and its compressed time."""
+
+    devices: int = Field(20, description="emulated boards in the fleet (the demo's --devices)")
+    measurement_interval: int = Field(5, description="seconds between a board's readings")
+    # the firmware's minimum is 10 s; a wave's bake time must leave a device of the wave time to check,
+    # update, fail and report before the next wave opens
+    check_interval: int = Field(10, description="seconds between a board's checks with OtaFlux")
+    jitter: int = Field(3, description="up to this many seconds later than check_interval, at random")
+    bake_seconds: int = Field(30, description="each wave's bakeTime")
+    settle_seconds: int = Field(20, description="how long the story watches the fleet after the halt")
+    day_seconds: float = Field(180.0, description="the emulated weather's day")
+    timeout: float = Field(180.0, description="the longest any one step may take")
 
 
 FULL = StoryConfig()
