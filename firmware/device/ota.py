@@ -46,8 +46,8 @@ class Plan:
         self.security = security  # the signed anti-rollback counter, kept in the state once confirmed
         self.kind = kind  # "bundle" | "image"
         self.digest = digest  # manifest digest
-        # Files (or a list): (path, layer digest "sha256:..", size, crc32 or None) per file; the CRC comes
-        # from the unsigned envelope: an early, cheap check, the signed sha256 decides
+        # Files: (path, layer digest "sha256:..", size, crc32 or None) per file; the CRC comes from the
+        # unsigned envelope: an early, cheap check, the signed sha256 decides
         self.files = files
 
 
