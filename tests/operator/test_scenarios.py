@@ -9,6 +9,7 @@ import logging
 import pytest
 from helpers import wait_for
 
+from weatherfleet import identities
 from weatherfleet.reconcilers.plan import plan_from_configmap
 
 pytestmark = pytest.mark.slow
@@ -269,8 +270,9 @@ def test_last_reading_and_last_seen_come_from_the_time_series_store(
 
 
 def test_children_no_longer_wanted_are_removed(cluster, namespace, start_operator):
-    """Switching a fleet from NanoMQ to Mosquitto: the password file and every device's NanoMQ credentials
-    go (owned, no longer desired); the ACL ConfigMap switches format; the certificates stay."""
+    """Switching a fleet from NanoMQ to Mosquitto: NanoMQ's password file and every device's NanoMQ
+    credentials go (owned, no longer desired); the password Secret keeps only the service logins, in
+    Mosquitto's format (its services' listener); the ACL ConfigMap switches format; the certificates stay."""
     ns, devices = namespace, ["ws-f1", "ws-f2"]
     start_operator()
     make_fleet(cluster, ns, "phi", devices)
@@ -280,7 +282,15 @@ def test_children_no_longer_wanted_are_removed(cluster, namespace, start_operato
     wait_for(
         lambda: "mosquitto.acl" in (cluster.configmap(ns, "nanomq-acl").data or {}), 60, "a Mosquitto ACL"
     )
-    wait_for(lambda: cluster.secret(ns, "nanomq-passwords") is None, 60, "the password file removed")
+
+    def service_logins_only() -> bool:
+        secret = cluster.secret(ns, "nanomq-passwords")
+        return secret is not None and set(secret.data or {}) == {"mosquitto.passwd"}
+
+    wait_for(service_logins_only, 60, "NanoMQ's password file replaced by the service logins")
+    logins = base64.b64decode(cluster.secret(ns, "nanomq-passwords").data["mosquitto.passwd"]).decode()
+    assert {line.split(":")[0] for line in logins.splitlines()} <= set(identities.SERVICES)
+    assert not any(line.startswith(("ws-f1:", "ws-f2:")) for line in logins.splitlines())
     for device in devices:
         wait_for(
             lambda d=device: cluster.secret(ns, f"{d}-mqtt-credentials") is None,
