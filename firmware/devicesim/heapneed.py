@@ -85,16 +85,23 @@ PARTS = (
 )
 
 
-def manifest_answer(files: dict[str, bytes], version: str, private_key, device: str = "dev-01") -> bytes:
-    """The HTTP answer OtaFlux gives to GET /v1/manifest for a bundle of `files` (rendered by OtaFlux's own
-    code), signed as `weatherfleet firmware sign` signs: the manifest a push would store."""
+def manifest_answer(
+    files: dict[str, bytes], version: str = "1.1.0", device: str = "dev-01"
+) -> tuple[bytes, str]:
+    """The body OtaFlux answers to GET /v1/manifest for a bundle of `files` (rendered by OtaFlux's own
+    code), signed as `weatherfleet firmware sign` signs, with a fixed Ed25519 key (the same bytes every
+    run); and that key's public half in hex, as the device's signingKeys holds it."""
     import hashlib
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
 
     from otaflux.cache import Firmware
     from weatherfleet import oci
     from weatherfleet.oci import contract, signatures
     from weatherfleet.oci.payload import ResolvedFile
 
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
     digests = {path: hashlib.sha256(data).hexdigest() for path, data in files.items()}
     bundle = contract.BundleManifest(
         version=version,
@@ -107,14 +114,12 @@ def manifest_answer(files: dict[str, bytes], version: str, private_key, device: 
     whole = b"".join(files.values())
     firmware = Firmware(
         device, "weatherfleet/" + device, version, "bundle", manifest,
-        signatures.sign(private_key, manifest.digest), Path("."), Path("."), len(whole), zlib.crc32(whole),
+        signatures.sign(key, manifest.digest), Path("."), Path("."), len(whole), zlib.crc32(whole),
         hashlib.sha256(whole).hexdigest(),
         [ResolvedFile(p, "sha256:" + digests[p], len(d), zlib.crc32(d)) for p, d in files.items()],
     )  # fmt: skip
-    body = firmware.manifest_body()
-    return (
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-    )
+    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return firmware.manifest_body(), public.hex()
 
 
 # The board before a check: what the app holds from boot on (the OTA modules, the updater with its buffers
@@ -184,22 +189,18 @@ def work():
 
 
 def ota_check_needs(
-    modules: Path, files: dict[str, bytes], parts: tuple[str, ...] = PARTS, **scan
+    modules: Path, body: bytes, key_hex: str, files: int, parts: tuple[str, ...] = PARTS, **scan
 ) -> dict[str, int]:
-    """The OTA check phase's need for a signed release of `files` (the updater built beforehand, as the app
-    does at boot), and in parts (PARTS): without the signature math, the Ed25519 verification alone (with
-    the module loaded, and with its import), and what the app builds at boot."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
-    key = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32)))  # fixed: the same bytes every run
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    (modules / "answer.http").write_bytes(manifest_answer(files, "1.1.0", key))
-    (modules / "key.hex").write_text(raw.hex())
-    n = len(files)
+    """The OTA check phase's need for the /v1/manifest answer `body` (a release of `files` files signed by
+    the Ed25519 key `key_hex`, the device's signingKeys entry), with the updater built beforehand as the
+    app does at boot; and in parts (PARTS): without the signature math, the Ed25519 verification alone
+    (with the module loaded, and with its import), and what the app builds at boot."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    (modules / "answer.http").write_bytes(head + body)
+    (modules / "key.hex").write_text(key_hex)
     setups = {
-        "check": _CHECK_SETUP % {"skip_signature": False, "files": n},
-        "check without the signature": _CHECK_SETUP % {"skip_signature": True, "files": n},
+        "check": _CHECK_SETUP % {"skip_signature": False, "files": files},
+        "check without the signature": _CHECK_SETUP % {"skip_signature": True, "files": files},
         "Ed25519 verify": _VERIFY_SETUP % {"resident": True},
         "Ed25519 import + verify": _VERIFY_SETUP % {"resident": False},
         "boot: import ota + Updater": _BOOT_SETUP,
