@@ -340,7 +340,9 @@ def test_mosquitto_fleet_gets_per_user_acl_a_bound_config_and_only_service_login
     assert "listener 8884\n" in services and "use_username_as_clientid" not in services
     assert "password_file /mosquitto/logins/mosquitto.passwd" in services
     secret = by_name(result.children, "Secret", "nanomq-passwords")["stringData"]
-    assert [line.split(":")[0] for line in secret["mosquitto.passwd"].splitlines()] == sorted(identities.SERVICES)
+    assert [line.split(":")[0] for line in secret["mosquitto.passwd"].splitlines()] == sorted(
+        identities.SERVICES
+    )
     assert (
         by_name(result.children, "Certificate", "mosquitto-server")["spec"]["secretName"] == "mosquitto-tls"
     )

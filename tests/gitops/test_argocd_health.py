@@ -320,7 +320,9 @@ RELEASE_CASES = {
 @pytest.mark.parametrize("case", list(_sensor_cases()))
 def test_weathersensor_health(case: str, tmp_path: Path) -> None:
     status, expected, *generation = _sensor_cases()[case]
-    got, message = health("weatherfleet.io_WeatherSensor", resource("WeatherSensor", status, *generation), tmp_path)
+    got, message = health(
+        "weatherfleet.io_WeatherSensor", resource("WeatherSensor", status, *generation), tmp_path
+    )
     assert got == expected, message
     assert message, "the health always says why"
 
