@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from weatherfleet.oci import signatures
@@ -91,9 +91,6 @@ class Settings(ServiceSettings):
     event_loop: str = setting(
         "OTAFLUX_LOOP", "event loop: uvloop (default, when installed; else asyncio's) or asyncio", "uvloop"
     )
-    # not settable from outside
-    mqtt_client_id: str = Field(default="otaflux", validation_alias="OTAFLUX_MQTT_CLIENT_ID")
-    rollout_poll_interval: float = Field(default=1.0, validation_alias="OTAFLUX_ROLLOUT_POLL_INTERVAL")
 
     # -- derived ------------------------------------------------------------------------------------
     @property

@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("otaflux.notifier")
 
 
+# One session per worker process: several connections share the OtaFlux login (services' listener).
+CLIENT_ID_PREFIX = "otaflux"
+
+
 class Notifier:
     def __init__(self, settings: Settings, on_result=None) -> None:
         parts = urlsplit(settings.mqtt_url or "")
@@ -46,7 +50,7 @@ class Notifier:
         self.on_result = on_result or (lambda ok: None)
         tls = parts.scheme in ("mqtts", "ssl") or settings.mqtt_ca_cert_path is not None
         self.host, self.port = parts.hostname or "localhost", parts.port or (8883 if tls else 1883)
-        client_id = f"{settings.mqtt_client_id}-{socket.gethostname()}-{os.getpid()}"
+        client_id = f"{CLIENT_ID_PREFIX}-{socket.gethostname()}-{os.getpid()}"
         if settings.mqtt_client_cert_path and settings.mqtt_ca_cert_path:
             self.client = make_client(
                 MqttSettings(

@@ -70,7 +70,7 @@ async def serve(
         store=store,
         prefix=settings.repository_prefix,
         cache=FirmwareCache(cache_root / f"worker-{worker}", settings.cache_size, settings.cache_bytes),
-        plan=PlanSource(settings.rollout_plan, settings.rollout_poll_interval),
+        plan=PlanSource(settings.rollout_plan),
         policy=SignaturePolicy(settings.signature_public_keys),
         metrics=metrics,
         refresh_interval=settings.refresh_interval,
