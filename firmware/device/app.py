@@ -334,6 +334,7 @@ class App:
                 await asyncio.sleep(mqtt.backoff_ms(attempt) / 1000)
                 attempt += 1
                 continue
+            reader = None
             try:
                 await self.connect()
                 await self.client.subscribe(self.t_notify, 1)
@@ -352,13 +353,18 @@ class App:
                     if self.client.keepalive_due():
                         await self.client.ping()
                 self.client.close()
+            except (OSError, EOFError, mqtt.MQTTError, asyncio.TimeoutError, MemoryError) as e:
+                log("mqtt:", e)
+                self.client.close()
+            if reader is not None:
                 try:
                     reader.cancel()
                 except Exception:
                     pass
-            except (OSError, EOFError, mqtt.MQTTError, asyncio.TimeoutError) as e:
-                log("mqtt:", e)
-                self.client.close()
+                # let go of it: a finished coroutine keeps its last frames, and with them the closed
+                # connection's stream, socket and TLS context, which a renewed certificate's context must
+                # replace in place (_swap_ssl)
+                reader = None
             delay = mqtt.backoff_ms(attempt) / 1000
             attempt += 1
             await asyncio.sleep(delay)
@@ -367,24 +373,25 @@ class App:
         """Connect, with what a rotation left to try: a staged certificate (kept only if this connection
         succeeds, else dropped and the current one used at once) and a previous NanoMQ login (when the
         new one is refused, once)."""
+        if self.ssl is None and self.cfg["broker"]["tls"]:
+            self._swap_ssl(self.cfg["tls"])  # lost to a MemoryError while switching certificates
         staged = self.cert_staged
         if staged:
             import creds
 
             tls = self.cfg["tls"]
             try:
-                self.client.ssl = net.ssl_context({"ca": tls["ca"], "cert": staged, "key": tls["key"]}, self.root)
+                self._swap_ssl({"ca": tls["ca"], "cert": staged, "key": tls["key"]})
                 await self.client.connect()
-            except Exception as e:  # refused, or a handshake the broker broke off
+            except Exception as e:  # refused, a handshake the broker broke off, or no memory for the context
                 self.client.close()
-                self.client.ssl = self.ssl
                 self.cert_staged = None
                 creds.discard(tls, self.root)
                 self.cert_state = {"error": "new certificate not accepted: %s" % (str(e) or type(e).__name__)}
                 log("new certificate not accepted, keeping the current one:", e)
+                self._swap_ssl(tls)  # a MemoryError here: the MQTT task retries, and connect rebuilds it first
             else:
                 creds.commit(tls, self.root)
-                self.ssl = self.client.ssl
                 self.cert_staged = None
                 self.cert_state = None
                 self._cert_due_checked = 0
@@ -405,6 +412,18 @@ class App:
             await self.client.connect()
             return
         self._fallback_login = None
+
+    def _swap_ssl(self, files):
+        """Replace the TLS context with one for `files`. One context at a time: a context is 3 KiB in one
+        piece (mbedTLS's state inside the MicroPython object), which a heap that has run a while and holds
+        the updater has nowhere else (measured on the VM at the default cap: 51 KB free, no hole above
+        1.8 KB), so the old one is set free first and the new one made in its hole. The closed connection's
+        socket holds the old context: mqtt.close closes and drops it, mqtt_task drops the reader task,
+        net.forget_closed_sockets asyncio's poller, and OTA looks the context up per request."""
+        self.ssl = self.client.ssl = None
+        net.forget_closed_sockets()
+        gc.collect()
+        self.ssl = self.client.ssl = net.ssl_context(files, self.root)
 
     def on_cert(self, text):
         """A certificate from the operator (twin/<id>/cert): staged for the next connection, which starts
@@ -572,8 +591,13 @@ class App:
 
         o = self.cfg["ota"]
         if self._stream_factory is None:
-            ctx = self.ssl if o.get("tls") else None
-            self._stream_factory = net.stream_factory(ctx)
+            tls = o.get("tls")
+
+            # the context in force at each request, not the one at boot: a renewed certificate replaces it
+            def factory(host, port):
+                return net.open_stream(host, port, self.ssl if tls else None)
+
+            self._stream_factory = factory
         keys = [ota.decode_key(k) for k in self.cfg["signingKeys"]]
         # the operator's keys: only they authorise a downgrade (a halted candidate going back, a rollback)
         rollout_keys = []

@@ -430,6 +430,12 @@ class MQTTClient:
         if self.writer is not None:
             try:
                 self.writer.close()
+                # MicroPython's Stream.close() leaves the socket open (wait_closed closes it): close it now,
+                # so its descriptor and mbedTLS's session memory are freed at once, not whenever the collector
+                # finds the socket. CPython's StreamWriter has no .s (its close() closes the transport).
+                s = getattr(self.writer, "s", None)
+                if s is not None:
+                    s.close()
             except Exception:
                 pass
         self.reader = None

@@ -14,6 +14,23 @@ def ssl_context(tls, root=""):
     return ctx
 
 
+def forget_closed_sockets():
+    """Let the collector free the sockets asyncio polled before, and the TLS contexts they hold.
+    MicroPython's asyncio unregisters a socket from its poller, but a removed entry of a MicroPython map
+    keeps its value, so the poller holds every socket it ever watched until that slot is reused; with no
+    I/O pending, a fresh poller holds none. CPython's asyncio has no such poller: nothing to do there."""
+    try:
+        import asyncio.core as core
+
+        queue = core._io_queue
+        if not queue.map:
+            import select
+
+            queue.poller = select.poll()
+    except (ImportError, AttributeError):
+        pass
+
+
 def open_stream(host, port, ctx=None, timeout_s=15):
     import socket
 
@@ -28,13 +45,6 @@ def open_stream(host, port, ctx=None, timeout_s=15):
         s.close()
         raise
     return s
-
-
-def stream_factory(ctx=None, timeout_s=15):
-    def factory(host, port):
-        return open_stream(host, port, ctx, timeout_s)
-
-    return factory
 
 
 def sync_clock():

@@ -20,7 +20,8 @@ ROM_SOURCES = Path(__file__).with_name("rom")
 # this firmware's objects: 2.0x; bytecode loaded from .mpy: 1.0x), so 2 x 110 KiB, plus what the emulated
 # built-ins cost here and nothing on the ESP32, where they live in flash: the ROM (_board, _hw, _flash)
 # and machine/network/esp32, about 27 KiB (tests/firmware_host/test_board.py keeps it under ROM_BUDGET).
-# mbedTLS does not count: here as on the ESP32 it allocates outside the MicroPython heap. `bench/board.py`
+# mbedTLS sessions do not count: here as on the ESP32 they live outside the MicroPython heap (an SSLContext
+# object, 3 KiB, does; the device code keeps one at a time). `bench/board.py`
 # measures the peak of boot -> mTLS -> publish -> OTA check -> install -> reboot against this cap.
 # Settable per board (`Board(heap="320k")`) and for a whole run with $WEATHERFLEET_BOARD_HEAP.
 ESP32_HEAP = 110 * 1024
