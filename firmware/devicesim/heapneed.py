@@ -109,7 +109,7 @@ def manifest_answer(
         features=[],
         files=[contract.BundleFile(path=p, sha256=digests[p], size=len(d)) for p, d in files.items()],
     )
-    raw = oci.planned_bundle_manifest(bundle)
+    raw = oci.bundle_manifest_bytes(bundle)
     manifest = oci.Manifest(raw, oci.sha256_digest(raw))
     whole = b"".join(files.values())
     firmware = Firmware(

@@ -315,18 +315,18 @@ def test_every_release_manifest_carries_its_security_version_under_the_signature
     from weatherfleet.oci import contract
 
     bundle = contract.BundleManifest(version="1.2.0", board="esp32", features=["bme280"], files=[])
-    raw = oci.planned_bundle_manifest(bundle.model_copy(update={"security_version": 2}))
+    raw = oci.bundle_manifest_bytes(bundle.model_copy(update={"security_version": 2}))
     annotations = json.loads(raw)["annotations"]
     assert annotations[contract.ANNOTATION_SECURITY_VERSION] == "2"
     assert (
-        json.loads(oci.planned_bundle_manifest(bundle))["annotations"][contract.ANNOTATION_SECURITY_VERSION]
+        json.loads(oci.bundle_manifest_bytes(bundle))["annotations"][contract.ANNOTATION_SECURITY_VERSION]
         == "0"
     )
     binary = tmp_path / "fw.bin"
     binary.write_bytes(b"image")
-    image = json.loads(oci.planned_image_manifest(binary, version="1.2.0", security_version=5))
+    image = json.loads(oci.image_manifest_bytes(binary, version="1.2.0", security_version=5))
     assert image["annotations"][contract.ANNOTATION_SECURITY_VERSION] == "5"
     # the digest (what is signed) changes with it: the counter cannot be edited without breaking the signature
-    assert oci.planned_image_manifest(
-        binary, version="1.2.0", security_version=4
-    ) != oci.planned_image_manifest(binary, version="1.2.0", security_version=5)
+    assert oci.image_manifest_bytes(binary, version="1.2.0", security_version=4) != oci.image_manifest_bytes(
+        binary, version="1.2.0", security_version=5
+    )

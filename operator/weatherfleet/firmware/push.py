@@ -113,8 +113,8 @@ def push_bundle(
     progress: Progress | None = None,
 ) -> PushResult:
     manifest, files = load_bundle(folder)
-    planned = oci.sha256_digest(oci.planned_bundle_manifest(manifest))
-    document = _signature(planned, Path(folder) / signing.SIGNATURE_FILE, key, allow_unsigned, ref.name)
+    signed_digest = oci.sha256_digest(oci.bundle_manifest_bytes(manifest))
+    document = _signature(signed_digest, Path(folder) / signing.SIGNATURE_FILE, key, allow_unsigned, ref.name)
     uploaded = 0
     for name in sorted(files):
         _digest, size = store.push_blob(ref.repository, files[name])
@@ -122,9 +122,9 @@ def push_bundle(
         if progress:
             progress(name, size)
     pushed = store.push_bundle(ref.repository, ref.tag, files, manifest)
-    if pushed.digest != planned:
+    if pushed.digest != signed_digest:
         raise PushError(
-            f"registry stored {pushed.digest}, but {planned} was signed (manifest encoding drift)"
+            f"registry stored {pushed.digest}, but {signed_digest} was signed (manifest encoding drift)"
         )
     sig_tag = signatures.push_signature(store, ref.repository, document).tag if document else None
     return PushResult(ref, pushed.digest, "bundle", uploaded, sig_tag)
@@ -147,8 +147,8 @@ def push_image(
     binary = Path(binary)
     if not binary.is_file():
         raise PushError(f"{binary}: no such image file")
-    planned = signing.image_digest(binary, version, board, features or [], security_version)
-    document = _signature(planned, signature_file, key, allow_unsigned, ref.name)
+    signed_digest = signing.image_digest(binary, version, board, features or [], security_version)
+    document = _signature(signed_digest, signature_file, key, allow_unsigned, ref.name)
     _digest, size = store.push_blob(ref.repository, binary)
     if progress:
         progress(binary.name, size)
@@ -161,9 +161,9 @@ def push_image(
         features=features,
         security_version=security_version,
     )
-    if pushed.digest != planned:
+    if pushed.digest != signed_digest:
         raise PushError(
-            f"registry stored {pushed.digest}, but {planned} was signed (manifest encoding drift)"
+            f"registry stored {pushed.digest}, but {signed_digest} was signed (manifest encoding drift)"
         )
     sig_tag = signatures.push_signature(store, ref.repository, document).tag if document else None
     return PushResult(ref, pushed.digest, "image", size, sig_tag)

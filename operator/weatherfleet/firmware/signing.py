@@ -1,6 +1,6 @@
 """Signing and verifying firmware per `weatherfleet.oci.contract`: cosign's simple-signing payload names
 the OCI manifest digest, which covers every layer digest, and the signature covers the payload. A bundle's manifest is computed offline
-(`weatherfleet.oci.planned_bundle_manifest`), so a release can be signed on a separate machine before it is
+(`weatherfleet.oci.bundle_manifest_bytes`), so a release can be signed on a separate machine before it is
 pushed; `push` checks the pushed digest is the signed one. Keys are PEM files; the private key's bytes
 never reach a log or an error message."""
 
@@ -83,14 +83,14 @@ def device_key_text(public: signatures.PublicKey) -> str | None:
 def bundle_digest(folder: Path) -> str:
     """The manifest digest a push of this bundle folder will produce."""
     manifest, _files = load_bundle(folder)
-    return oci.sha256_digest(oci.planned_bundle_manifest(manifest))
+    return oci.sha256_digest(oci.bundle_manifest_bytes(manifest))
 
 
 def image_digest(
     binary: Path, version: str, board: str, features: list[str], security_version: int = 0
 ) -> str:
     return oci.sha256_digest(
-        oci.planned_image_manifest(
+        oci.image_manifest_bytes(
             binary, version=version, board=board, features=features, security_version=security_version
         )
     )

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from .errors import NotFound, OciError, Unreachable
 from .layout import LayoutStore
-from .manifest import Descriptor, Manifest, planned_bundle_manifest, planned_image_manifest
+from .manifest import Descriptor, Manifest, bundle_manifest_bytes, image_manifest_bytes
 from .payload import Resolved, ResolvedFile, file_checksums, resolve_manifest, write_bundle_tar
 from .references import canonical_json, check_digest, check_reference, check_repository, sha256_digest
 from .registry import RegistryStore
@@ -73,14 +73,14 @@ __all__ = [
     "Resolved",
     "ResolvedFile",
     "Unreachable",
+    "bundle_manifest_bytes",
     "canonical_json",
     "check_digest",
     "check_reference",
     "check_repository",
     "connect",
     "file_checksums",
-    "planned_bundle_manifest",
-    "planned_image_manifest",
+    "image_manifest_bytes",
     "resolve_manifest",
     "sha256_digest",
     "write_bundle_tar",

@@ -1,5 +1,5 @@
 """OCI manifests: reading them (`Descriptor`, `Manifest`) and building the exact bytes a push stores, so a
-release can be signed offline before it is pushed (`planned_bundle_manifest`, `planned_image_manifest`)."""
+release can be signed offline before it is pushed (`bundle_manifest_bytes`, `image_manifest_bytes`)."""
 
 from __future__ import annotations
 
@@ -145,14 +145,14 @@ def image_layer(binary: Path, digest: str, size: int) -> Descriptor:
     return Descriptor(contract.IMAGE_LAYER, digest, size, {contract.ANNOTATION_TITLE: Path(binary).name})
 
 
-def planned_bundle_manifest(manifest: contract.BundleManifest) -> bytes:
+def bundle_manifest_bytes(manifest: contract.BundleManifest) -> bytes:
     """The exact manifest bytes `OciStore.push_bundle` stores for this bundle, computed offline from the
     BundleManifest alone, so `weatherfleet firmware sign` can sign a bundle before it is pushed
     (`push` checks the pushed digest equals the signed one)."""
     return bundle_manifest(manifest)[0]
 
 
-def planned_image_manifest(
+def image_manifest_bytes(
     binary: Path,
     *,
     version: str,
@@ -160,7 +160,7 @@ def planned_image_manifest(
     features: list[str] | None = None,
     security_version: int = 0,
 ) -> bytes:
-    """The exact manifest bytes `OciStore.push_image` stores for this binary (see planned_bundle_manifest)."""
+    """The exact manifest bytes `OciStore.push_image` stores for this binary (see bundle_manifest_bytes)."""
     size, _crc, sha = file_checksums(Path(binary))
     return image_manifest(
         image_layer(binary, "sha256:" + sha, size),
