@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -28,7 +29,33 @@ def require_program(name: str, debian_package: str) -> str:
     return path
 
 
+# Where the kernel takes the source ports of outgoing connections (Linux; the usual default otherwise).
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PORT = 10000
+_random = random.SystemRandom()  # not the `random` module's state, which tests may seed alike
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
+    """A port on 127.0.0.1 nothing is bound to, for a server started next. Picked below the kernel's
+    ephemeral range: a port from bind(0) comes from that range, where any outgoing connection made before
+    the server binds may take it (a full test run saw the operator's health port 'address already in
+    use')."""
+    high = _ephemeral_start() - 1
+    for _ in range(200 if high > _LOWEST_PORT else 0):
+        port = _random.randint(_LOWEST_PORT, high)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
